@@ -1,0 +1,130 @@
+#include "park.h"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <linux/futex.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "report.h"
+
+namespace pfg {
+
+ParkRecord g_parked[kMaxParkRecords];
+std::atomic<unsigned> g_parked_count{0};
+
+const char *reason_text(Reason r) {
+  switch (r) {
+    case Reason::stale_ts: return "thread state of an earlier runtime";
+    case Reason::finalizing: return "runtime finalizing";
+    case Reason::finalized: return "runtime finalized";
+    case Reason::thread_exit: return "CPython terminating the thread";
+  }
+  return "?";
+}
+
+namespace {
+
+// Claims a slot and fills it. Lock-free (one fetch_add), so any number of threads can
+// park at once. tid is published last (release): readers skip slots still at 0.
+unsigned record(Fn api, uint64_t epoch) {
+  unsigned i = g_parked_count.fetch_add(1);
+  if (i >= kMaxParkRecords) return i;  // counted, not described
+  ParkRecord &r = g_parked[i];
+  r.thread = pthread_self();
+  r.api = api;
+  r.epoch = epoch;
+  r.generation = gen_of(epoch);
+  r.when_ns = monotonic_ns();
+  prctl(PR_GET_NAME, r.name, 0, 0, 0);
+  r.tid.store(int(syscall(SYS_gettid)), std::memory_order_release);
+  return i;
+}
+
+[[noreturn]] void wait_forever() {
+  // A futex word nobody ever wakes: the thread sleeps in the kernel, using no CPU.
+  // The loop absorbs spurious wake-ups and the glibc-internal signals (SIGSETXID,
+  // SIGCANCEL) that pthread_sigmask refuses to block.
+  static int never = 0;
+  for (;;) syscall(SYS_futex, &never, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
+}
+
+}  // namespace
+
+void park(Fn api, uint64_t epoch, Reason why) {
+  switch (g_config.mode) {
+    case Mode::exit:
+      // For comparison with CPython <= 3.13: terminate the thread as take_gil() would.
+      PFG_REAL(pthread_exit)(nullptr);
+      __builtin_unreachable();
+    case Mode::abort: {
+      unsigned slot = record(api, epoch);
+      if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
+      abort();
+    }
+    case Mode::park:
+      break;
+  }
+  // Block every signal first: a handler must never run Python code (or anything else)
+  // on this thread again. SIGKILL/SIGSTOP cannot be blocked and need not be.
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  // Registered before the report, so that a joiner stops waiting for this thread even
+  // while the report is still being written (the report may wait for the loader lock).
+  unsigned slot = record(api, epoch);
+  if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
+  wait_forever();
+}
+
+bool is_parked_thread(pthread_t t) {
+  unsigned n = g_parked_count.load();
+  if (n > kMaxParkRecords) n = kMaxParkRecords;
+  for (unsigned i = 0; i < n; ++i)
+    if (g_parked[i].tid.load(std::memory_order_acquire) != 0 &&
+        pthread_equal(g_parked[i].thread, t))
+      return true;
+  return false;
+}
+
+bool is_parked_tid(int tid) {
+  unsigned n = g_parked_count.load();
+  if (n > kMaxParkRecords) n = kMaxParkRecords;
+  for (unsigned i = 0; i < n; ++i)
+    if (g_parked[i].tid.load(std::memory_order_acquire) == tid) return true;
+  return false;
+}
+
+int join_completing(pthread_t t, void **retval) {
+  // Poll in 20 ms slices: only reached when a thread has parked or Python is
+  // finalizing, i.e. at exit, where a parked target would otherwise hang the process
+  // (CPython 3.14 hangs exactly here with Arrow's thread pools).
+  for (;;) {
+    if (is_parked_thread(t)) {
+      if (retval) *retval = nullptr;
+      return 0;
+    }
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_nsec += 20 * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+      deadline.tv_sec += 1;
+      deadline.tv_nsec -= 1000000000;
+    }
+    int rc = PFG_REAL(pthread_timedjoin_np)(t, retval, &deadline);
+    if (rc != ETIMEDOUT) return rc;
+  }
+}
+
+void park_atfork_child() {
+  // Only the forking thread exists in the child. Its parent's parked threads are gone.
+  for (unsigned i = 0; i < kMaxParkRecords; ++i) g_parked[i].tid.store(0);
+  g_parked_count.store(0);
+}
+
+}  // namespace pfg

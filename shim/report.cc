@@ -1,0 +1,172 @@
+#include "report.h"
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <link.h>
+#include <unistd.h>
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
+
+#include "config.h"
+#include "park.h"
+#include "state.h"
+
+namespace pfg {
+
+Writer &Writer::str(const char *s) {
+  while (*s) chr(*s++);
+  return *this;
+}
+
+Writer &Writer::chr(char c) {
+  if (n_ == sizeof buf_) flush();
+  buf_[n_++] = c;
+  return *this;
+}
+
+Writer &Writer::dec(int64_t v) {
+  char tmp[24];
+  int i = 0;
+  uint64_t u = v < 0 ? uint64_t(-(v + 1)) + 1 : uint64_t(v);
+  do tmp[i++] = char('0' + u % 10); while (u /= 10);
+  if (v < 0) chr('-');
+  while (i) chr(tmp[--i]);
+  return *this;
+}
+
+Writer &Writer::hex(uint64_t v) {
+  char tmp[16];
+  int i = 0;
+  do tmp[i++] = "0123456789abcdef"[v & 15]; while (v >>= 4);
+  str("0x");
+  while (i) chr(tmp[--i]);
+  return *this;
+}
+
+Writer &Writer::ms(int64_t ns) {
+  if (ns < 0) ns = 0;
+  dec(ns / 1000000).chr('.').dec(ns / 100000 % 10);
+  return *this;
+}
+
+void Writer::flush() {
+  size_t off = 0;
+  while (fd_ >= 0 && off < n_) {
+    ssize_t w = write(fd_, buf_ + off, n_ - off);
+    if (w > 0) off += size_t(w);
+    else if (w < 0 && errno == EINTR) continue;
+    else break;  // a broken log must never stop the thread from parking
+  }
+  n_ = 0;
+}
+
+int log_fd() {
+  if (g_config.secure) return -1;
+  if (!g_config.log_file) return 2;
+  // Opened once, by whichever thread reports first; open(2) is async-signal-safe. A
+  // second thread racing here opens its own descriptor and closes it if it lost.
+  static std::atomic<int> fd{-1};
+  int cur = fd.load();
+  if (cur >= 0) return cur;
+  int nfd = open(g_config.log_path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (nfd < 0) return 2;  // the report goes to stderr instead (and says why below)
+  if (!fd.compare_exchange_strong(cur, nfd)) {
+    close(nfd);
+    return cur;
+  }
+  return nfd;
+}
+
+namespace {
+
+// One backtrace line per frame, symbolized with libunwind's unw_get_proc_name, which
+// reads the module's own symbol table (static functions included) from the file with
+// mmap: no malloc. Module names come from dladdr.
+void backtrace(Writer &w) {
+  unw_context_t uc;
+  unw_cursor_t cur;
+  if (unw_getcontext(&uc) != 0 || unw_init_local(&cur, &uc) != 0) return;
+  Dl_info self{};
+  dladdr(reinterpret_cast<void *>(&report_park), &self);
+  int depth = 0;
+  while (unw_step(&cur) > 0 && depth < 24) {
+    unw_word_t ip = 0, off = 0;
+    unw_get_reg(&cur, UNW_REG_IP, &ip);
+    Dl_info di{};
+    void *ent = nullptr;
+    bool known = dladdr1(reinterpret_cast<void *>(ip - 1), &di, &ent, RTLD_DL_SYMENT) != 0;
+    if (known && di.dli_fbase == self.dli_fbase) continue;  // the guard's own frames
+    // dladdr knows exported symbols only; libunwind also reads .symtab (static
+    // functions) when the file has one. In a stripped library both fall back to the
+    // nearest exported symbol, which is a lie when ip is past that symbol's end.
+    auto *dsym = static_cast<const ElfW(Sym) *>(ent);
+    uintptr_t doff = known && di.dli_saddr ? ip - uintptr_t(di.dli_saddr) : 0;
+    bool dyn_covers = dsym && di.dli_sname && doff < dsym->st_size;
+    char sym[160];
+    w.str("pyfinguard:   #").dec(depth++).chr(' ').hex(ip).chr(' ');
+    bool unw = unw_get_proc_name(&cur, sym, sizeof sym, &off) == 0;
+    // libunwind, too, names the nearest preceding symbol; believe it only when that
+    // symbol starts where the unwind info says this function starts.
+    unw_proc_info_t pi;
+    if (unw && unw_get_proc_info(&cur, &pi) == 0 && pi.start_ip && pi.start_ip != ip - off) unw = false;
+    if (dyn_covers) w.str(di.dli_sname).str("+").hex(doff);
+    else if (unw) w.str(sym).str("+").hex(off);
+    else w.str("??");
+    if (known && di.dli_fname && *di.dli_fname) w.str(" (").str(di.dli_fname).str(")");
+    w.chr('\n');
+  }
+}
+
+}  // namespace
+
+void report_park(const ParkRecord &r, const char *what) {
+  int fd = log_fd();
+  if (fd < 0) return;
+  Writer w(fd);
+  int64_t start = g_finalize_start_ns.load();
+  w.str("pyfinguard: parked thread ").dec(r.tid.load()).str(" '").str(r.name).str("' in ")
+      .str(kFns[r.api].name).str(" (generation ").dec(int64_t(r.generation)).str(", ")
+      .str(what).str(", ");
+  if (start) w.ms(r.when_ns - start).str(" ms after finalization)");
+  else w.str("no finalization seen)");
+  if (g_config.mode != Mode::park) w.str(" mode=").str(mode_name(g_config.mode));
+  w.chr('\n');
+  if (g_config.log_file && fd == 2) w.str("pyfinguard:   (PYFINGUARD_LOG could not be opened)\n");
+  backtrace(w);
+}
+
+void report_exit_summary() {
+  unsigned n = g_parked_count.load();
+  if (n == 0 || g_config.quiet || g_config.secure) return;
+  unsigned present = 0, described = n < kMaxParkRecords ? n : kMaxParkRecords;
+  for (unsigned i = 0; i < described; ++i) {
+    int tid = g_parked[i].tid.load();
+    if (tid == 0) continue;
+    char path[40];  // "/proc/self/task/<tid>": a thread that parked never exits
+    int len = 0;
+    const char *pre = "/proc/self/task/";
+    while (*pre) path[len++] = *pre++;
+    char digits[12];
+    int d = 0;
+    for (unsigned v = unsigned(tid); v; v /= 10) digits[d++] = char('0' + v % 10);
+    while (d) path[len++] = digits[--d];
+    path[len] = 0;
+    if (access(path, F_OK) == 0) ++present;
+  }
+  Writer w(2);
+  w.str("pyfinguard: ").dec(n).str(n == 1 ? " thread" : " threads")
+      .str(" parked after Python finalization, ").dec(present).str(" still present at exit");
+  if (g_config.log_file) w.str(" (reports in ").str(g_config.log_path).str(")");
+  w.chr('\n');
+}
+
+void report_fatal(const char *a, const char *b, const char *c) {
+  Writer(2).str("pyfinguard: fatal: ").str(a).str(b).str(c).chr('\n');
+  abort();
+}
+
+}  // namespace pfg

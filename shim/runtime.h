@@ -1,0 +1,28 @@
+// Which Python runtime is loaded, and CPython's own "is finalizing" probe. All knowledge
+// of CPython version differences lives here.
+#pragma once
+#include <cstddef>
+
+namespace pfg {
+
+// Finds the runtime at load time (executable or a library loaded with it). Does nothing
+// visible in a process without Python.
+void runtime_detect_at_load();
+
+// After a dlopen: the handle may have brought a Python runtime (embedders such as
+// PostgreSQL's plpython3u or uWSGI load libpython late).
+void runtime_detect_in(void *handle);
+
+// Is CPython past its own point of no return (its finalizing flag set)? Reads the
+// runtime's static data only, lock-free: safe in a thread about to park.
+//   3.13+:    Py_IsFinalizing()
+//   3.7-3.12: _Py_IsFinalizing()
+//   3.6:      _Py_Finalizing (a PyThreadState *, non-NULL while finalizing)
+bool runtime_is_finalizing();
+
+bool runtime_present();
+
+// pyfinguard_describe(): "key: value" lines and one "cover <fn> <mech> <why>" per function.
+int runtime_describe(char *buf, size_t size);
+
+}  // namespace pfg

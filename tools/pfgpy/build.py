@@ -1,0 +1,208 @@
+"""Compile embedding programs and extension modules for one discovered interpreter.
+
+Results are cached under a build directory, keyed by a hash of the sources (plus every
+header beside them), the interpreter and the command line, so a test matrix compiles each
+program once per interpreter and a later run reuses it. Outputs are written to a temporary
+name and renamed into place, so parallel builders (meson tests, matrix jobs) never see a
+half-written file.
+
+    from pfgpy import interpreters, build
+    it = [i for i in interpreters.discover() if i.name == "pyenv-3.11.7"][0]
+    exe = build.build_embed(it, ["tests/scenarios/seed.c"])
+    moddir = build.build_pfgtest(it)          # PYTHONPATH entry holding pfgtest
+"""
+import glob
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+SCENARIOS = os.path.join(REPO, "tests", "scenarios")
+
+CC = os.environ.get("CC", "cc")
+CXX = os.environ.get("CXX", "c++")
+# Frame pointers and symbols keep the guard's backtraces of parked threads readable.
+COMMON_FLAGS = ["-O1", "-g", "-pthread", "-fno-omit-frame-pointer", "-Wall"]
+
+
+class BuildError(Exception):
+    """The compiler failed; the message holds the command and its output tail."""
+
+
+class Unsupported(Exception):
+    """This artifact cannot be built for this interpreter (a skip reason, not a failure)."""
+
+
+def default_build_dir():
+    return os.environ.get("PFGPY_BUILD_DIR") or \
+        os.path.join(tempfile.gettempdir(), "pfgpy-build-%d" % os.getuid())
+
+
+def _slug(s):
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in s).strip("_")
+
+
+def _digest(sources, extra):
+    h = hashlib.sha256()
+    files = set(os.path.abspath(s) for s in sources)
+    for s in list(files):
+        # Local headers change the program too; hash every header next to each source.
+        files.update(glob.glob(os.path.join(os.path.dirname(s), "*.h")))
+    for f in sorted(files):
+        h.update(f.encode() + b"\0")
+        with open(f, "rb") as fh:
+            h.update(fh.read())
+    for e in extra:
+        h.update(repr(e).encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _run_compiler(cmd, out):
+    """Run cmd, which writes to out + '.tmp<pid>', then atomically rename to out."""
+    tmp = out + ".tmp%d" % os.getpid()
+    cmd = [tmp if c == "@OUT@" else c for c in cmd]
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        text = r.stdout.decode(errors="replace")
+        tail = "\n".join(text.splitlines()[-25:])
+        raise BuildError("compile failed (status %d): %s\n%s" % (
+            r.returncode, " ".join(shlex.quote(c) for c in cmd), tail))
+    os.replace(tmp, out)
+    # Keep the command line for humans reproducing a cell by hand.
+    with open(out + ".cmd.tmp%d" % os.getpid(), "w") as f:
+        f.write(" ".join(shlex.quote(c) for c in cmd).replace(tmp, out) + "\n")
+    os.replace(out + ".cmd.tmp%d" % os.getpid(), out + ".cmd")
+    return out
+
+
+def _is_cxx(sources, cxx):
+    if cxx is not None:
+        return cxx
+    return any(s.endswith((".cc", ".cpp", ".cxx")) for s in sources)
+
+
+def build_embed(interp, sources, build_dir=None, name=None, cxx=None,
+                extra_cflags=(), extra_ldflags=()):
+    """Compile an embedding program linked to interp's libpython (rpath set). Returns the
+    executable's path."""
+    if not interp.can_embed:
+        raise Unsupported(interp.skip or "%s has no shared libpython to embed" % interp.name)
+    sources = [os.path.abspath(s) for s in sources]
+    cxx = _is_cxx(sources, cxx)
+    compiler = CXX if cxx else CC
+    name = name or os.path.splitext(os.path.basename(sources[0]))[0]
+    flags = COMMON_FLAGS + (["-std=c++17"] if cxx else ["-std=gnu11"]) + \
+        ["-I" + interp.include, "-I" + SCENARIOS] + list(extra_cflags)
+    # DT_RPATH (not RUNPATH) so that an inherited LD_LIBRARY_PATH cannot swap in another
+    # libpython with the same soname (pyenv's and Debian's are both libpython3.11.so.1.0).
+    ldflags = [interp.libpython, "-Wl,--disable-new-dtags", "-Wl,-rpath," + interp.libdir,
+               "-ldl", "-lm"] + list(extra_ldflags)
+    key = _digest(sources, [compiler, flags, ldflags, interp.name, interp.libpython])
+    outdir = os.path.join(build_dir or default_build_dir(), _slug(interp.name))
+    os.makedirs(outdir, exist_ok=True)
+    out = os.path.join(outdir, "%s-%s" % (name, key))
+    if os.path.exists(out):
+        return out
+    return _run_compiler([compiler] + flags + sources + ["-o", "@OUT@"] + ldflags, out)
+
+
+def pybind11_include():
+    """Directory holding pybind11/pybind11.h (Debian's python3-pybind11), or None."""
+    for d in ("/usr/include", "/usr/local/include"):
+        if os.path.isfile(os.path.join(d, "pybind11", "pybind11.h")):
+            return d
+    return None
+
+
+def build_extension(interp, modname, sources, build_dir=None, cxx=None, pybind11=False,
+                    extra_cflags=()):
+    """Compile an extension module for interp. It is not linked to libpython (the host
+    process provides the C API, as for any wheel). Returns the directory to put on
+    PYTHONPATH; the module file is <dir>/<modname><EXT_SUFFIX>."""
+    if interp.skip:
+        raise Unsupported(interp.skip)
+    if not interp.ext_suffix:
+        raise Unsupported("%s reports no EXT_SUFFIX" % interp.name)
+    sources = [os.path.abspath(s) for s in sources]
+    cxx = True if pybind11 else _is_cxx(sources, cxx)
+    compiler = CXX if cxx else CC
+    flags = COMMON_FLAGS + ["-fPIC", "-shared", "-I" + interp.include, "-I" + SCENARIOS]
+    flags += ["-std=c++17"] if cxx else ["-std=gnu11"]
+    if pybind11:
+        inc = pybind11_include()
+        if inc is None:
+            raise Unsupported("pybind11 headers not found (install python3-pybind11)")
+        # pybind11's documented recommendation: hidden visibility for module internals.
+        if inc not in ("/usr/include", "/usr/local/include"):  # already searched; an
+            flags += ["-isystem", inc]                        # -isystem would break include_next
+        flags += ["-fvisibility=hidden"]
+    flags += list(extra_cflags)
+    key = _digest(sources, [compiler, flags, interp.name, interp.include, interp.ext_suffix])
+    outdir = os.path.join(build_dir or default_build_dir(), _slug(interp.name),
+                          "%s-%s" % (modname, key))
+    os.makedirs(outdir, exist_ok=True)
+    out = os.path.join(outdir, modname + interp.ext_suffix)
+    if os.path.exists(out):
+        return outdir
+    bad = os.path.join(outdir, "UNSUPPORTED")
+    if os.path.exists(bad):
+        with open(bad) as f:
+            raise Unsupported(f.read().strip())
+    try:
+        _run_compiler([compiler] + flags + sources + ["-o", "@OUT@", "-ldl"], out)
+    except BuildError as e:
+        if pybind11 and "pybind11/" in _first_error(str(e)):
+            # Debian's pybind11 (2.10) predates some CPython releases; a compile failure
+            # there is a property of the pair, recorded once as a skip reason.
+            reason = "pybind11 %s does not compile against Python %s: %s" % (
+                pybind11_version() or "?", interp.version_str, _first_error(str(e)))
+            with open(bad, "w") as f:
+                f.write(reason + "\n")
+            raise Unsupported(reason)
+        raise
+    return outdir
+
+
+def _first_error(text):
+    for line in text.splitlines():
+        if "error:" in line:
+            return line.strip()[:200]
+    return text.splitlines()[-1][:200] if text else ""
+
+
+def pybind11_version():
+    inc = pybind11_include()
+    if not inc:
+        return None
+    v = {}
+    with open(os.path.join(inc, "pybind11", "detail", "common.h")) as f:
+        for line in f:
+            for k in ("MAJOR", "MINOR", "PATCH"):
+                if line.startswith("#define PYBIND11_VERSION_" + k):
+                    v[k] = line.split()[2]
+    return "%s.%s.%s" % (v.get("MAJOR"), v.get("MINOR"), v.get("PATCH"))
+
+
+def build_pfgtest(interp, build_dir=None):
+    """The test extension `pfgtest` (tests/scenarios/pfgtest.c) for interp. Returns the
+    directory to put on PYTHONPATH. API: pfgtest.late_ensure(), block_in_allow_threads(),
+    wake_fd_at_exit(fd), register_thread(name); see pfgtest.c."""
+    return build_extension(interp, "pfgtest", [os.path.join(SCENARIOS, "pfgtest.c")], build_dir)
+
+
+def build_pfgbind(interp, build_dir=None):
+    """The pybind11 test module `pfgbind` (tests/scenarios/pfgbind.cc)."""
+    return build_extension(interp, "pfgbind", [os.path.join(SCENARIOS, "pfgbind.cc")],
+                           build_dir, pybind11=True)
+
+
+def clean(build_dir=None):
+    shutil.rmtree(build_dir or default_build_dir(), ignore_errors=True)

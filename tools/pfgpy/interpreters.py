@@ -1,0 +1,267 @@
+"""Discover the Python interpreters and libpythons on this machine.
+
+Every fact about an interpreter comes from the interpreter itself (sysconfig, and its own
+/proc/self/maps to see whether the executable maps a libpython), run with a timeout, so a
+broken or hanging interpreter becomes a skip reason instead of a stuck test run.
+
+Three kinds of entries:
+  * "shared-lib exe": an executable that maps libpython*.so (pyenv --enable-shared).
+    Python programs run on it; embedding programs link against its libpython.
+  * "static exe": an executable that defines the C API itself (Debian's /usr/bin/python3.X).
+    Python programs and extensions only.
+  * "embed-only": a libpython*.so with headers that no discovered executable maps
+    (Debian's libpython3.11.so.1.0, used by embedders). Embedding programs only.
+
+Usable with any Python 3.6+ (no dataclasses, no f-string '=' etc.).
+"""
+import glob
+import json
+import os
+import shutil
+import subprocess
+
+MIN_VERSION = (3, 6)
+
+# Run inside the candidate interpreter; prints one JSON object. Must stay compatible with
+# 2.7 too, so that 2.7 is reported as "unsupported" rather than "broken".
+_PROBE = r'''
+import json, sys, sysconfig
+cv = sysconfig.get_config_var
+maps = []
+try:
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and "libpython" in parts[5]:
+                maps.append(parts[5])
+except Exception:
+    pass
+print(json.dumps({
+    "version": list(sys.version_info[:3]),
+    "executable": sys.executable,
+    "include": sysconfig.get_paths().get("include"),
+    "libdir": cv("LIBDIR"),
+    "ldlibrary": cv("LDLIBRARY"),
+    "instsoname": cv("INSTSONAME"),
+    "enable_shared": cv("Py_ENABLE_SHARED"),
+    "ext_suffix": cv("EXT_SUFFIX") or cv("SO"),
+    "multiarch": cv("MULTIARCH"),
+    "mapped_libpython": sorted(set(maps)),
+}))
+'''
+
+
+class Interpreter(object):
+    """One test target. `skip` is None when usable, else the reason it is not."""
+
+    def __init__(self, name, kind, version=None, executable=None, include=None,
+                 libdir=None, libpython=None, ext_suffix=None, skip=None, source=None):
+        self.name = name
+        self.kind = kind                # "shared-lib exe" | "static exe" | "embed-only"
+        self.version = tuple(version) if version else None
+        self.executable = executable    # None for embed-only
+        self.include = include          # directory holding Python.h
+        self.libdir = libdir
+        self.libpython = libpython      # full path of the shared libpython, if any
+        self.ext_suffix = ext_suffix
+        self.skip = skip
+        self.source = source            # "pyenv" | "system"
+
+    @property
+    def can_run_programs(self):
+        return self.skip is None and self.executable is not None and self.kind != "embed-only"
+
+    @property
+    def can_embed(self):
+        return self.skip is None and self.libpython is not None and \
+            self.kind in ("shared-lib exe", "embed-only")
+
+    @property
+    def version_str(self):
+        return ".".join(str(x) for x in self.version) if self.version else "?"
+
+    def to_dict(self):
+        d = dict(self.__dict__)
+        d["version"] = list(self.version) if self.version else None
+        return d
+
+    def __repr__(self):
+        return "Interpreter(%r, %s, %s%s)" % (self.name, self.kind, self.version_str,
+                                             ", skip=%r" % self.skip if self.skip else "")
+
+
+def probe(executable, timeout=20):
+    """Ask an interpreter about itself. Returns (facts dict, None) or (None, reason)."""
+    try:
+        env = dict(os.environ)
+        for k in ("PYTHONHOME", "PYTHONPATH", "LD_PRELOAD", "PYTHONSTARTUP"):
+            env.pop(k, None)
+        out = subprocess.run([executable, "-E", "-S", "-c", _PROBE], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return None, "probe timed out after %ss" % timeout
+    except OSError as e:
+        return None, "cannot run: %s" % e
+    if out.returncode != 0:
+        tail = out.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        return None, "probe failed (status %d): %s" % (out.returncode, tail[0])
+    try:
+        return json.loads(out.stdout.decode().strip().splitlines()[-1]), None
+    except (ValueError, IndexError):
+        return None, "probe printed no JSON"
+
+
+def _pyenv_root():
+    roots = []
+    if os.environ.get("PYENV_ROOT"):
+        roots.append(os.environ["PYENV_ROOT"])
+    pyenv = shutil.which("pyenv")
+    if pyenv:
+        try:
+            r = subprocess.run([pyenv, "root"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, timeout=10)
+            if r.returncode == 0 and r.stdout.strip():
+                roots.append(r.stdout.decode().strip())
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    roots.append(os.path.expanduser("~/.pyenv"))
+    seen, out = set(), []
+    for r in roots:
+        r = os.path.realpath(r)
+        if r not in seen and os.path.isdir(os.path.join(r, "versions")):
+            seen.add(r)
+            out.append(r)
+    return out
+
+
+def _version_key(name):
+    parts = []
+    for p in name.replace("-", ".").split("."):
+        parts.append(int(p) if p.isdigit() else -1)
+    return parts
+
+
+def _has_header(include):
+    return bool(include) and os.path.isfile(os.path.join(include, "Python.h"))
+
+
+def _from_facts(name, source, exe, facts):
+    version = tuple(facts["version"])
+    include = facts.get("include")
+    mapped = facts.get("mapped_libpython") or []
+    kind = "shared-lib exe" if mapped else "static exe"
+    libpython = os.path.realpath(mapped[0]) if mapped else None
+    libdir = os.path.dirname(libpython) if libpython else facts.get("libdir")
+    it = Interpreter(name, kind, version, exe, include, libdir, libpython,
+                     facts.get("ext_suffix"), source=source)
+    if version < MIN_VERSION:
+        it.skip = "<3.6 unsupported"
+    elif not _has_header(include):
+        it.skip = "no headers (Python.h not found in %s)" % include
+    return it
+
+
+def _system_libpythons(facts_by_exe):
+    """Shared libpythons of system pythons that no executable maps, e.g. Debian's
+    libpython3.11.so.1.0 beside a static /usr/bin/python3.11."""
+    out = []
+    for exe, facts in facts_by_exe:
+        libdir, soname = facts.get("libdir"), facts.get("instsoname")
+        if not libdir or not soname or not soname.startswith("libpython"):
+            continue
+        cands = [os.path.join(libdir, soname)]
+        if facts.get("multiarch"):
+            cands.append(os.path.join("/usr/lib", facts["multiarch"], soname))
+        for c in cands:
+            if os.path.isfile(c) and not facts.get("mapped_libpython"):
+                out.append((exe, facts, os.path.realpath(c)))
+                break
+    return out
+
+
+def discover(include_skipped=True, timeout=20):
+    """All interpreters and embedding targets, sorted: pyenv by version, then system."""
+    found = []
+    seen_exe = set()
+
+    for root in _pyenv_root():
+        vdir = os.path.join(root, "versions")
+        for v in sorted(os.listdir(vdir), key=_version_key):
+            prefix = os.path.join(vdir, v)
+            if os.path.islink(prefix):      # virtualenv aliases point into another version
+                continue
+            exe = None
+            for cand in ("python3", "python"):
+                p = os.path.join(prefix, "bin", cand)
+                if os.path.exists(p):
+                    exe = os.path.realpath(p)
+                    break
+            name = "pyenv-%s" % v
+            if exe is None:
+                found.append(Interpreter(name, "shared-lib exe", skip="no bin/python in %s" % prefix,
+                                         source="pyenv"))
+                continue
+            seen_exe.add(exe)
+            facts, err = probe(exe, timeout)
+            if facts is None:
+                found.append(Interpreter(name, "shared-lib exe", executable=exe, skip=err,
+                                         source="pyenv"))
+                continue
+            found.append(_from_facts(name, "pyenv", exe, facts))
+
+    sys_facts = []
+    cands = sorted(set(glob.glob("/usr/bin/python3.*") + glob.glob("/usr/local/bin/python3.*")))
+    for p in cands:
+        base = os.path.basename(p)
+        # python3.11 yes; python3.11-config, python3.11m-config, python3.11-dbg-config no.
+        if base.endswith("-config") or not os.access(p, os.X_OK) or os.path.isdir(p):
+            continue
+        exe = os.path.realpath(p)
+        if exe in seen_exe:
+            continue
+        seen_exe.add(exe)
+        facts, err = probe(exe, timeout)
+        label = ("debian-%s" if p.startswith("/usr/bin/") else "local-%s") % base
+        if facts is None:
+            found.append(Interpreter(label, "static exe", executable=exe, skip=err, source="system"))
+            continue
+        it = _from_facts(label, "system", exe, facts)
+        it.name = "%s (%s)" % (label, "static exe" if it.kind == "static exe" else "shared exe")
+        found.append(it)
+        sys_facts.append((exe, facts, label))
+
+    for exe, facts, lib in _system_libpythons([(e, f) for e, f, _ in sys_facts]):
+        label = [l for e, f, l in sys_facts if e == exe][0]
+        vname = label.split("-", 1)[1].replace("python", "libpython")
+        it = Interpreter("%s-%s" % (label.split("-", 1)[0], vname), "embed-only",
+                         tuple(facts["version"]), exe, facts.get("include"),
+                         os.path.dirname(lib), lib, facts.get("ext_suffix"), source="system")
+        if it.version < MIN_VERSION:
+            it.skip = "<3.6 unsupported"
+        elif not _has_header(it.include):
+            it.skip = "no headers (Python.h not found in %s)" % it.include
+        found.append(it)
+
+    if not include_skipped:
+        found = [i for i in found if i.skip is None]
+    return found
+
+
+def main(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(description="List the interpreters pyfinguard tests run on.")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    its = discover()
+    if a.json:
+        print(json.dumps([i.to_dict() for i in its], indent=1))
+        return 0
+    for i in its:
+        print("%-34s %-15s %-8s %s%s" % (i.name, i.kind, i.version_str,
+                                        i.libpython or i.executable or "",
+                                        ("  SKIP " + i.skip) if i.skip else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -17,6 +17,7 @@ namespace pfg {
 
 ParkRecord g_parked[kMaxParkRecords];
 std::atomic<unsigned> g_parked_count{0};
+std::atomic<int> g_reports_in_flight{0};
 
 const char *reason_text(Reason r) {
   switch (r) {
@@ -33,6 +34,7 @@ namespace {
 // Claims a slot and fills it. Lock-free (one fetch_add), so any number of threads can
 // park at once. tid is published last (release): readers skip slots still at 0.
 unsigned record(Fn api, uint64_t epoch) {
+  g_reports_in_flight.fetch_add(1);  // before the slot is counted: see report_exit_summary
   unsigned i = g_parked_count.fetch_add(1);
   if (i >= kMaxParkRecords) return i;  // counted, not described
   ParkRecord &r = g_parked[i];
@@ -65,6 +67,7 @@ void park(Fn api, uint64_t epoch, Reason why) {
     case Mode::abort: {
       unsigned slot = record(api, epoch);
       if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
+      g_reports_in_flight.fetch_sub(1);
       abort();
     }
     case Mode::park:
@@ -79,6 +82,7 @@ void park(Fn api, uint64_t epoch, Reason why) {
   // while the report is still being written (the report may wait for the loader lock).
   unsigned slot = record(api, epoch);
   if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
+  g_reports_in_flight.fetch_sub(1);
   wait_forever();
 }
 

@@ -21,6 +21,9 @@ struct ParkRecord {
 constexpr unsigned kMaxParkRecords = 4096;
 extern ParkRecord g_parked[kMaxParkRecords];
 extern std::atomic<unsigned> g_parked_count;  // slots handed out (may exceed the array)
+// Reports being written right now: the exit summary waits (bounded) for them, so a
+// process that exits while a thread parks still gets that thread's report.
+extern std::atomic<int> g_reports_in_flight;
 
 // Why the thread is being stopped; printed in the report.
 enum class Reason { stale_ts, finalizing, finalized, thread_exit };

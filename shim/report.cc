@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <ctime>
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
@@ -140,8 +141,14 @@ void report_park(const ParkRecord &r, const char *what) {
 }
 
 void report_exit_summary() {
+  if (g_parked_count.load() == 0) return;
+  // Let threads that are parking right now finish their reports (bounded: 250 ms).
+  for (int i = 0; i < 250 && g_reports_in_flight.load() > 0; ++i) {
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, nullptr);
+  }
   unsigned n = g_parked_count.load();
-  if (n == 0 || g_config.quiet || g_config.secure) return;
+  if (g_config.quiet || g_config.secure) return;
   unsigned present = 0, described = n < kMaxParkRecords ? n : kMaxParkRecords;
   for (unsigned i = 0; i < described; ++i) {
     int tid = g_parked[i].tid.load();

@@ -25,7 +25,9 @@ class Writer {
  private:
   int fd_;
   size_t n_ = 0;
-  char buf_[1024];
+  // One report fits, so it reaches a pipe or an O_APPEND file in one write(2) (atomic
+  // up to PIPE_BUF) and reports of threads parking together do not interleave.
+  char buf_[4096];
 };
 
 // File descriptor for reports: 2, or PYFINGUARD_LOG opened on first use with

@@ -1,0 +1,878 @@
+// x86-64 entry patcher. See docs/patching.md for the design and the safety argument.
+//
+// Layout of one patch:
+//
+//   target:      [endbr64]  jmp rel32 ----------------.     (5 bytes written at `at`)
+//                <rest of the function, untouched>    |
+//                                                     v
+//   slot (near): stub:  jmp qword [rip+0]; .quad hook       (hook may be anywhere)
+//                tramp: [endbr64] relocated prologue; jmp rel32 at+covered
+//
+// The slot lives in an "arena" mmap'ed within rel32 reach of the target, so the entry
+// jump, the trampoline's jump back and relocated RIP-relative operands all stay rel32.
+// Arenas are never writable and executable at once: an arena is filled while RW, sealed
+// RX, and later slots are added through /proc/self/mem (which writes RX pages without
+// changing their protection, so threads running earlier trampolines never fault).
+//
+// Nothing here allocates with malloc or throws; state is a few fixed arrays and mmap'ed
+// chunks, guarded by one mutex (patching runs at load time or from dlopen).
+#include "patch.h"
+
+#include <Zydis/Zydis.h>
+#include <cpuid.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+namespace pfg::patch {
+namespace {
+
+constexpr unsigned kJmpLen = 5;             // E9 rel32
+constexpr unsigned kStubLen = 16;           // FF 25 00000000 <hook>, padded to 16
+constexpr unsigned kSlotLen = 128;          // stub + worst-case trampoline (see encode())
+constexpr unsigned kMaxInsns = 8;           // instructions relocated (>= 5 bytes needs <= 5)
+constexpr std::size_t kArenaLen = 64 * 1024;
+constexpr std::size_t kPage = 4096;
+constexpr uintptr_t kUserLow = 0x10000;     // never map below (mmap_min_addr and friends)
+constexpr uintptr_t kUserTop = 0x7ffffffff000ULL;
+// Keep every arena byte this close to the patched entry so that the entry's rel32 and the
+// trampoline's rel32s (to targets near the function) stay in range with room to spare.
+constexpr int64_t kReach = (int64_t{1} << 31) - (int64_t{64} << 20);
+// Do not take address space that [heap] (brk) will want to grow into.
+constexpr uintptr_t kHeapGap = uintptr_t{256} << 20;
+
+pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct Locker {
+  Locker() { pthread_mutex_lock(&g_lock); }
+  ~Locker() { pthread_mutex_unlock(&g_lock); }
+};
+
+void fail(Result &r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void fail(Result &r, const char *fmt, ...) {
+  r.ok = false;
+  r.trampoline = nullptr;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r.why, sizeof r.why, fmt, ap);
+  va_end(ap);
+}
+
+Result fresh() {
+  Result r;
+  r.ok = false;
+  r.trampoline = nullptr;
+  r.why[0] = 0;
+  return r;
+}
+
+bool fits32(int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; }
+
+// ---------------------------------------------------------------------------------------
+// /proc/self/maps, read with a fixed buffer (no stdio, no malloc).
+
+struct Mapping {
+  uintptr_t start, end;
+  bool r, w, x;
+  bool heap, stack;  // "[heap]" grows up into the gap above it, "[stack]" down into the one below
+  bool special;      // [vdso], [vsyscall], [vvar]: never patched
+};
+
+uintptr_t parse_hex(const char *&p, const char *e) {
+  uintptr_t v = 0;
+  while (p < e) {
+    char c = *p;
+    unsigned d;
+    if (c >= '0' && c <= '9') d = c - '0';
+    else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+    else break;
+    v = v << 4 | d;
+    ++p;
+  }
+  return v;
+}
+
+bool parse_line(const char *p, const char *e, Mapping &m) {
+  m.start = parse_hex(p, e);
+  if (p >= e || *p != '-') return false;
+  ++p;
+  m.end = parse_hex(p, e);
+  if (p + 5 > e || *p != ' ') return false;
+  m.r = p[1] == 'r';
+  m.w = p[2] == 'w';
+  m.x = p[3] == 'x';
+  // The path is the last field; only the two pseudo-paths matter here.
+  m.heap = e - p >= 6 && memcmp(e - 6, "[heap]", 6) == 0;
+  m.stack = e - p >= 7 && memcmp(e - 7, "[stack]", 7) == 0;
+  m.special = false;
+  for (const char *q = p; q + 2 <= e; ++q)
+    if (q[0] == '[' && q[1] == 'v') { m.special = true; break; }
+  return true;
+}
+
+// Calls f(const Mapping&) for each mapping in address order until f returns false.
+template <class F>
+bool for_each_mapping(F &&f) {
+  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[8192];
+  std::size_t have = 0;
+  bool go = true, ok = true;
+  while (go) {
+    ssize_t n = read(fd, buf + have, sizeof buf - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) { ok = false; break; }
+    have += static_cast<std::size_t>(n);
+    std::size_t pos = 0;
+    for (;;) {
+      char *nl = static_cast<char *>(memchr(buf + pos, '\n', have - pos));
+      if (!nl) break;
+      Mapping m;
+      if (parse_line(buf + pos, nl, m) && !f(m)) { go = false; break; }
+      pos = static_cast<std::size_t>(nl - buf) + 1;
+    }
+    if (n == 0) break;
+    if (pos == 0 && have == sizeof buf) { ok = false; break; }  // absurd line length
+    memmove(buf, buf + pos, have - pos);
+    have -= pos;
+  }
+  close(fd);
+  return ok;
+}
+
+// The mapping holding addr, extended over directly adjacent mappings with the same
+// protection. Entry patches split text into several mappings (swap_write replaces whole
+// pages), so "the end of the mapping" must look past those seams.
+bool find_extent(uintptr_t addr, Mapping &out) {
+  bool found = false;
+  for_each_mapping([&](const Mapping &m) {
+    if (!found) {
+      if (addr < m.start) return false;
+      if (addr < m.end) { out = m; found = true; }
+      return true;
+    }
+    if (m.start != out.end || m.r != out.r || m.w != out.w || m.x != out.x || m.special) return false;
+    out.end = m.end;
+    return true;
+  });
+  return found;
+}
+
+// Is [a, b) covered by consecutive mappings that are all readable and executable?
+bool range_is_rx(uintptr_t a, uintptr_t b) {
+  uintptr_t cur = a;
+  bool bad = false;
+  for_each_mapping([&](const Mapping &m) {
+    if (m.end <= cur) return true;
+    if (m.start > cur || !m.r || !m.x) { bad = true; return false; }
+    cur = m.end;
+    return cur < b;
+  });
+  return !bad && cur >= b;
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing code. Preferred path: pwrite() to /proc/self/mem, which the kernel performs
+// with FOLL_FORCE on read-only text without changing the mapping's protection.
+
+bool procmem_write(uintptr_t addr, const void *src, std::size_t n) {
+  int fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return false;
+  ssize_t w;
+  do {
+    w = pwrite(fd, src, n, static_cast<off_t>(addr));
+  } while (w < 0 && errno == EINTR);
+  close(fd);
+  return w == static_cast<ssize_t>(n) && memcmp(reinterpret_cast<void *>(addr), src, n) == 0;
+}
+
+int prot_of(const Mapping &m) {
+  return (m.r ? PROT_READ : 0) | (m.w ? PROT_WRITE : 0) | (m.x ? PROT_EXEC : 0);
+}
+
+// Fallback when /proc/self/mem is unavailable (e.g. kernels booted with
+// proc_mem.force_override=never, or a seccomp/LSM policy): briefly make the page(s)
+// RWX. Executable throughout, so threads running on the page never fault; writable and
+// executable for the duration of one store, which is the W^X trade-off this costs.
+bool mprotect_write(uintptr_t addr, const void *src, std::size_t n, bool atomic8) {
+  Mapping m;
+  if (!find_extent(addr, m)) return false;
+  uintptr_t p0 = addr & ~(kPage - 1);
+  uintptr_t p1 = (addr + n + kPage - 1) & ~(kPage - 1);
+  if (p1 > m.end) return false;  // spans mappings with different protections: do not guess
+  if (mprotect(reinterpret_cast<void *>(p0), p1 - p0, PROT_READ | PROT_WRITE | PROT_EXEC) != 0)
+    return false;
+  if (atomic8) {
+    uint64_t v;
+    memcpy(&v, src, 8);
+    __atomic_store_n(reinterpret_cast<uint64_t *>(addr), v, __ATOMIC_SEQ_CST);
+  } else {
+    memcpy(reinterpret_cast<void *>(addr), src, n);
+  }
+  mprotect(reinterpret_cast<void *>(p0), p1 - p0, prot_of(m));
+  return memcmp(reinterpret_cast<void *>(addr), src, n) == 0;
+}
+
+enum class WriteHow { none, swap, direct, procmem, mprotect };
+
+// Atomic replacement of whole pages: build a copy of the page(s) holding [addr, addr+n)
+// with the new bytes in a fresh RW mapping, make it read+exec like the original, and
+// mremap() it over the original. The kernel swaps the page-table entries under the mm
+// lock: another thread executing there runs either the old page or the new one (a fetch
+// in between faults, waits for the lock, and then sees the new page), never a mix, and no
+// mapping is ever writable and executable. Only for mappings that are not writable (text):
+// a concurrent store to a writable page between our copy and the swap would be lost.
+// Cost: the page(s) become anonymous memory (as after any copy-on-write of text).
+bool swap_write(const Mapping &m, uintptr_t addr, const void *src, std::size_t n) {
+  uintptr_t p0 = addr & ~(kPage - 1);
+  uintptr_t p1 = (addr + n + kPage - 1) & ~(kPage - 1);
+  if (p0 < m.start || p1 > m.end || m.w) return false;
+  std::size_t len = p1 - p0;
+  void *nw = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (nw == MAP_FAILED) return false;
+  memcpy(nw, reinterpret_cast<const void *>(p0), len);
+  memcpy(static_cast<uint8_t *>(nw) + (addr - p0), src, n);
+  if (mprotect(nw, len, prot_of(m)) != 0) {
+    munmap(nw, len);
+    return false;
+  }
+  void *r = mremap(nw, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void *>(p0));
+  if (r != reinterpret_cast<void *>(p0)) {
+    munmap(nw, len);
+    return false;
+  }
+  return memcmp(reinterpret_cast<void *>(addr), src, n) == 0;
+}
+
+// Writes the entry jump, as atomically as the platform allows (docs/patching.md):
+//  1. mapping already writable (JIT-style RWX memory): one aligned 8-byte atomic store
+//     when the bytes fit one qword;
+//  2. page swap (swap_write): atomic for threads entering the function, W^X kept;
+//  3. /proc/self/mem: W^X kept, protection unchanged, but the kernel copies byte-wise on
+//     CPUs with fast short rep movsb, so an entering thread can see a torn entry;
+//  4. mprotect(RWX) + aligned 8-byte atomic store: atomic when the bytes fit one qword,
+//     but the page is writable and executable for the duration of one store.
+WriteHow write_entry(uintptr_t at, const uint8_t *bytes, unsigned n) {
+  Mapping m;
+  if (!find_extent(at, m)) return WriteHow::none;
+  uintptr_t q = at & ~uintptr_t{7};
+  bool fits_qword = at + n <= q + 8;
+  uint8_t word[8];
+  if (fits_qword) {
+    memcpy(word, reinterpret_cast<const void *>(q), 8);
+    memcpy(word + (at - q), bytes, n);
+  }
+  if (m.w) {
+    if (fits_qword) {
+      uint64_t v;
+      memcpy(&v, word, 8);
+      __atomic_store_n(reinterpret_cast<uint64_t *>(q), v, __ATOMIC_SEQ_CST);
+    } else {
+      memcpy(reinterpret_cast<void *>(at), bytes, n);
+    }
+    return WriteHow::direct;
+  }
+  if (swap_write(m, at, bytes, n)) return WriteHow::swap;
+  if (fits_qword) {
+    if (procmem_write(q, word, 8)) return WriteHow::procmem;
+    if (mprotect_write(q, word, 8, true)) return WriteHow::mprotect;
+    return WriteHow::none;
+  }
+  if (procmem_write(at, bytes, n)) return WriteHow::procmem;
+  if (mprotect_write(at, bytes, n, false)) return WriteHow::mprotect;
+  return WriteHow::none;
+}
+
+// Make every thread of the process execute a core-serializing instruction before it
+// next runs user code, so none keeps executing stale prefetched bytes of the old entry
+// (Intel SDM, cross-modifying code). Best effort: older kernels lack the command.
+void sync_cores() {
+  static int registered;  // 0 unknown, 1 yes, -1 unavailable; guarded by g_lock
+  if (registered == 0) {
+    long rc = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0);
+    registered = rc == 0 ? 1 : -1;
+  }
+  if (registered == 1) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0);
+  unsigned a, b, c, d;
+  __cpuid(0, a, b, c, d);  // serialize this thread too
+  (void)a; (void)b; (void)c; (void)d;
+}
+
+// ---------------------------------------------------------------------------------------
+// Near memory: arenas of trampolines within rel32 reach of their targets.
+
+struct Arena {
+  uintptr_t base;
+  std::size_t len;
+  std::size_t used;
+  bool sealed;  // RX; further slots only through /proc/self/mem
+  bool full;    // do not add slots (procmem failed on it)
+};
+constexpr int kMaxArenas = 256;
+Arena g_arenas[kMaxArenas];
+int g_narenas;
+bool g_procmem_failed;  // sticky: once /proc/self/mem writes fail, use one arena per patch
+
+bool in_reach(uintptr_t at, uintptr_t a, std::size_t len) {
+  int64_t lo = static_cast<int64_t>(a) - static_cast<int64_t>(at);
+  int64_t hi = static_cast<int64_t>(a + len) - static_cast<int64_t>(at);
+  return lo >= -kReach && hi <= kReach;
+}
+
+bool is_arena_addr(uintptr_t p) {
+  for (int i = 0; i < g_narenas; ++i)
+    if (p >= g_arenas[i].base && p < g_arenas[i].base + g_arenas[i].len) return true;
+  return false;
+}
+
+// Free address ranges from /proc/self/maps, nearest first: the page-aligned start of
+// a `len`-byte block in a gap, as close to `at` as the gap allows, within reach.
+// Skips the gap below [stack] and keeps kHeapGap above [heap] so the host's stack and
+// brk heap can still grow. Returns up to `max` candidates sorted by distance.
+int find_gaps(uintptr_t at, std::size_t len, uintptr_t *out, int max) {
+  int n = 0;
+  int64_t dist[16];
+  if (max > 16) max = 16;
+  uintptr_t prev_end = kUserLow;
+  bool prev_heap = false;
+  auto consider = [&](uintptr_t g0, uintptr_t g1) {
+    if (g1 > kUserTop) g1 = kUserTop;
+    if (g0 < kUserLow) g0 = kUserLow;
+    g0 = (g0 + kPage - 1) & ~(kPage - 1);
+    g1 &= ~(kPage - 1);
+    if (g1 <= g0 || g1 - g0 < len) return;
+    uintptr_t c;
+    if (g1 <= at) c = g1 - len;         // gap below: take its top
+    else if (g0 >= at) c = g0;          // gap above: take its bottom
+    else return;                        // cannot happen: `at` is mapped
+    if (!in_reach(at, c, len)) return;
+    int64_t d = static_cast<int64_t>(c) - static_cast<int64_t>(at);
+    if (d < 0) d = -d;
+    // keep the `max` nearest, sorted by distance
+    int i;
+    if (n < max) i = n++;
+    else if (d < dist[max - 1]) i = max - 1;
+    else return;
+    while (i > 0 && dist[i - 1] > d) { dist[i] = dist[i - 1]; out[i] = out[i - 1]; --i; }
+    dist[i] = d;
+    out[i] = c;
+  };
+  for_each_mapping([&](const Mapping &m) {
+    if (m.start >= kUserTop) return false;
+    if (m.start > prev_end && !m.stack) {
+      uintptr_t g0 = prev_heap ? prev_end + kHeapGap : prev_end;
+      consider(g0, m.start);
+    }
+    if (m.end > prev_end) prev_end = m.end;
+    prev_heap = m.heap;
+    return true;
+  });
+  consider(prev_heap ? prev_end + kHeapGap : prev_end, kUserTop);
+  return n;
+}
+
+// Map a new RW arena near `at`. Never MAP_FIXED over anything: MAP_FIXED_NOREPLACE
+// fails on an occupied range, and kernels older than 4.17 treat it as a hint, which is
+// checked afterwards.
+Arena *new_arena(uintptr_t at, std::size_t len) {
+  if (g_narenas == kMaxArenas) return nullptr;
+  for (int round = 0; round < 4; ++round) {
+    uintptr_t cand[16];
+    int n = find_gaps(at, len, cand, 16);
+    for (int i = 0; i < n; ++i) {
+      void *p = mmap(reinterpret_cast<void *>(cand[i]), len, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+      if (p == MAP_FAILED) continue;
+      uintptr_t a = reinterpret_cast<uintptr_t>(p);
+      if (!in_reach(at, a, len)) { munmap(p, len); continue; }
+      memset(p, 0xCC, len);  // int3 everywhere unused
+      Arena &ar = g_arenas[g_narenas++];
+      ar.base = a;
+      ar.len = len;
+      ar.used = 0;
+      ar.sealed = false;
+      ar.full = false;
+      return &ar;
+    }
+    // Another thread may have mapped our candidates meanwhile: look again.
+  }
+  return nullptr;
+}
+
+// Where would the next slot for `at` go? Existing arena with room, else a gap.
+// Does not map anything (used by check()).
+bool peek_slot(uintptr_t at, uintptr_t &slot) {
+  for (int i = 0; i < g_narenas; ++i) {
+    Arena &a = g_arenas[i];
+    if (a.full || a.used + kSlotLen > a.len) continue;
+    if (a.sealed && g_procmem_failed) continue;
+    if (!in_reach(at, a.base, a.len)) continue;
+    slot = a.base + a.used;
+    return true;
+  }
+  uintptr_t c;
+  if (find_gaps(at, g_procmem_failed ? kPage : kArenaLen, &c, 1) < 1) return false;
+  slot = c;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------
+// Planning: decode the prologue, classify each instruction, scan the function.
+
+enum class Kind : uint8_t { copy, riprel, jmp, jcc, call };
+
+struct PInsn {
+  Kind kind;
+  uint8_t off;      // offset from `at`
+  uint8_t len;
+  uint8_t disp_off; // riprel: offset of the disp32 within the instruction
+  uint8_t cc;       // jcc: condition code (low nibble of 7x / 0F 8x)
+  uintptr_t abs;    // riprel: referenced address; branches: destination
+};
+
+struct Plan {
+  uintptr_t target;
+  uintptr_t at;          // where the jmp is written (target, or target+4 after endbr64)
+  unsigned covered;      // bytes of whole instructions relocated from `at`
+  bool endbr;
+  bool terminated;       // the relocated code ends in jmp/ret: no jump back
+  unsigned n;
+  PInsn insns[kMaxInsns];
+  uint8_t code[32];      // bytes from `at`
+};
+
+const ZydisDecoder *decoder() {
+  static ZydisDecoder d;
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, [] { ZydisDecoderInit(&d, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64); });
+  return &d;
+}
+
+int64_t rel_imm(const ZydisDecodedInstruction &in, int i) {
+  int64_t v = static_cast<int64_t>(in.raw.imm[i].value.u);
+  switch (in.raw.imm[i].size) {
+    case 8: return static_cast<int8_t>(v);
+    case 16: return static_cast<int16_t>(v);
+    case 32: return static_cast<int32_t>(v);
+    default: return v;
+  }
+}
+
+bool is_jcc(ZydisMnemonic m) {
+  switch (m) {
+    case ZYDIS_MNEMONIC_JB: case ZYDIS_MNEMONIC_JBE: case ZYDIS_MNEMONIC_JL:
+    case ZYDIS_MNEMONIC_JLE: case ZYDIS_MNEMONIC_JNB: case ZYDIS_MNEMONIC_JNBE:
+    case ZYDIS_MNEMONIC_JNL: case ZYDIS_MNEMONIC_JNLE: case ZYDIS_MNEMONIC_JNO:
+    case ZYDIS_MNEMONIC_JNP: case ZYDIS_MNEMONIC_JNS: case ZYDIS_MNEMONIC_JNZ:
+    case ZYDIS_MNEMONIC_JO: case ZYDIS_MNEMONIC_JP: case ZYDIS_MNEMONIC_JS:
+    case ZYDIS_MNEMONIC_JZ:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Scan the whole function for relative branches into bytes 1..covered-1 of the patch.
+// Linear sweep: x86-64 compilers keep jump tables in .rodata, so text decodes cleanly;
+// undecodable bytes are skipped one at a time (conservative: more branches seen, not fewer).
+bool scan_function(const Plan &p, std::size_t fn_size, Result &r) {
+  const ZydisDecoder *dec = decoder();
+  const uint8_t *base = reinterpret_cast<const uint8_t *>(p.target);
+  uintptr_t lo = p.at + 1, hi = p.at + p.covered;  // forbidden destinations [lo, hi)
+  std::size_t off = 0;
+  while (off < fn_size) {
+    ZydisDecodedInstruction in;
+    if (!ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(dec, nullptr, base + off, fn_size - off, &in))) {
+      ++off;
+      continue;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (!in.raw.imm[i].is_relative) continue;
+      uintptr_t dest = p.target + off + in.length + static_cast<uintptr_t>(rel_imm(in, i));
+      if (dest >= lo && dest < hi) {
+        fail(r, "branch into patched range at +%zu (%s at +%zu)", static_cast<std::size_t>(dest - p.target),
+             ZydisMnemonicGetString(in.mnemonic), off);
+        return false;
+      }
+    }
+    off += in.length;
+  }
+  return true;
+}
+
+bool plan(const void *target_v, std::size_t fn_size, Plan &p, Result &r) {
+  uintptr_t target = reinterpret_cast<uintptr_t>(target_v);
+  p.target = target;
+  if (!target) { fail(r, "null target"); return false; }
+  Mapping m;
+  if (!find_extent(target, m)) { fail(r, "target %p is not mapped", target_v); return false; }
+  if (!m.x) { fail(r, "target %p is not in an executable mapping", target_v); return false; }
+  if (!m.r) { fail(r, "target %p is execute-only (cannot decode)", target_v); return false; }
+  if (m.special) { fail(r, "target %p is in a kernel-provided mapping ([vdso])", target_v); return false; }
+  if (is_arena_addr(target)) { fail(r, "target is a pyfinguard trampoline"); return false; }
+  if (fn_size && !range_is_rx(target, target + fn_size)) {
+    fail(r, "function (%zu bytes) extends past its executable mapping", fn_size);
+    return false;
+  }
+  const uint8_t *t = reinterpret_cast<const uint8_t *>(target);
+  std::size_t avail = m.end - target;  // readable bytes in this mapping
+  p.endbr = avail >= 4 && t[0] == 0xF3 && t[1] == 0x0F && t[2] == 0x1E && t[3] == 0xFA;
+  // Keep endbr64 at the entry: with IBT, indirect calls must land on it, and the
+  // trampoline (called indirectly from the hook) gets its own copy.
+  p.at = target + (p.endbr ? 4 : 0);
+  unsigned skip = p.endbr ? 4 : 0;
+  if (fn_size && fn_size < skip + kJmpLen) {
+    fail(r, "function too short (%zu bytes, patch needs %u)", fn_size, skip + kJmpLen);
+    return false;
+  }
+  avail -= skip;
+  if (avail < kJmpLen) { fail(r, "entry too close to the end of its mapping"); return false; }
+  std::size_t ncopy = avail < sizeof p.code ? avail : sizeof p.code;
+  memcpy(p.code, reinterpret_cast<const void *>(p.at), ncopy);
+  if (p.code[0] == 0xCC) { fail(r, "int3 at entry (a debugger breakpoint?)"); return false; }
+
+  const ZydisDecoder *dec = decoder();
+  p.n = 0;
+  p.covered = 0;
+  p.terminated = false;
+  while (p.covered < kJmpLen) {
+    ZydisDecodedInstruction in;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    unsigned off = p.covered;
+    if (!ZYAN_SUCCESS(ZydisDecoderDecodeFull(dec, p.code + off, ncopy - off, &in, ops))) {
+      fail(r, "undecodable instruction at +%u", skip + off);
+      return false;
+    }
+    if (p.n == kMaxInsns) { fail(r, "too many instructions in the prologue"); return false; }
+    PInsn &pi = p.insns[p.n++];
+    pi.off = static_cast<uint8_t>(off);
+    pi.len = in.length;
+    pi.kind = Kind::copy;
+    pi.disp_off = 0;
+    pi.cc = 0;
+    pi.abs = 0;
+    const char *mn = ZydisMnemonicGetString(in.mnemonic);
+    uintptr_t ip_next = p.at + off + in.length;
+    bool rel_imm_seen = in.raw.imm[0].is_relative || in.raw.imm[1].is_relative;
+    bool riprel = false;
+    for (unsigned i = 0; i < in.operand_count; ++i)
+      if (ops[i].type == ZYDIS_OPERAND_TYPE_MEMORY && ops[i].mem.base == ZYDIS_REGISTER_RIP) riprel = true;
+    if (rel_imm_seen) {
+      uintptr_t dest = ip_next + static_cast<uintptr_t>(rel_imm(in, in.raw.imm[0].is_relative ? 0 : 1));
+      pi.abs = dest;
+      if (in.mnemonic == ZYDIS_MNEMONIC_JMP) pi.kind = Kind::jmp;
+      else if (in.mnemonic == ZYDIS_MNEMONIC_CALL) pi.kind = Kind::call;
+      else if (is_jcc(in.mnemonic)) {
+        pi.kind = Kind::jcc;
+        pi.cc = in.opcode & 0x0F;
+      } else {
+        fail(r, "cannot relocate '%s' at +%u", mn, skip + off);
+        return false;
+      }
+      if (in.operand_width != 64 || (in.raw.imm[0].size != 8 && in.raw.imm[0].size != 32)) {
+        fail(r, "cannot relocate '%s' with %u-bit operand at +%u", mn, in.operand_width, skip + off);
+        return false;
+      }
+    } else if (riprel) {
+      if (in.raw.disp.size != 32) {
+        fail(r, "RIP-relative '%s' without disp32 at +%u", mn, skip + off);
+        return false;
+      }
+      pi.kind = Kind::riprel;
+      pi.disp_off = in.raw.disp.offset;
+      pi.abs = ip_next + static_cast<uintptr_t>(static_cast<int64_t>(static_cast<int32_t>(in.raw.disp.value)));
+    } else if (in.attributes & ZYDIS_ATTRIB_IS_RELATIVE) {
+      fail(r, "cannot relocate relative '%s' at +%u", mn, skip + off);
+      return false;
+    }
+    if (in.mnemonic == ZYDIS_MNEMONIC_INT3) { fail(r, "int3 in the prologue at +%u", skip + off); return false; }
+    p.covered += in.length;
+    bool term = in.meta.category == ZYDIS_CATEGORY_RET || in.meta.category == ZYDIS_CATEGORY_UNCOND_BR ||
+                in.mnemonic == ZYDIS_MNEMONIC_UD2 || in.mnemonic == ZYDIS_MNEMONIC_HLT;
+    if (term) {
+      p.terminated = true;
+      if (p.covered < kJmpLen) {
+        // The bytes after it may belong to another function (or padding a branch
+        // targets). Only the symbol size says they are this function's own.
+        if (!fn_size) {
+          fail(r, "function too short: '%s' at +%u ends it before %u bytes (size unknown)", mn,
+               skip + off, kJmpLen);
+          return false;
+        }
+        // Remaining bytes up to 5 are this function's and unreachable except through a
+        // branch, which scan_function() refuses.
+        p.covered = kJmpLen;
+      }
+      break;
+    }
+  }
+  if (fn_size && skip + p.covered > fn_size && !p.terminated) {
+    fail(r, "prologue (%u bytes) crosses the function end (%zu)", skip + p.covered, fn_size);
+    return false;
+  }
+  if (p.terminated && fn_size && skip + p.covered > fn_size) {
+    fail(r, "function too short (%zu bytes, patch needs %u)", fn_size, skip + p.covered);
+    return false;
+  }
+  // Branches inside the relocated prologue to the prologue itself (would need
+  // intra-trampoline fixups; compilers do not emit them).
+  for (unsigned i = 0; i < p.n; ++i) {
+    const PInsn &pi = p.insns[i];
+    if (pi.kind != Kind::copy && pi.kind != Kind::riprel && pi.abs >= p.at && pi.abs < p.at + p.covered) {
+      fail(r, "branch from the prologue into itself at +%u", skip + pi.off);
+      return false;
+    }
+  }
+  if (fn_size && !scan_function(p, fn_size, r)) return false;
+  return true;
+}
+
+// Emit the trampoline for placement at `tramp`. Worst case per instruction is 16 bytes
+// (call/jcc out of rel32 reach), at most 5 instructions plus endbr64 and a 14-byte
+// absolute jump back: 4 + 5*16 + 14 = 98 <= kSlotLen - kStubLen.
+bool encode(const Plan &p, uintptr_t tramp, uint8_t *out, unsigned &len, Result &r) {
+  unsigned pos = 0;
+  auto put = [&](const void *b, unsigned n) { memcpy(out + pos, b, n); pos += n; };
+  auto put32 = [&](int64_t v) { int32_t x = static_cast<int32_t>(v); put(&x, 4); };
+  auto put64 = [&](uint64_t v) { put(&v, 8); };
+  auto abs_jmp = [&](uintptr_t dest) {  // jmp qword [rip+0]; .quad dest
+    static const uint8_t j[6] = {0xFF, 0x25, 0, 0, 0, 0};
+    put(j, 6);
+    put64(dest);
+  };
+  unsigned skip = p.endbr ? 4 : 0;
+  if (p.endbr) {
+    static const uint8_t e[4] = {0xF3, 0x0F, 0x1E, 0xFA};
+    put(e, 4);
+  }
+  for (unsigned i = 0; i < p.n; ++i) {
+    const PInsn &pi = p.insns[i];
+    uintptr_t ip = tramp + pos;
+    switch (pi.kind) {
+      case Kind::copy:
+        put(p.code + pi.off, pi.len);
+        break;
+      case Kind::riprel: {
+        int64_t d = static_cast<int64_t>(pi.abs) - static_cast<int64_t>(ip + pi.len);
+        if (!fits32(d)) {
+          fail(r, "RIP-relative operand at +%u is out of rel32 reach of the trampoline", skip + pi.off);
+          return false;
+        }
+        put(p.code + pi.off, pi.len);
+        int32_t x = static_cast<int32_t>(d);
+        memcpy(out + pos - pi.len + pi.disp_off, &x, 4);
+        break;
+      }
+      case Kind::jmp: {
+        int64_t d = static_cast<int64_t>(pi.abs) - static_cast<int64_t>(ip + 5);
+        if (fits32(d)) { uint8_t o = 0xE9; put(&o, 1); put32(d); }
+        else abs_jmp(pi.abs);
+        break;
+      }
+      case Kind::call: {
+        int64_t d = static_cast<int64_t>(pi.abs) - static_cast<int64_t>(ip + 5);
+        if (fits32(d)) { uint8_t o = 0xE8; put(&o, 1); put32(d); }
+        else {  // call [rip+2]; jmp +8; .quad dest  (returns onto the jmp over the literal)
+          static const uint8_t c[8] = {0xFF, 0x15, 2, 0, 0, 0, 0xEB, 0x08};
+          put(c, 8);
+          put64(pi.abs);
+        }
+        break;
+      }
+      case Kind::jcc: {
+        int64_t d = static_cast<int64_t>(pi.abs) - static_cast<int64_t>(ip + 6);
+        if (fits32(d)) {
+          uint8_t o[2] = {0x0F, static_cast<uint8_t>(0x80 | pi.cc)};
+          put(o, 2);
+          put32(d);
+        } else {  // j!cc over an absolute jump
+          uint8_t o[2] = {static_cast<uint8_t>(0x70 | (pi.cc ^ 1)), 14};
+          put(o, 2);
+          abs_jmp(pi.abs);
+        }
+        break;
+      }
+    }
+  }
+  if (!p.terminated) {
+    uintptr_t back = p.at + p.covered;
+    int64_t d = static_cast<int64_t>(back) - static_cast<int64_t>(tramp + pos + 5);
+    if (fits32(d)) { uint8_t o = 0xE9; put(&o, 1); put32(d); }
+    else abs_jmp(back);
+  }
+  len = pos;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------
+// The table of installed patches: mmap'ed chunks, never freed (trampolines live forever).
+
+struct Installed {
+  uintptr_t target, at;
+  void *trampoline;
+  uint8_t covered;
+  uint8_t orig[23];
+};
+struct Chunk {
+  Chunk *next;
+  unsigned n;
+  Installed e[(65536 - 16) / sizeof(Installed)];
+};
+Chunk *g_chunks;
+std::size_t g_installed;
+
+const Installed *find_installed(uintptr_t target) {
+  for (Chunk *c = g_chunks; c; c = c->next)
+    for (unsigned i = 0; i < c->n; ++i)
+      if (c->e[i].target == target || c->e[i].at == target) return &c->e[i];
+  return nullptr;
+}
+
+Installed *new_installed() {
+  constexpr unsigned cap = sizeof(Chunk::e) / sizeof(Installed);
+  if (!g_chunks || g_chunks->n == cap) {
+    void *p = mmap(nullptr, sizeof(Chunk), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return nullptr;
+    Chunk *c = static_cast<Chunk *>(p);
+    c->next = g_chunks;
+    c->n = 0;
+    g_chunks = c;
+  }
+  return &g_chunks->e[g_chunks->n++];
+}
+
+bool check_locked(const void *target, std::size_t fn_size, Plan &p, Result &r) {
+  if (const Installed *e = find_installed(reinterpret_cast<uintptr_t>(target))) {
+    (void)e;
+    fail(r, "already patched");
+    return false;
+  }
+  return plan(target, fn_size, p, r);
+}
+
+}  // namespace
+
+bool supported() { return true; }
+
+Result check(const void *target, std::size_t fn_size) {
+  Result r = fresh();
+  Locker lock;
+  Plan p;
+  if (!check_locked(target, fn_size, p, r)) return r;
+  uintptr_t slot;
+  if (!peek_slot(p.at, slot)) {
+    fail(r, "no free address range within +-2 GiB of the target");
+    return r;
+  }
+  uint8_t buf[kSlotLen];
+  unsigned len;
+  if (!encode(p, slot + kStubLen, buf, len, r)) return r;
+  r.ok = true;
+  return r;
+}
+
+Result install(void *target, std::size_t fn_size, void *hook, void **real_out) {
+  Result r = fresh();
+  if (!hook || !real_out) { fail(r, "null hook or real_out"); return r; }
+  Locker lock;
+  Plan p;
+  if (!check_locked(target, fn_size, p, r)) return r;
+  Installed *rec = new_installed();
+  if (!rec) { fail(r, "out of memory for the patch table"); return r; }
+
+  uint8_t slotbuf[kSlotLen];
+  uintptr_t slot = 0;
+  Arena *arena = nullptr;
+  // Up to two attempts: an existing sealed arena (written through /proc/self/mem), then
+  // a fresh arena (written while still RW) if that write failed.
+  for (int attempt = 0; attempt < 2 && !slot; ++attempt) {
+    arena = nullptr;
+    for (int i = 0; i < g_narenas && attempt == 0; ++i) {
+      Arena &a = g_arenas[i];
+      if (a.full || a.used + kSlotLen > a.len || (a.sealed && g_procmem_failed)) continue;
+      if (in_reach(p.at, a.base, a.len)) { arena = &a; break; }
+    }
+    if (!arena) arena = new_arena(p.at, g_procmem_failed ? kPage : kArenaLen);
+    if (!arena) { g_chunks->n--; fail(r, "no free address range within +-2 GiB of the target"); return r; }
+    uintptr_t s = arena->base + arena->used;
+    // stub: jmp qword [rip+0]; .quad hook
+    memset(slotbuf, 0xCC, sizeof slotbuf);
+    static const uint8_t j[6] = {0xFF, 0x25, 0, 0, 0, 0};
+    memcpy(slotbuf, j, 6);
+    memcpy(slotbuf + 6, &hook, 8);
+    unsigned tlen;
+    if (!encode(p, s + kStubLen, slotbuf + kStubLen, tlen, r)) { g_chunks->n--; return r; }
+    if (!arena->sealed) {
+      memcpy(reinterpret_cast<void *>(s), slotbuf, kSlotLen);
+      if (mprotect(reinterpret_cast<void *>(arena->base), arena->len, PROT_READ | PROT_EXEC) != 0) {
+        g_chunks->n--;
+        fail(r, "mprotect(RX) of the trampoline arena failed (errno %d)", errno);
+        arena->full = true;  // left RW, never executed: unusable
+        return r;
+      }
+      arena->sealed = true;
+    } else if (!procmem_write(s, slotbuf, kSlotLen)) {
+      g_procmem_failed = true;
+      arena->full = true;
+      continue;
+    }
+    arena->used += kSlotLen;
+    slot = s;
+  }
+  if (!slot) { g_chunks->n--; fail(r, "could not write the trampoline"); return r; }
+  __builtin___clear_cache(reinterpret_cast<char *>(slot), reinterpret_cast<char *>(slot + kSlotLen));
+
+  void *tramp = reinterpret_cast<void *>(slot + kStubLen);
+  rec->target = p.target;
+  rec->at = p.at;
+  rec->trampoline = tramp;
+  rec->covered = static_cast<uint8_t>(p.covered);
+  memcpy(rec->orig, p.code, p.covered < sizeof rec->orig ? p.covered : sizeof rec->orig);
+
+  // Publish the original before any caller can reach the hook.
+  void *prev = __atomic_load_n(real_out, __ATOMIC_ACQUIRE);
+  __atomic_store_n(real_out, tramp, __ATOMIC_SEQ_CST);
+
+  uint8_t jmp[kJmpLen];
+  jmp[0] = 0xE9;
+  int64_t d = static_cast<int64_t>(slot) - static_cast<int64_t>(p.at + kJmpLen);
+  int32_t d32 = static_cast<int32_t>(d);  // in reach by construction of the arena
+  memcpy(jmp + 1, &d32, 4);
+  if (!fits32(d) || write_entry(p.at, jmp, kJmpLen) == WriteHow::none) {
+    __atomic_store_n(real_out, prev, __ATOMIC_SEQ_CST);
+    g_chunks->n--;
+    fail(r, "could not write the entry (/proc/self/mem and mprotect both failed)");
+    return r;
+  }
+  __builtin___clear_cache(reinterpret_cast<char *>(p.at), reinterpret_cast<char *>(p.at + kJmpLen));
+  sync_cores();
+  ++g_installed;
+  r.ok = true;
+  r.trampoline = tramp;
+  return r;
+}
+
+const char *describe() {
+  static char buf[64];
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, [] {
+    ZyanU64 v = ZydisGetVersion();
+    snprintf(buf, sizeof buf, "x86-64 (Zydis %u.%u.%u)", static_cast<unsigned>(v >> 48),
+             static_cast<unsigned>((v >> 32) & 0xFFFF), static_cast<unsigned>((v >> 16) & 0xFFFF));
+  });
+  return buf;
+}
+
+}  // namespace pfg::patch

@@ -1,0 +1,87 @@
+"""Helpers shared by the deployment tests (tests/deploy/test_*.py).
+
+The tests run the launcher from the source tree (tools/pyfinguard) against the library of
+the Meson build that runs them: meson passes its path in PYFINGUARD_LIBRARY. Run by hand,
+they use <repo>/build/shim/libpyfinguard.so (tools/setup builds it).
+"""
+import os
+import resource
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.environ.get("PYFINGUARD_SOURCE_ROOT") or os.path.dirname(os.path.dirname(HERE))
+LAUNCHER = os.path.join(REPO, "tools", "pyfinguard")
+SKIP = 77   # meson's "skipped" exit status
+
+sys.path.insert(0, os.path.join(REPO, "tools"))
+from pfgpy import build, interpreters  # noqa: E402
+
+
+def library():
+    lib = os.environ.get("PYFINGUARD_LIBRARY") or \
+        os.path.join(REPO, "build", "shim", "libpyfinguard.so")
+    if not os.path.isfile(lib):
+        raise SystemExit("library %s not built (run tools/setup)" % lib)
+    return os.path.abspath(lib)
+
+
+def project_version():
+    import re
+    with open(os.path.join(REPO, "meson.build")) as f:
+        return re.search(r"version\s*:\s*'([^']+)'", f.read()).group(1)
+
+
+def no_core():
+    # Crashes are expected in these tests; core files would only fill the disk.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def base_env(**kw):
+    """os.environ without any guard settings inherited from the caller, plus kw."""
+    env = dict(os.environ)
+    for k in list(env):
+        if k.startswith("PYFINGUARD_") and k != "PYFINGUARD_LIBRARY":
+            del env[k]
+    env.pop("LD_PRELOAD", None)
+    env["PYFINGUARD_LIBRARY"] = library()
+    for k, v in kw.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return env
+
+
+def launch(args, env=None, timeout=120, launcher=LAUNCHER, **kw):
+    """Run the launcher (through its shebang, as a user would); returns CompletedProcess
+    with text stdout/stderr."""
+    return subprocess.run([launcher] + list(args), env=env if env is not None else base_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=timeout, preexec_fn=no_core, **kw)
+
+
+_interps = None
+
+
+def interps():
+    global _interps
+    if _interps is None:
+        _interps = interpreters.discover()
+    return _interps
+
+
+def interp(pred, why):
+    """First discovered interpreter satisfying pred, or raise SystemExit(SKIP)."""
+    for i in interps():
+        if i.skip is None and pred(i):
+            return i
+    print("SKIP: no interpreter: %s" % why)
+    raise SystemExit(SKIP)
+
+
+def debian_python():
+    """Debian's statically linked /usr/bin/python3.X: the hard case and what most
+    deployments run."""
+    return interp(lambda i: i.kind == "static exe" and i.executable.startswith("/usr/bin/"),
+                  "Debian static /usr/bin/python3.X")

@@ -1,0 +1,141 @@
+"""`meson install` into a temporary prefix gives a working pyfinguard: bin/pyfinguard,
+lib/.../libpyfinguard.so, include/pyfinguard.h, a pkg-config file, the docs, and the helpers
+the launcher's doctor needs; the installed launcher runs from there (and after the prefix
+is moved). A fresh configure of the source tree in a temporary build directory, so what is
+tested is exactly what a user's `meson setup --prefix ... && meson install` does.
+"""
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import deploy_common as dc
+
+VERSION_CODE = ("import ctypes; f = ctypes.CDLL(None).pyfinguard_version; "
+                "f.restype = ctypes.c_char_p; print(f().decode())")
+
+
+def sh(argv, **kw):
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       universal_newlines=True, **kw)
+    if r.returncode != 0:
+        raise AssertionError("%s failed (%d):\n%s" % (" ".join(argv), r.returncode,
+                                                     r.stdout[-3000:]))
+    return r.stdout
+
+
+def user_env(**kw):
+    """A user's environment: no PYFINGUARD_LIBRARY pointing at the build tree."""
+    env = dc.base_env(PYFINGUARD_LIBRARY=None)
+    env.update(kw)
+    return env
+
+
+class Install(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="pfg-install-")
+        cls.prefix = os.path.join(cls.tmp, "prefix")
+        bld = os.path.join(cls.tmp, "build")
+        meson = shutil.which("meson")
+        sh([meson, "setup", "--prefix", cls.prefix, bld, dc.REPO])
+        sh([meson, "install", "-C", bld])
+        opts = json.loads(sh([meson, "introspect", "--buildoptions", bld]))
+        opt = dict((o["name"], o["value"]) for o in opts)
+        cls.libdir = os.path.join(cls.prefix, opt["libdir"])
+        cls.datadir = os.path.join(cls.prefix, opt["datadir"])
+        cls.includedir = os.path.join(cls.prefix, opt["includedir"])
+        cls.launcher = os.path.join(cls.prefix, opt["bindir"], "pyfinguard")
+        cls.lib = os.path.join(cls.libdir, "libpyfinguard.so")
+        shutil.rmtree(bld)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_files(self):
+        self.assertTrue(os.access(self.launcher, os.X_OK), self.launcher)
+        with open(self.launcher) as f:
+            text = f.read()
+        self.assertTrue(text.startswith("#!/usr/bin/env python3\n"))
+        self.assertNotIn("@PYFINGUARD_", text)     # every placeholder substituted
+        self.assertTrue(os.path.isfile(os.path.join(self.includedir, "pyfinguard.h")))
+        self.assertTrue(os.path.isfile(os.path.realpath(self.lib)), self.lib)
+        share = os.path.join(self.datadir, "pyfinguard")
+        for f in ("tools/pfgpy/__init__.py", "tools/pfgpy/build.py",
+                  "tools/pfgpy/interpreters.py", "tests/scenarios/pfgtest.c",
+                  "tests/scenarios/late_ensure.c", "tests/scenarios/scen.h"):
+            self.assertTrue(os.path.isfile(os.path.join(share, f)), f)
+
+    def test_docs(self):
+        docdir = os.path.join(self.datadir, "doc", "pyfinguard")
+        want = sorted(os.path.basename(p) for p in glob.glob(os.path.join(dc.REPO, "docs",
+                                                                          "*.md")))
+        have = sorted(os.listdir(docdir)) if os.path.isdir(docdir) else []
+        self.assertIn("deployment.md", want)
+        self.assertEqual([w for w in want if w not in have], [],
+                         "docs/*.md not installed to %s" % docdir)
+
+    def test_pkg_config(self):
+        pc = shutil.which("pkg-config")
+        if not pc:
+            self.skipTest("pkg-config not installed")
+        env = user_env(PKG_CONFIG_PATH=os.path.join(self.libdir, "pkgconfig"))
+        self.assertEqual(sh([pc, "--modversion", "pyfinguard"], env=env).strip(),
+                         dc.project_version())
+        preload = sh([pc, "--variable=preload", "pyfinguard"], env=env).strip()
+        self.assertEqual(preload, self.lib)
+        flags = sh([pc, "--cflags", "--libs", "pyfinguard"], env=env).split()
+        self.assertIn("-I" + self.includedir, flags)
+        # A program built with those flags finds the header and links the library.
+        src = os.path.join(self.tmp, "use.c")
+        exe = os.path.join(self.tmp, "use")
+        with open(src, "w") as f:
+            f.write('#include <pyfinguard.h>\n#include <stdio.h>\n'
+                    'int main(void) { puts(pyfinguard_version()); return 0; }\n')
+        sh(["cc", src, "-o", exe] + flags)
+        out = sh([exe], env=user_env(LD_LIBRARY_PATH=self.libdir))
+        self.assertEqual(out.strip(), dc.project_version())
+
+    def test_launcher_env(self):
+        out = sh([self.launcher, "env"], env=user_env())
+        self.assertIn("export LD_PRELOAD=%s\"${LD_PRELOAD:+:$LD_PRELOAD}\"" % self.lib, out)
+
+    def test_launcher_run(self):
+        out = sh([self.launcher, "run", "--", sys.executable, "-c", VERSION_CODE],
+                 env=user_env())
+        self.assertEqual(out.strip(), dc.project_version())
+
+    def test_launcher_doctor(self):
+        # The live check compiles pfgtest from share/pyfinguard, not from the source tree.
+        py = dc.interp(lambda i: i.kind == "shared-lib exe", "a shared-libpython python")
+        out = sh([self.launcher, "doctor", py.executable],
+                 env=user_env(PFGPY_BUILD_DIR=os.path.join(self.tmp, "pfgpy")), timeout=300)
+        self.assertIn("coverage: complete", out)
+        self.assertIn("with guard     exit 0, 1 thread parked", out)
+        built = glob.glob(os.path.join(self.tmp, "pfgpy", "*", "pfgtest-*", "pfgtest*.so"))
+        self.assertTrue(built, "pfgtest was not built from the installed sources")
+        with open(glob.glob(os.path.join(self.tmp, "pfgpy", "*", "pfgtest-*",
+                                         "pfgtest*.so.cmd"))[0]) as f:
+            self.assertIn(os.path.join(self.datadir, "pyfinguard"), f.read())
+
+    def test_relocated_prefix(self):
+        # The launcher finds the library relative to itself first, so a moved prefix (or a
+        # `meson install --destdir` staging tree) still works.
+        moved = os.path.join(self.tmp, "moved")
+        shutil.copytree(self.prefix, moved, symlinks=True)
+        try:
+            launcher = os.path.join(moved, os.path.relpath(self.launcher, self.prefix))
+            lib = os.path.join(moved, os.path.relpath(self.lib, self.prefix))
+            out = sh([launcher, "run", "--", "printenv", "LD_PRELOAD"], env=user_env())
+            self.assertEqual(out.strip(), lib)
+        finally:
+            shutil.rmtree(moved)
+
+
+if __name__ == "__main__":
+    unittest.main()

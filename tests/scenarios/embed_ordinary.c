@@ -32,6 +32,11 @@ static void round_trip(int round) {
   pthread_create(&t, NULL, native, "print('native: ran python via PyGILState_Ensure', flush=True)");
   pthread_join(t, NULL);
   PyEval_RestoreThread(mts);
+  /* A non-daemon thread still running when finalization starts: Py_FinalizeEx joins it,
+   * and it ends normally (on 3.6-3.8 through CPython's own pthread_exit call). */
+  PyRun_SimpleString(
+      "import threading, time\n"
+      "threading.Thread(target=lambda: (time.sleep(0.05), print('python: late non-daemon thread done', flush=True))).start()\n");
   int rc = Py_FinalizeEx();
   say("main: round %d finalized with %d", round, rc);
 }

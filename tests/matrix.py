@@ -1,0 +1,539 @@
+#!/usr/bin/env python3
+"""The interpreter test matrix: every scenario (tests/scenarios/) on every interpreter.
+
+Each cell runs the scenario program once without the guard, asserting the baseline this
+machine was measured to show for that CPython version (crash by signal, abort, hang,
+thread exited, thread stuck, stale thread got through), and once with LD_PRELOAD=<lib>,
+where the program must exit with its own status, report every late thread parked
+(pyfinguard_is_parked), and the guard's exit summary must say N >= 1 parked and all N still
+present at exit. Ordinary programs (h-*) must give identical status and output both ways.
+
+    /usr/bin/python3 tests/matrix.py --lib build/shim/libpyfinguard.so
+    /usr/bin/python3 tests/matrix.py --scenario a,d --interp 3.11 --lib ...
+    /usr/bin/python3 tests/matrix.py --table docs/behavior.md --lib ...
+    /usr/bin/python3 tests/matrix.py --measure 10 --scenario e   # baseline distribution
+
+Output: one `PASS`, `FAIL` (reason and output tail) or `SKIP <reason>` line per cell; the
+exit status is 1 if any cell failed.
+"""
+import argparse
+import collections
+import concurrent.futures
+import datetime
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCEN = os.path.join(REPO, "tests", "scenarios")
+sys.path.insert(0, os.path.join(REPO, "tools"))
+from pfgpy import build, interpreters  # noqa: E402
+
+# Freed memory is filled with this byte in every run, so that a use-after-free reads
+# garbage instead of the stale-but-intact values it would usually find.
+MALLOC_PERTURB = "165"
+
+ALL = (3, 0), (3, 99)
+V36_38 = (3, 6), (3, 8)
+V39_313 = (3, 9), (3, 13)
+
+
+class Scenario(object):
+    def __init__(self, sid, kind, what, expect, sources=None, args=(), script=None,
+                 modules=(), status=7, repeat=1, ordinary=False, note=""):
+        self.id = sid
+        self.letter = sid.split("-")[0]
+        self.kind = kind            # "embed": program linked to a libpython; "python": script
+        self.what = what
+        self.expect = expect        # [((lo, hi), {allowed baseline outcomes}), ...]
+        self.sources = sources or []
+        self.args = list(args)
+        self.script = script
+        self.modules = modules
+        self.status = status        # the program's own exit status
+        self.repeat = repeat
+        self.ordinary = ordinary    # h: baseline and guarded runs must be identical
+        self.note = note
+
+    def applies(self, it):
+        if it.skip:
+            return it.skip
+        if self.kind == "embed" and not it.can_embed:
+            return "no libpython to embed (%s)" % it.kind
+        if self.kind == "python" and not it.can_run_programs:
+            return "embedding target only"
+        return None
+
+    def expected(self, it):
+        v = it.version[:2]
+        for (lo, hi), allowed in self.expect:
+            if lo <= v <= hi:
+                return set(allowed)
+        return None
+
+
+# Baseline outcomes, as measured on this machine with MALLOC_PERTURB_ set (re-measure with
+# --measure N). Outcome words: SIGSEGV / abort (SIGABRT) / hang (killed after the timeout,
+# after the program printed its MARK line) / exited (CPython pthread_exit-ed the thread,
+# process survives) / stuck (thread blocked forever in take_gil, process survives) /
+# passed (the stale thread got through its call: a silent use of freed memory) /
+# parked (pyfinguard parked it) / ok (ordinary program, its own status).
+# Several outcomes joined by '+' mean threads of one run ended differently.
+SCENARIOS = [
+    Scenario("a-seed", "embed",
+             "worker saved its tstate, wakes after Py_FinalizeEx, PyEval_RestoreThread; main joins it",
+             [(V36_38, {"hang"}), (V39_313, {"exited"})],
+             sources=["seed.c"]),
+    Scenario("b-raii", "embed",
+             "as a, released by a C++ RAII guard whose (noexcept) destructor restores",
+             [(V36_38, {"hang"}), (V39_313, {"abort"})],
+             sources=["raii.cc"]),
+    Scenario("c-late-ensure", "embed",
+             "native thread's first PyGILState_Ensure after Py_FinalizeEx",
+             [(ALL, {"SIGSEGV"})],
+             sources=["late_ensure.c"]),
+    Scenario("d-reinit-cworker", "embed",
+             "Py_Initialize again, then a C worker of the first runtime restores its stale tstate",
+             [(((3, 6), (3, 6)), {"SIGSEGV"}), (((3, 7), (3, 13)), {"passed"})],
+             sources=["reinit.c"], args=["c"],
+             note="3.7-3.13: the stale restore silently succeeds on freed memory"),
+    Scenario("d-reinit-pydaemon", "embed",
+             "Py_Initialize again, then a daemon thread of the first runtime returns from os.read",
+             # Measured (4 runs each): SIGSEGV on 3.6-3.8, 3.10, 3.11, 3.13 and Debian's
+             # libpython; abort on 3.9 ("take_gil: PyMUTEX_LOCK(gil->mutex) failed") and
+             # 3.12 ("free(): invalid pointer"). Which one depends on what the reused memory
+             # holds, so both count as the documented crash.
+             [(ALL, {"SIGSEGV", "abort"})],
+             sources=["reinit.c"], args=["py"],
+             note="a crash either way; SIGSEGV or abort depends on what the freed memory holds"),
+    Scenario("e-ensure-storm", "embed",
+             "4 native threads loop PyGILState_Ensure/Release while main finalizes (5 runs)",
+             # Nondeterministic by nature: where each thread is when finalization starts.
+             [(V36_38, {"SIGSEGV", "stuck", "exited", "exited+stuck"}),
+              (V39_313, {"SIGSEGV", "abort", "exited"})],
+             sources=["storm.c"], repeat=5,
+             note="nondeterministic: any outcome of the allowed set, per run"),
+    Scenario("f-daemon-blocked", "python",
+             "daemon threads in os.read and in an extension's Py_BEGIN_ALLOW_THREADS, woken by a native atexit handler",
+             [(V36_38, {"stuck"}), (V39_313, {"exited"})],
+             script="f_daemons.py", modules=("pfgtest",)),
+    Scenario("f-late-ensure", "python",
+             "extension's native thread (pfgtest.late_ensure) calls PyGILState_Ensure after finalization",
+             [(ALL, {"SIGSEGV"})],
+             script="f_late_ensure.py", modules=("pfgtest",)),
+    Scenario("g-pybind11", "python",
+             "pybind11 module's daemon thread waits inside py::gil_scoped_release",
+             [(V36_38, {"stuck"}), (V39_313, {"abort"})],
+             script="g_pybind11.py", modules=("pfgtest", "pfgbind")),
+    Scenario("h-ordinary", "python",
+             "non-daemon threads joined at shutdown, atexit handler using a thread, subprocesses",
+             [(ALL, {"ok"})],
+             script="h_ordinary.py", status=5, ordinary=True),
+    Scenario("h-embed", "embed",
+             "embedder: threads, PyGILState from a native thread, finalize, re-initialize, finalize",
+             [(ALL, {"ok"})],
+             sources=["embed_ordinary.c"], status=5, ordinary=True),
+]
+
+SUMMARY_RE = re.compile(r"^pyfinguard: (\d+) threads? ?(?:\(s\))? parked after Python "
+                        r"finalization, (\d+) still present at exit", re.M)
+STATE_RE = re.compile(r"^STATE (\S+) (\S+)", re.M)
+STATE_WORD = {"gone": "exited", "blocked": "stuck", "passed": "passed", "parked": "parked"}
+
+
+class Run(object):
+    def __init__(self, rc, timed_out, out, err, secs):
+        self.rc, self.timed_out, self.out, self.err, self.secs = rc, timed_out, out, err, secs
+
+    @property
+    def marked(self):
+        return re.search(r"^MARK ", self.out, re.M) is not None
+
+    def states(self):
+        return STATE_RE.findall(self.out)
+
+    def outcome(self, sc):
+        if self.timed_out:
+            return "hang" if self.marked else "timeout-before-mark"
+        if self.rc < 0:
+            try:
+                name = signal.Signals(-self.rc).name
+            except ValueError:
+                name = "signal %d" % -self.rc
+            return "abort" if name == "SIGABRT" else name
+        if self.rc != sc.status:
+            return "exit %d" % self.rc
+        st = self.states()
+        if not st:
+            return "ok"
+        words = set(STATE_WORD.get(s, s) for _, s in st)
+        if re.search(r"^\S+: PASSED", self.out, re.M):
+            words.add("passed")
+        return "+".join(sorted(words))
+
+    def summary(self):
+        m = SUMMARY_RE.findall(self.err)
+        return (int(m[-1][0]), int(m[-1][1])) if m else None
+
+    def tail(self, n=25):
+        lines = ("--- stdout\n" + self.out + "--- stderr\n" + self.err).splitlines()
+        return "\n".join("    | " + l for l in lines[-n:])
+
+
+def clean_env():
+    env = dict(os.environ)
+    for k in list(env):
+        if k.startswith(("PYFINGUARD_", "PYTHON")) or k in ("LD_PRELOAD", "LD_LIBRARY_PATH"):
+            del env[k]
+    env["MALLOC_PERTURB_"] = MALLOC_PERTURB
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def run_once(cmd, env, timeout, cwd):
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd,
+                         start_new_session=True)
+    timed_out = False
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        # The program's own process group (start_new_session): our child and nothing else.
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = p.communicate()
+    return Run(p.returncode, timed_out, out.decode(errors="replace"),
+               err.decode(errors="replace"), time.monotonic() - t0)
+
+
+def run(cmd, env, timeout, cwd):
+    r = run_once(cmd, env, timeout, cwd)
+    if r.timed_out and not r.marked:
+        # Never reached its blocking point: a slow or loaded machine, not a hang. Once more
+        # with a longer timeout before calling it anything.
+        r = run_once(cmd, env, timeout * 4, cwd)
+    return r
+
+
+_build_locks = collections.defaultdict(threading.Lock)
+_build_locks_mu = threading.Lock()
+
+
+def prepare(sc, it, build_dir):
+    """Build what the cell needs; returns (cmd, extra env). Raises build.Unsupported."""
+    with _build_locks_mu:
+        lock = _build_locks[(tuple(sc.sources) + tuple(sc.modules), it.name)]
+    with lock:
+        if sc.kind == "embed":
+            exe = build.build_embed(it, [os.path.join(SCEN, s) for s in sc.sources], build_dir)
+            return [exe] + sc.args, {}
+        paths = []
+        for m in sc.modules:
+            paths.append(build.build_pfgtest(it, build_dir) if m == "pfgtest"
+                         else build.build_pfgbind(it, build_dir))
+        env = {"PYTHONPATH": os.pathsep.join(paths)} if paths else {}
+        return [it.executable, "-s", os.path.join(SCEN, sc.script)] + sc.args, env
+
+
+def _diff(b, r):
+    """First difference between a baseline and a guarded run, in one line."""
+    if b.rc != r.rc:
+        return "status %s vs %s" % (b.rc, r.rc)
+    for what, x, y in (("stdout", b.out, r.out), ("stderr", b.err, r.err)):
+        xl, yl = x.splitlines(), y.splitlines()
+        for i in range(max(len(xl), len(yl))):
+            a = xl[i] if i < len(xl) else "<none>"
+            g = yl[i] if i < len(yl) else "<none>"
+            if a != g:
+                return "%s line %d: %r vs guarded %r" % (what, i + 1, a[:100], g[:100])
+    return "?"
+
+
+def check_guarded(sc, r):
+    """None if the guarded run is right, else the reason."""
+    if r.timed_out:
+        return "guarded run timed out (%s)" % ("hang" if r.marked else "before its MARK")
+    if r.rc != sc.status:
+        return "guarded run exited with %s, not the program's own %d" % (
+            r.outcome(sc), sc.status)
+    if "pyfinguard: warning" in r.err:
+        return "guard printed a warning"
+    st = r.states()
+    if not st:
+        return "program reported no thread states"
+    bad = [(n, s) for n, s in st if s != "parked"]
+    if bad:
+        return "threads not parked: %s" % ", ".join("%s=%s" % (n, STATE_WORD.get(s, s))
+                                                   for n, s in bad)
+    if re.search(r"^\S+: PASSED", r.out, re.M):
+        return "a late thread got past its call"
+    s = r.summary()
+    if s is None:
+        return "no pyfinguard exit summary line on stderr"
+    n, m = s
+    if n < 1 or m != n:
+        return "exit summary says %d parked, %d still present (want N>=1, all present)" % (n, m)
+    if n < len(st):
+        return "exit summary counts %d parked but the program saw %d" % (n, len(st))
+    return None
+
+
+class Cell(object):
+    def __init__(self, sc, it):
+        self.sc, self.it = sc, it
+        self.status = None      # PASS / FAIL / SKIP
+        self.reason = ""
+        self.baseline = []      # outcomes
+        self.guarded = []
+        self.detail = ""
+        self.secs = 0.0
+
+    def line(self):
+        head = "%-4s %-18s %-32s" % (self.status, self.sc.id, self.it.name)
+        if self.status == "SKIP":
+            return head + " " + self.reason
+        txt = head + " baseline=%s guarded=%s" % ("/".join(_uniq(self.baseline)) or "-",
+                                                  "/".join(_uniq(self.guarded)) or "-")
+        if self.reason:
+            txt += "  (%s)" % self.reason
+        if self.status == "FAIL" and self.detail:
+            txt += "\n" + self.detail
+        return txt
+
+
+def _uniq(xs):
+    out = []
+    for x in xs:
+        if x not in out:
+            out.append(x)
+    return out
+
+
+def run_cell(sc, it, lib, build_dir, timeout):
+    c = Cell(sc, it)
+    t0 = time.monotonic()
+    why = sc.applies(it)
+    if why:
+        c.status, c.reason = "SKIP", why
+        return c
+    try:
+        cmd, extra = prepare(sc, it, build_dir)
+    except build.Unsupported as e:
+        c.status, c.reason = "SKIP", str(e)
+        return c
+    except build.BuildError as e:
+        c.status, c.reason, c.detail = "FAIL", "build failed", str(e)
+        return c
+    base_env = clean_env()
+    base_env.update(extra)
+    allowed = sc.expected(it)
+    fails = []
+    base_runs = []
+    for i in range(sc.repeat):
+        r = run(cmd, base_env, timeout, SCEN)
+        base_runs.append(r)
+        o = r.outcome(sc)
+        c.baseline.append(o)
+        if allowed is not None and o not in allowed:
+            fails.append(("baseline run %d: %s, expected %s" % (i + 1, o, "|".join(sorted(allowed))), r))
+            break
+    if lib:
+        g_env = dict(base_env, LD_PRELOAD=lib)
+        for i in range(sc.repeat):
+            r = run(cmd, g_env, timeout, SCEN)
+            if sc.ordinary:
+                b = base_runs[min(i, len(base_runs) - 1)]
+                o = r.outcome(sc)
+                c.guarded.append(o)
+                if (r.rc, r.out, r.err) != (b.rc, b.out, b.err):
+                    fails.append(("guarded run differs from baseline: " + _diff(b, r), r))
+                    c.detail = b.tail()
+                    break
+            else:
+                why = check_guarded(sc, r)
+                s = r.summary()
+                c.guarded.append("parked" if why is None else r.outcome(sc))
+                if why is None and s:
+                    c.reason = "%d parked, %d present at exit" % s
+                if why:
+                    fails.append((why, r))
+                    break
+    else:
+        c.reason = "no --lib: baseline only"
+    c.secs = time.monotonic() - t0
+    if fails:
+        c.status = "FAIL"
+        c.reason = "; ".join(f[0] for f in fails)
+        c.detail = "\n".join(
+            ("    cmd: %s%s\n" % (" ".join(cmd), " (LD_PRELOAD)" if "guarded" in f[0] else "")) +
+            f[1].tail() for f in fails) + ("\n    baseline:\n" + c.detail if c.detail else "")
+    else:
+        c.status = "PASS"
+    return c
+
+
+def select(args):
+    scs = SCENARIOS
+    if args.scenario:
+        want = [w.strip() for w in args.scenario.split(",") if w.strip()]
+        scs = [s for s in scs if s.id in want or s.letter in want]
+        if not scs:
+            sys.exit("no scenario matches %r (see --list)" % args.scenario)
+    its = interpreters.discover()
+    if args.interp:
+        subs = [w.strip() for w in args.interp.split(",") if w.strip()]
+        its = [i for i in its if any(s in i.name for s in subs)]
+        if not its:
+            sys.exit("no interpreter matches %r (see --list)" % args.interp)
+    return scs, its
+
+
+def write_table(path, cells, scs, its, lib, argv):
+    by = {(c.sc.id, c.it.name): c for c in cells}
+    cols = [i for i in its if any((s.id, i.name) in by and by[(s.id, i.name)].status != "SKIP"
+                                  for s in scs)]
+    L = []
+    L.append("# Behavior per interpreter, without and with pyfinguard\n")
+    L.append("Generated by `/usr/bin/python3 tests/matrix.py %s` on %s (%s). Do not edit: "
+             "re-run the command.\n" % (" ".join(argv), datetime.date.today().isoformat(),
+                                         os.uname().nodename and "this machine"))
+    L.append("Each cell: *baseline* (no guard, `MALLOC_PERTURB_=%s`) -> *with "
+             "`LD_PRELOAD=libpyfinguard.so`*. Outcomes: `SIGSEGV`, `abort` (SIGABRT), `hang` "
+             "(killed after the timeout, after the program reached its blocking point), "
+             "`exited` (CPython pthread_exit-ed the thread, the process survived), `stuck` "
+             "(thread blocked forever in take_gil, process survived), `passed` (the stale "
+             "thread got through its call on freed memory), `parked` (pyfinguard parked every "
+             "late thread and the program exited with its own status), `ok` (ordinary "
+             "program: its own status, identical output both ways), `FAIL` (the cell failed "
+             "its assertion), `-` (not applicable). Several outcomes separated by `/` were "
+             "seen in repeated runs of a nondeterministic scenario.\n" % MALLOC_PERTURB)
+    L.append("| scenario | " + " | ".join(i.name for i in cols) + " |")
+    L.append("|---|" + "---|" * len(cols))
+    for s in scs:
+        row = ["**%s** %s" % (s.id, s.what)]
+        for i in cols:
+            c = by.get((s.id, i.name))
+            if c is None or c.status == "SKIP":
+                row.append("-")
+                continue
+            b = "/".join(_uniq(c.baseline)) or "?"
+            g = "/".join(_uniq(c.guarded)) or "not run"
+            txt = "%s -> %s" % (b, g)
+            if c.status == "FAIL":
+                txt += " **FAIL**"
+            row.append(txt)
+        L.append("| " + " | ".join(row) + " |")
+    skips = [c for c in cells if c.status == "SKIP" and c.it in cols]
+    if skips:
+        L.append("\nSkipped cells:\n")
+        for c in skips:
+            L.append("- %s on %s: %s" % (c.sc.id, c.it.name, c.reason))
+    other = [i for i in its if i not in cols]
+    if other:
+        L.append("\nInterpreters not in the table:\n")
+        for i in other:
+            L.append("- %s: %s" % (i.name, i.skip or "no applicable scenario selected"))
+    notes = [s for s in scs if s.note]
+    if notes:
+        L.append("\nNotes:\n")
+        for s in notes:
+            L.append("- %s: %s" % (s.id, s.note))
+    with open(path, "w") as f:
+        f.write("\n".join(L) + "\n")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenario", help="ids or letters, comma-separated (a, d, e-ensure-storm)")
+    ap.add_argument("--interp", help="interpreter name substrings, comma-separated")
+    ap.add_argument("--lib", help="libpyfinguard.so for the guarded runs (default: "
+                    "build/shim/libpyfinguard.so if it exists, else baseline only)")
+    ap.add_argument("--build-dir", default=None, help="cache for compiled scenario programs")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=4.0,
+                    help="seconds per run; a hang baseline costs this much")
+    ap.add_argument("--table", help="write a markdown behavior table to this file")
+    ap.add_argument("--list", action="store_true", help="list scenarios and interpreters")
+    ap.add_argument("--measure", type=int, metavar="N",
+                    help="run each baseline N times and print the outcome counts (no asserts)")
+    args = ap.parse_args(argv)
+
+    scs, its = select(args)
+    if args.list:
+        for s in scs:
+            print("%-18s %-6s %s" % (s.id, s.kind, s.what))
+        print()
+        for i in its:
+            print("%-32s %-15s %-8s %s" % (i.name, i.kind, i.version_str,
+                                           ("SKIP " + i.skip) if i.skip else
+                                           (i.libpython or i.executable)))
+        return 0
+
+    # Crashes are the point of half the runs: no core files.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    build_dir = os.path.abspath(args.build_dir) if args.build_dir else build.default_build_dir()
+    lib = args.lib
+    if lib is None:
+        cand = os.path.join(REPO, "build", "shim", "libpyfinguard.so")
+        lib = cand if os.path.exists(cand) else None
+    if lib:
+        lib = os.path.abspath(lib)
+        if not os.path.exists(lib):
+            sys.exit("--lib %s does not exist" % lib)
+
+    if args.measure:
+        return measure(scs, its, build_dir, args)
+
+    t0 = time.monotonic()
+    print("matrix: %d scenario(s) x %d interpreter(s), lib=%s, jobs=%d, timeout=%.1fs" % (
+        len(scs), len(its), lib or "none (baseline only)", args.jobs, args.timeout), flush=True)
+    pairs = [(s, i) for s in scs for i in its]
+    cells = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
+        futs = [ex.submit(run_cell, s, i, lib, build_dir, args.timeout) for s, i in pairs]
+        for f in futs:      # print in a stable order
+            c = f.result()
+            cells.append(c)
+            print(c.line(), flush=True)
+    n = collections.Counter(c.status for c in cells)
+    print("matrix: %d PASS, %d FAIL, %d SKIP in %.0f s" % (n["PASS"], n["FAIL"], n["SKIP"],
+                                                          time.monotonic() - t0))
+    if args.table:
+        write_table(args.table, cells, scs, its, lib, argv)
+        print("matrix: wrote %s" % args.table)
+    return 1 if n["FAIL"] else 0
+
+
+def measure(scs, its, build_dir, args):
+    def one(sc, it):
+        why = sc.applies(it)
+        if why:
+            return sc, it, "SKIP " + why
+        try:
+            cmd, extra = prepare(sc, it, build_dir)
+        except (build.Unsupported, build.BuildError) as e:
+            return sc, it, "SKIP " + str(e).splitlines()[0]
+        env = clean_env()
+        env.update(extra)
+        cnt = collections.Counter(run(cmd, env, args.timeout, SCEN).outcome(sc)
+                                  for _ in range(args.measure))
+        return sc, it, ", ".join("%s x%d" % kv for kv in sorted(cnt.items()))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
+        for f in [ex.submit(one, s, i) for s in scs for i in its]:
+            sc, it, txt = f.result()
+            print("%-18s %-32s %s" % (sc.id, it.name, txt), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

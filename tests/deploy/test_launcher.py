@@ -349,8 +349,9 @@ class Demo(unittest.TestCase):
                 rows[cells[0]] = cells[1:]
         ran = 0
         for it in dc.interps():
-            self.assertIn(it.name, rows, r.stdout)
-            without, with_ = rows[it.name]
+            name = it.name + (" (embedder)" if it.kind == "embed-only" else "")
+            self.assertIn(name, rows, r.stdout)
+            without, with_ = rows[name]
             if it.skip:
                 self.assertEqual(without, "skipped", it.name)
                 continue

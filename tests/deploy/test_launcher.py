@@ -317,6 +317,25 @@ class Doctor(unittest.TestCase):
         self.assertRegex(r.stdout, r"without guard +killed by SIGSEGV")
         self.assertRegex(r.stdout, r"with guard +exit 0, 1 thread parked")
 
+    def test_incomplete_coverage_fails(self):
+        # Without entry patches nothing reaches the guard in the static python: doctor must
+        # say so, and its live check must show the crash it did not prevent.
+        py = dc.debian_python()
+        r = dc.launch(["doctor", py.executable], env=dc.base_env(PYFINGUARD_PATCH="off"),
+                      timeout=300)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertRegex(r.stdout, r"coverage: INCOMPLETE \(not covered: .*PyGILState_Ensure")
+        self.assertRegex(r.stdout, r"with guard +killed by SIGSEGV")
+        self.assertIn("result: FAIL", r.stdout)
+
+    def test_unsupported_python(self):
+        old = [i for i in dc.interps() if i.version and i.version < (3, 6) and i.executable]
+        if not old:
+            self.skipTest("no Python < 3.6 on this machine")
+        r = dc.launch(["doctor", old[0].executable])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("is not supported (pyfinguard guards CPython 3.6+)", r.stdout)
+
     def test_default_is_python3_on_path(self):
         r = dc.launch(["doctor", "--no-live"])
         self.assertIn(r.returncode, (0, 1), r.stderr)
@@ -339,6 +358,13 @@ class Doctor(unittest.TestCase):
 
 
 class Demo(unittest.TestCase):
+    def test_demo_reports_failure(self):
+        py = dc.debian_python()
+        r = dc.launch(["demo", "--python", py.executable],
+                      env=dc.base_env(PYFINGUARD_PATCH="off"), timeout=300)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertRegex(r.stdout, r"killed by SIGSEGV \| killed by SIGSEGV  <- FAILED")
+
     def test_demo_every_interpreter(self):
         r = dc.launch(["demo"], timeout=600)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)

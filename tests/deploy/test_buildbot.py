@@ -110,6 +110,14 @@ def main():
     moddir = dc.build.build_pfgtest(python)
     tmp = tempfile.mkdtemp(prefix="pfg-buildbot-")
     procs = Procs()
+
+    def interrupted(sig, frame):
+        # meson test ends a test that times out with SIGTERM: turn it into an exception so
+        # that the finally clause below still kills the master and worker (they run in
+        # sessions of their own, out of reach of a signal to our process group).
+        raise SystemExit("interrupted by %s" % signal.Signals(sig).name)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, interrupted)
     try:
         return run(tmp, procs, bb, bw, python, moddir, t0)
     finally:

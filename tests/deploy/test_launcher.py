@@ -109,6 +109,18 @@ class Run(unittest.TestCase):
             self.assertIn("PYFINGUARD_LIBRARY", r.stderr)
 
 
+    def test_library_path_ld_preload_cannot_express(self):
+        tmp = tempfile.mkdtemp(suffix=":x")
+        try:
+            link = os.path.join(tmp, "libpyfinguard.so")
+            os.symlink(LIB, link)
+            r = dc.launch(["run", "--", "true"], env=dc.base_env(PYFINGUARD_LIBRARY=link))
+            self.assertEqual(r.returncode, 3, r.stderr)
+            self.assertIn("LD_PRELOAD cannot express", r.stderr)
+        finally:
+            shutil.rmtree(tmp)
+
+
 class Reproducers(unittest.TestCase):
     """The guard through the launcher on Debian's static python3.11 (the issue's
     acceptance: `pyfinguard run -- /usr/bin/python3.11 <pybind11 reproducer>`)."""
@@ -200,10 +212,13 @@ class Env(unittest.TestCase):
             if not shutil.which(sh):
                 continue
             for existing in (None, OTHER):
-                script = ('eval "$(%s env %s)"; printf "%%s\\n" "$LD_PRELOAD" '
+                # Evaluated twice, as a nested shell re-reading its profile would: the
+                # guard must still appear once.
+                script = ('eval "$(%s env %s)"; eval "$(%s env)"; printf "%%s\\n" "$LD_PRELOAD" '
                           '"$PYFINGUARD_MODE" "$PYFINGUARD_LOG" "$PYFINGUARD_QUIET"; '
                           'exec %s -c %s' % (shlex.quote(dc.LAUNCHER),
                                              " ".join(shlex.quote(a) for a in self.SETTINGS),
+                                             shlex.quote(dc.LAUNCHER),
                                              shlex.quote(sys.executable),
                                              shlex.quote(VERSION_CODE)))
                 r = subprocess.run([sh, "-c", script], env=dc.base_env(LD_PRELOAD=existing),

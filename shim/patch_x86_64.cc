@@ -113,12 +113,15 @@ bool parse_line(const char *p, const char *e, Mapping &m) {
   m.r = p[1] == 'r';
   m.w = p[2] == 'w';
   m.x = p[3] == 'x';
-  // The path is the last field; only the two pseudo-paths matter here.
-  m.heap = e - p >= 6 && memcmp(e - 6, "[heap]", 6) == 0;
-  m.stack = e - p >= 7 && memcmp(e - 7, "[stack]", 7) == 0;
-  m.special = false;
-  for (const char *q = p; q + 2 <= e; ++q)
-    if (q[0] == '[' && q[1] == 'v') { m.special = true; break; }
+  // The path is the last field; only pseudo-paths ("[heap]", "[vdso]") matter here.
+  m.heap = m.stack = m.special = false;
+  if (e[-1] == ']') {
+    const char *q = e - 1;
+    while (q > p && *q != '[') --q;
+    m.heap = e - q == 6 && memcmp(q, "[heap]", 6) == 0;
+    m.stack = e - q == 7 && memcmp(q, "[stack]", 7) == 0;
+    m.special = q[1] == 'v';  // [vdso] [vvar] [vsyscall]
+  }
   return true;
 }
 
@@ -168,19 +171,6 @@ bool find_extent(uintptr_t addr, Mapping &out) {
     return true;
   });
   return found;
-}
-
-// Is [a, b) covered by consecutive mappings that are all readable and executable?
-bool range_is_rx(uintptr_t a, uintptr_t b) {
-  uintptr_t cur = a;
-  bool bad = false;
-  for_each_mapping([&](const Mapping &m) {
-    if (m.end <= cur) return true;
-    if (m.start > cur || !m.r || !m.x) { bad = true; return false; }
-    cur = m.end;
-    return cur < b;
-  });
-  return !bad && cur >= b;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -264,9 +254,7 @@ bool swap_write(const Mapping &m, uintptr_t addr, const void *src, std::size_t n
 //     CPUs with fast short rep movsb, so an entering thread can see a torn entry;
 //  4. mprotect(RWX) + aligned 8-byte atomic store: atomic when the bytes fit one qword,
 //     but the page is writable and executable for the duration of one store.
-WriteHow write_entry(uintptr_t at, const uint8_t *bytes, unsigned n) {
-  Mapping m;
-  if (!find_extent(at, m)) return WriteHow::none;
+WriteHow write_entry(const Mapping &m, uintptr_t at, const uint8_t *bytes, unsigned n) {
   uintptr_t q = at & ~uintptr_t{7};
   bool fits_qword = at + n <= q + 8;
   uint8_t word[8];
@@ -340,14 +328,20 @@ bool is_arena_addr(uintptr_t p) {
 // Free address ranges from /proc/self/maps, nearest first: the page-aligned start of
 // a `len`-byte block in a gap, as close to `at` as the gap allows, within reach.
 // Skips the gap below [stack] and keeps kHeapGap above [heap] so the host's stack and
-// brk heap can still grow. Returns up to `max` candidates sorted by distance.
-int find_gaps(uintptr_t at, std::size_t len, uintptr_t *out, int max) {
+// brk heap can still grow. Fed one mapping at a time, in address order.
+struct GapFinder {
+  static constexpr int kMax = 8;
+  uintptr_t at;
+  std::size_t len;
   int n = 0;
-  int64_t dist[16];
-  if (max > 16) max = 16;
+  int64_t dist[kMax];
+  uintptr_t out[kMax];
   uintptr_t prev_end = kUserLow;
   bool prev_heap = false;
-  auto consider = [&](uintptr_t g0, uintptr_t g1) {
+
+  GapFinder(uintptr_t a, std::size_t l) : at(a), len(l) {}
+
+  void consider(uintptr_t g0, uintptr_t g1) {
     if (g1 > kUserTop) g1 = kUserTop;
     if (g0 < kUserLow) g0 = kUserLow;
     g0 = (g0 + kPage - 1) & ~(kPage - 1);
@@ -360,37 +354,75 @@ int find_gaps(uintptr_t at, std::size_t len, uintptr_t *out, int max) {
     if (!in_reach(at, c, len)) return;
     int64_t d = static_cast<int64_t>(c) - static_cast<int64_t>(at);
     if (d < 0) d = -d;
-    // keep the `max` nearest, sorted by distance
-    int i;
-    if (n < max) i = n++;
-    else if (d < dist[max - 1]) i = max - 1;
+    int i;  // keep the kMax nearest, sorted by distance
+    if (n < kMax) i = n++;
+    else if (d < dist[kMax - 1]) i = kMax - 1;
     else return;
     while (i > 0 && dist[i - 1] > d) { dist[i] = dist[i - 1]; out[i] = out[i - 1]; --i; }
     dist[i] = d;
     out[i] = c;
-  };
-  for_each_mapping([&](const Mapping &m) {
-    if (m.start >= kUserTop) return false;
-    if (m.start > prev_end && !m.stack) {
-      uintptr_t g0 = prev_heap ? prev_end + kHeapGap : prev_end;
-      consider(g0, m.start);
-    }
+  }
+  void feed(const Mapping &m) {
+    if (m.start >= kUserTop) return;
+    if (m.start > prev_end && !m.stack) consider(prev_heap ? prev_end + kHeapGap : prev_end, m.start);
     if (m.end > prev_end) prev_end = m.end;
     prev_heap = m.heap;
+  }
+  void finish() { consider(prev_heap ? prev_end + kHeapGap : prev_end, kUserTop); }
+};
+
+std::size_t arena_len() { return g_procmem_failed ? kPage : kArenaLen; }
+
+// Everything a patch needs to know from /proc/self/maps, in one read of it (reading it is
+// most of the cost of a patch): the extent holding the target, whether the whole function
+// is readable and executable, and where a new arena could go.
+struct Survey {
+  bool found;
+  Mapping ext;   // see find_extent()
+  bool fn_rx;    // [target, target + fn_size) readable and executable
+  int ngaps;
+  uintptr_t gaps[GapFinder::kMax];
+};
+
+bool survey(uintptr_t target, std::size_t fn_size, Survey &sv) {
+  GapFinder gf(target, arena_len());
+  bool ext_open = true;
+  uintptr_t cur = target, end = target + fn_size;
+  bool rx_bad = false, rx_done = fn_size == 0;
+  sv.found = false;
+  bool ok = for_each_mapping([&](const Mapping &m) {
+    gf.feed(m);
+    if (!sv.found) {
+      if (target >= m.start && target < m.end) { sv.ext = m; sv.found = true; }
+    } else if (ext_open) {
+      if (m.start == sv.ext.end && m.r == sv.ext.r && m.w == sv.ext.w && m.x == sv.ext.x && !m.special)
+        sv.ext.end = m.end;
+      else
+        ext_open = false;
+    }
+    if (!rx_done && !rx_bad && m.end > cur) {
+      if (m.start > cur || !m.r || !m.x) rx_bad = true;
+      else if ((cur = m.end) >= end) rx_done = true;
+    }
     return true;
   });
-  consider(prev_heap ? prev_end + kHeapGap : prev_end, kUserTop);
-  return n;
+  gf.finish();
+  sv.fn_rx = rx_done && !rx_bad;
+  sv.ngaps = gf.n;
+  for (int i = 0; i < gf.n; ++i) sv.gaps[i] = gf.out[i];
+  return ok;
 }
 
-// Map a new RW arena near `at`. Never MAP_FIXED over anything: MAP_FIXED_NOREPLACE
-// fails on an occupied range, and kernels older than 4.17 treat it as a hint, which is
-// checked afterwards.
-Arena *new_arena(uintptr_t at, std::size_t len) {
+// Map a new RW arena near `at` at one of the candidates (from a survey), else look
+// again. Never MAP_FIXED over anything: MAP_FIXED_NOREPLACE fails on an occupied range,
+// and kernels older than 4.17 treat it as a hint, which is checked afterwards.
+Arena *new_arena(uintptr_t at, const uintptr_t *cand0, int n0) {
   if (g_narenas == kMaxArenas) return nullptr;
+  std::size_t len = arena_len();
+  uintptr_t cand[GapFinder::kMax];
+  int n = n0;
+  for (int i = 0; i < n0; ++i) cand[i] = cand0[i];
   for (int round = 0; round < 4; ++round) {
-    uintptr_t cand[16];
-    int n = find_gaps(at, len, cand, 16);
     for (int i = 0; i < n; ++i) {
       void *p = mmap(reinterpret_cast<void *>(cand[i]), len, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
@@ -407,13 +439,18 @@ Arena *new_arena(uintptr_t at, std::size_t len) {
       return &ar;
     }
     // Another thread may have mapped our candidates meanwhile: look again.
+    GapFinder gf(at, len);
+    for_each_mapping([&](const Mapping &m) { gf.feed(m); return true; });
+    gf.finish();
+    n = gf.n;
+    for (int i = 0; i < n; ++i) cand[i] = gf.out[i];
   }
   return nullptr;
 }
 
 // Where would the next slot for `at` go? Existing arena with room, else a gap.
 // Does not map anything (used by check()).
-bool peek_slot(uintptr_t at, uintptr_t &slot) {
+bool peek_slot(uintptr_t at, const Survey &sv, uintptr_t &slot) {
   for (int i = 0; i < g_narenas; ++i) {
     Arena &a = g_arenas[i];
     if (a.full || a.used + kSlotLen > a.len) continue;
@@ -422,9 +459,8 @@ bool peek_slot(uintptr_t at, uintptr_t &slot) {
     slot = a.base + a.used;
     return true;
   }
-  uintptr_t c;
-  if (find_gaps(at, g_procmem_failed ? kPage : kArenaLen, &c, 1) < 1) return false;
-  slot = c;
+  if (sv.ngaps < 1) return false;
+  slot = sv.gaps[0];
   return true;
 }
 
@@ -451,6 +487,7 @@ struct Plan {
   unsigned n;
   PInsn insns[kMaxInsns];
   uint8_t code[32];      // bytes from `at`
+  Survey sv;             // /proc/self/maps as seen by plan()
 };
 
 const ZydisDecoder *decoder() {
@@ -487,10 +524,38 @@ bool is_jcc(ZydisMnemonic m) {
 // Scan the whole function for relative branches into bytes 1..covered-1 of the patch.
 // Linear sweep: x86-64 compilers keep jump tables in .rodata, so text decodes cleanly;
 // undecodable bytes are skipped one at a time (conservative: more branches seen, not fewer).
+//
+// A byte-pattern prefilter runs first: every relative branch has its opcode byte at some
+// offset with its displacement right after it, so checking *every* offset for those
+// patterns finds a superset of the branches into the range. Only when it finds a
+// candidate does the (ten times slower) decode run to confirm. This keeps load-time
+// patching cheap: Zydis costs ~400 instructions per decoded instruction.
+bool may_branch_into(const uint8_t *b, std::size_t n, uintptr_t ip0, uintptr_t lo, uintptr_t hi) {
+  auto hit = [&](std::size_t end, int64_t rel) {
+    uintptr_t d = ip0 + end + static_cast<uintptr_t>(rel);
+    return d >= lo && d < hi;
+  };
+  auto rel32 = [&](std::size_t at) { int32_t v; memcpy(&v, b + at, 4); return static_cast<int64_t>(v); };
+  auto rel16 = [&](std::size_t at) { int16_t v; memcpy(&v, b + at, 2); return static_cast<int64_t>(v); };
+  for (std::size_t q = 0; q + 2 <= n; ++q) {
+    uint8_t c = b[q];
+    // jcc rel8, jmp rel8, loop/loopcc/jrcxz rel8
+    if (((c & 0xF0) == 0x70 || c == 0xEB || (c >= 0xE0 && c <= 0xE3)) && hit(q + 2, static_cast<int8_t>(b[q + 1])))
+      return true;
+    if ((c == 0xE8 || c == 0xE9) && q + 5 <= n && hit(q + 5, rel32(q + 1))) return true;  // call/jmp rel32
+    if (c == 0x0F && q + 6 <= n && (b[q + 1] & 0xF0) == 0x80 && hit(q + 6, rel32(q + 2))) return true;  // jcc rel32
+    if (c == 0xC7 && q + 6 <= n && b[q + 1] == 0xF8 && hit(q + 6, rel32(q + 2))) return true;  // xbegin
+    if (c == 0x66 && q + 4 <= n && (b[q + 1] == 0xE8 || b[q + 1] == 0xE9) && hit(q + 4, rel16(q + 2)))
+      return true;  // operand-size-prefixed rel16 forms
+  }
+  return false;
+}
+
 bool scan_function(const Plan &p, std::size_t fn_size, Result &r) {
   const ZydisDecoder *dec = decoder();
   const uint8_t *base = reinterpret_cast<const uint8_t *>(p.target);
   uintptr_t lo = p.at + 1, hi = p.at + p.covered;  // forbidden destinations [lo, hi)
+  if (!may_branch_into(base, fn_size, p.target, lo, hi)) return true;
   std::size_t off = 0;
   while (off < fn_size) {
     ZydisDecodedInstruction in;
@@ -516,13 +581,14 @@ bool plan(const void *target_v, std::size_t fn_size, Plan &p, Result &r) {
   uintptr_t target = reinterpret_cast<uintptr_t>(target_v);
   p.target = target;
   if (!target) { fail(r, "null target"); return false; }
-  Mapping m;
-  if (!find_extent(target, m)) { fail(r, "target %p is not mapped", target_v); return false; }
+  if (!survey(target, fn_size, p.sv)) { fail(r, "cannot read /proc/self/maps"); return false; }
+  const Mapping &m = p.sv.ext;
+  if (!p.sv.found) { fail(r, "target %p is not mapped", target_v); return false; }
   if (!m.x) { fail(r, "target %p is not in an executable mapping", target_v); return false; }
   if (!m.r) { fail(r, "target %p is execute-only (cannot decode)", target_v); return false; }
   if (m.special) { fail(r, "target %p is in a kernel-provided mapping ([vdso])", target_v); return false; }
   if (is_arena_addr(target)) { fail(r, "target is a pyfinguard trampoline"); return false; }
-  if (fn_size && !range_is_rx(target, target + fn_size)) {
+  if (fn_size && !p.sv.fn_rx) {
     fail(r, "function (%zu bytes) extends past its executable mapping", fn_size);
     return false;
   }
@@ -772,7 +838,7 @@ Result check(const void *target, std::size_t fn_size) {
   Plan p;
   if (!check_locked(target, fn_size, p, r)) return r;
   uintptr_t slot;
-  if (!peek_slot(p.at, slot)) {
+  if (!peek_slot(p.at, p.sv, slot)) {
     fail(r, "no free address range within +-2 GiB of the target");
     return r;
   }
@@ -804,7 +870,7 @@ Result install(void *target, std::size_t fn_size, void *hook, void **real_out) {
       if (a.full || a.used + kSlotLen > a.len || (a.sealed && g_procmem_failed)) continue;
       if (in_reach(p.at, a.base, a.len)) { arena = &a; break; }
     }
-    if (!arena) arena = new_arena(p.at, g_procmem_failed ? kPage : kArenaLen);
+    if (!arena) arena = new_arena(p.at, p.sv.gaps, p.sv.ngaps);
     if (!arena) { g_chunks->n--; fail(r, "no free address range within +-2 GiB of the target"); return r; }
     uintptr_t s = arena->base + arena->used;
     // stub: jmp qword [rip+0]; .quad hook
@@ -850,7 +916,7 @@ Result install(void *target, std::size_t fn_size, void *hook, void **real_out) {
   int64_t d = static_cast<int64_t>(slot) - static_cast<int64_t>(p.at + kJmpLen);
   int32_t d32 = static_cast<int32_t>(d);  // in reach by construction of the arena
   memcpy(jmp + 1, &d32, 4);
-  if (!fits32(d) || write_entry(p.at, jmp, kJmpLen) == WriteHow::none) {
+  if (!fits32(d) || write_entry(p.sv.ext, p.at, jmp, kJmpLen) == WriteHow::none) {
     __atomic_store_n(real_out, prev, __ATOMIC_SEQ_CST);
     g_chunks->n--;
     fail(r, "could not write the entry (/proc/self/mem and mprotect both failed)");

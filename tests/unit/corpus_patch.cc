@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 namespace {
@@ -70,6 +71,7 @@ struct State {
   void **real;
   long *count;
   bool done;
+  double install_ns;  // total time in install() of the functions that were patched
 } g;  // plain zero-initialized data: a dynamic initializer could run after at_load()
 
 // Replace digit runs (offsets, sizes) by N, so reasons group.
@@ -195,8 +197,12 @@ void patch_all() {
       }
     } else {
       pfg::patch::Result c = pfg::patch::check(reinterpret_cast<void *>(fn.addr), fn.size);
+      struct timespec t0, t1;
+      clock_gettime(CLOCK_MONOTONIC, &t0);
       pfg::patch::Result r = pfg::patch::install(reinterpret_cast<void *>(fn.addr), fn.size, g.code + i * 16,
                                                  &g.real[i]);
+      clock_gettime(CLOCK_MONOTONIC, &t1);
+      if (r.ok) g.install_ns += (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);
       fn.ok = r.ok;
       snprintf(fn.why, sizeof fn.why, "%s", r.ok ? "" : r.why);
       if (c.ok != r.ok) {
@@ -251,6 +257,7 @@ extern "C" __attribute__((visibility("default"))) void pfg_corpus_report() {
           g.nfns - g.aliases, g.aliases, g.patched, g.refused, g.disagree);
   fprintf(f, ", \"disagree_example\": ");
   json_str(f, g.disagree ? g.disagree_example : "");
+  fprintf(f, ", \"install_us\": %.1f", g.patched ? g.install_ns / g.patched / 1000.0 : 0.0);
   fprintf(f, ", \"called_patched\": %d, \"calls_through_patches\": %ld, \"reasons\": [", called, calls);
   for (int i = 0; i < g.nreasons; ++i) {
     fprintf(f, "%s{\"reason\": ", i ? ", " : "");

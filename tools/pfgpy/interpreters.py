@@ -247,6 +247,16 @@ def discover(include_skipped=True, timeout=20):
     return found
 
 
+def from_executable(executable, name=None, timeout=20):
+    """An Interpreter for one executable given by path (not necessarily discovered)."""
+    exe = os.path.realpath(executable)
+    facts, err = probe(exe, timeout)
+    name = name or exe
+    if facts is None:
+        return Interpreter(name, "static exe", executable=exe, skip=err, source="command line")
+    return _from_facts(name, "command line", exe, facts)
+
+
 def main(argv=None):
     import argparse
     ap = argparse.ArgumentParser(description="List the interpreters pyfinguard tests run on.")

@@ -1,0 +1,519 @@
+#!/usr/bin/python3
+"""pyfinguard benchmark: the guard's cost on the GIL hot path and at start-up.
+
+    /usr/bin/python3 tools/bench/bench.py [--quick] [--interp SUBSTR] [--lib PATH] [--json FILE]
+
+Four measurements, one table each (docs/performance.md explains method and caveats):
+
+  1. pair time     ns per PyEval_SaveThread/PyEval_RestoreThread pair in an embedding
+                   program (tools/bench/pair.c), rounds of (no guard, guard) processes
+                   interleaved in one invocation, all pinned to one CPU; medians and the
+                   median of the per-round ratios. Target (issue 2 item 7, issue 3 item 6):
+                   ratio <= 1.03.
+  2. pair instr    instructions per pair with valgrind --tool=callgrind (deterministic):
+                   totals for two loop lengths, differenced, divided by the difference of
+                   the pair counts. Without the guard, with a do-nothing interposer
+                   (tools/bench/null_hop.c: the floor of any LD_PRELOAD wrapper) and with
+                   the guard.
+  3. start-up      `python -c pass`: wall time (interleaved runs, median of per-pair
+                   ratios) and callgrind instructions, without and with the guard. Targets:
+                   <= 1.05 time, <= 1.02 instructions.
+  4. (within 1 and 2) the pair against Debian's libpython3.11, whose definitions the guard
+                   entry-patches: "plt" calls bind to the guard's exported wrapper, "direct"
+                   calls enter libpython's own (patched) entry like CPython's internal calls.
+
+It is a benchmark, not a test: it exits 0 whatever it measures (2 on a usage or build
+error) and prints "TARGET MISSED" lines for the targets that were missed.
+Runs with any Python 3.6+; meant for /usr/bin/python3.
+"""
+import argparse
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+PAIR_TARGET = 1.03          # issue 2 item 7 / issue 3 item 6
+START_TIME_TARGET = 1.05    # issue 2 item 7 / issue 3 item 6
+START_INSTR_TARGET = 1.02   # issue 2 item 7
+# Issue 2 item 7: "the guard's fast path should stay within a handful" of instructions per
+# pair. "A handful" is read here as at most 10 over a raw pair (the do-nothing interposer
+# hop alone costs 8 on this machine, see docs/performance.md).
+PAIR_INSTR_HANDFUL = 10.0
+
+# Environment for every measured process: no inherited preload or Python settings, and a
+# fixed hash seed so that instruction counts repeat exactly from run to run.
+SCRUB = ("LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP",
+         "PYTHONHASHSEED", "PYTHONMALLOC", "PYTHONDEVMODE", "PYTHONTRACEMALLOC")
+
+missed = []
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def target_missed(text):
+    line = "TARGET MISSED: " + text
+    missed.append(line)
+    print(line, flush=True)
+
+
+def base_env():
+    env = dict(os.environ)
+    for k in list(env):
+        if k in SCRUB or k.startswith("PYFINGUARD_"):
+            del env[k]
+    env["PYTHONHASHSEED"] = "0"
+    return env
+
+
+def env_with(preload):
+    env = base_env()
+    if preload:
+        env["LD_PRELOAD"] = preload
+    return env
+
+
+# ---------------------------------------------------------------------------------------
+# Interpreters
+
+class Target(object):
+    """What we measure: name, python executable (start-up), libpython (pair program)."""
+
+    def __init__(self, name, kind, version, executable, include, libpython, libdir):
+        self.name, self.kind, self.version = name, kind, version
+        self.executable, self.include = executable, include
+        self.libpython, self.libdir = libpython, libdir
+
+    @property
+    def can_embed(self):
+        return bool(self.libpython and self.include and
+                    os.path.isfile(os.path.join(self.include, "Python.h")))
+
+    @property
+    def can_run(self):
+        return bool(self.executable) and self.kind != "embed-only"
+
+
+def discover():
+    """tools/pfgpy/interpreters.py when it works; our own small discovery otherwise."""
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    try:
+        from pfgpy import interpreters
+        found = interpreters.discover()
+    except Exception as e:  # missing or broken: say so, and fall back
+        log("bench: tools/pfgpy/interpreters.py unusable (%s: %s); using own discovery"
+            % (type(e).__name__, e))
+        return fallback_discover(), "own fallback (pfgpy unusable: %s)" % e
+    out = []
+    for i in found:
+        if i.skip:
+            print("%-32s skipped: %s" % (i.name, i.skip))
+            continue
+        out.append(Target(i.name, i.kind, i.version_str, i.executable, i.include,
+                          i.libpython, i.libdir))
+    return out, "tools/pfgpy/interpreters.py"
+
+
+_PROBE = ("import json,sys,sysconfig;print(json.dumps([list(sys.version_info[:3]),"
+          "sysconfig.get_paths()['include'],sysconfig.get_config_var('LIBDIR'),"
+          "sysconfig.get_config_var('INSTSONAME'),sysconfig.get_config_var('Py_ENABLE_SHARED')]))")
+
+
+def fallback_discover():
+    out = []
+    exes = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3")))
+    exes += ["/usr/bin/python3.11"] if os.path.exists("/usr/bin/python3.11") else []
+    for exe in exes:
+        try:
+            r = subprocess.run([exe, "-E", "-S", "-c", _PROBE], stdout=subprocess.PIPE,
+                               timeout=20, env=base_env())
+            ver, inc, libdir, soname, shared = json.loads(r.stdout.decode())
+        except Exception as e:
+            print("%-32s skipped: probe failed: %s" % (exe, e))
+            continue
+        vs = ".".join(map(str, ver))
+        if tuple(ver) < (3, 6):
+            print("%-32s skipped: <3.6 unsupported" % exe)
+            continue
+        lib = os.path.join(libdir, soname) if soname else None
+        if exe.startswith("/usr/bin/"):
+            out.append(Target("debian-python%s (static exe)" % vs[:4], "static exe", vs,
+                              exe, inc, None, None))
+            if lib and os.path.exists(lib):
+                out.append(Target("debian-libpython%s" % vs[:4], "embed-only", vs, exe, inc,
+                                  os.path.realpath(lib), libdir))
+        else:
+            out.append(Target("pyenv-%s" % vs, "shared-lib exe", vs, os.path.realpath(exe),
+                              inc, lib if shared and lib and os.path.exists(lib) else None,
+                              libdir))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Building
+
+def build_dir():
+    d = os.environ.get("PFG_BENCH_BUILD_DIR") or "/tmp/pfg-bench-%d" % os.getuid()
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def compile_cached(cmd_wo_out, sources, out):
+    """Run cmd_wo_out + ['-o', out] unless out exists for the same sources and command."""
+    h = hashlib.sha256(repr(cmd_wo_out).encode())
+    for s in sources:
+        with open(s, "rb") as f:
+            h.update(f.read())
+    stamp = out + ".key"
+    key = h.hexdigest()
+    if os.path.exists(out) and os.path.exists(stamp) and open(stamp).read() == key:
+        return out
+    tmp = out + ".tmp%d" % os.getpid()
+    r = subprocess.run(cmd_wo_out + ["-o", tmp], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise RuntimeError("compile failed: %s\n%s" % (" ".join(cmd_wo_out), r.stdout.decode()))
+    os.replace(tmp, out)
+    with open(stamp, "w") as f:
+        f.write(key)
+    return out
+
+
+def build_pair(t):
+    src = os.path.join(HERE, "pair.c")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", t.name).strip("_")
+    d = os.path.join(build_dir(), slug)
+    os.makedirs(d, exist_ok=True)
+    # DT_RPATH (--disable-new-dtags): the libpython we name is the one that loads, even if
+    # another one with the same soname (pyenv's and Debian's 3.11) is on a library path.
+    cmd = [os.environ.get("CC", "cc"), "-O2", "-g", "-std=gnu11", "-I" + t.include, src,
+           t.libpython, "-Wl,--disable-new-dtags", "-Wl,-rpath," + os.path.dirname(t.libpython),
+           "-ldl"]
+    return compile_cached(cmd, [src], os.path.join(d, "pair"))
+
+
+def build_null_hop():
+    src = os.path.join(HERE, "null_hop.c")
+    cmd = [os.environ.get("CC", "cc"), "-O2", "-g", "-shared", "-fPIC", src, "-ldl"]
+    return compile_cached(cmd, [src], os.path.join(build_dir(), "null_hop.so"))
+
+
+def ensure_lib(path):
+    if os.path.exists(path):
+        return os.path.abspath(path)
+    default = os.path.join(REPO, "build", "shim", "libpyfinguard.so")
+    if os.path.abspath(path) != default:
+        log("bench: %s does not exist" % path)
+        sys.exit(2)
+    bdir = os.path.join(REPO, "build")
+    if not os.path.exists(os.path.join(bdir, "build.ninja")):
+        log("bench: meson setup build")
+        subprocess.check_call(["meson", "setup", bdir], cwd=REPO, stdout=sys.stderr)
+    log("bench: meson compile -C build")
+    subprocess.check_call(["meson", "compile", "-C", bdir], cwd=REPO, stdout=sys.stderr)
+    return default
+
+
+# ---------------------------------------------------------------------------------------
+# Running
+
+ALL_CPUS = None
+
+
+def pin(cpu):
+    """Pin this process (and so every child started afterwards) to one CPU, or unpin."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    os.sched_setaffinity(0, ALL_CPUS if cpu is None else {cpu})
+
+
+def run_pair(exe, n, reps, mode, preload):
+    r = subprocess.run([exe, str(n), str(reps), mode], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=env_with(preload), timeout=600)
+    m = re.search(r"RESULT min=([\d.]+) median=([\d.]+)", r.stdout.decode())
+    if r.returncode != 0 or not m:
+        raise RuntimeError("%s %s %s failed (status %d): %s" % (
+            exe, n, mode, r.returncode, r.stderr.decode(errors="replace")[-500:]))
+    return float(m.group(1))
+
+
+def callgrind_total(argv, preload):
+    """Instructions valgrind's callgrind collects for argv (all of it, start to exit)."""
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + argv
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=env_with(preload), timeout=1800)
+    m = re.search(r"Collected : (\d+)", r.stderr.decode(errors="replace"))
+    if r.returncode != 0 or not m:
+        raise RuntimeError("callgrind %s failed (status %d): %s" % (
+            " ".join(argv), r.returncode, r.stderr.decode(errors="replace")[-800:]))
+    return int(m.group(1))
+
+
+def pairs_executed(n):
+    return n + n // 10 + 1  # pair.c: warm-up of N/10+1, then N
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt_ratio(x):
+    return "%.3f" % x
+
+
+def table(title, header, rows):
+    print()
+    print("== " + title)
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = "  ".join("%-*s" % (w, h) for w, h in zip(widths, header))
+    print(line)
+    print("-" * len(line))
+    for r in rows:
+        print("  ".join(("%-*s" if i == 0 else "%*s") % (w, c)
+                        for i, (w, c) in enumerate(zip(widths, r))))
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------
+# Measurements
+
+def pair_cases(targets, lib):
+    """(label, pair exe, mode) per embeddable interpreter; plus the "direct" path where the
+    guard reports an entry patch for the pair (Debian's libpython3.11)."""
+    cases = []
+    for t in targets:
+        if not t.can_embed:
+            continue
+        try:
+            exe = build_pair(t)
+        except RuntimeError as e:
+            print("%-32s pair skipped: %s" % (t.name, str(e).splitlines()[0]))
+            continue
+        r = subprocess.run([exe, "1", "1", "plt"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=dict(env_with(lib), PAIR_DESCRIBE="1"), timeout=120)
+        cover = re.findall(r"describe: cover (\S+) (\S+)", r.stdout.decode())
+        mech = "/".join(sorted(set(m for _, m in cover))) or "?"
+        if mech == "entry-patch":
+            # The program's PLT binds to the guard's wrapper, which calls the trampoline;
+            # CPython's own calls enter the patched entry, which jumps to the wrapper.
+            cases.append((t.name + " [plt: wrapper+trampoline]", exe, "plt", t))
+            cases.append((t.name + " [direct: entry-patch]", exe, "direct:" + t.libpython, t))
+        else:
+            cases.append((t.name + " [plt: " + mech + "]", exe, "plt", t))
+    return cases
+
+
+def measure_pair_time(cases, lib, rounds, n, reps, cpu):
+    pin(cpu)
+    res = {c[0]: {"raw": [], "guard": [], "ratio": []} for c in cases}
+    for rnd in range(rounds):
+        log("bench: pair time round %d/%d" % (rnd + 1, rounds))
+        for label, exe, mode, _ in cases:
+            # Alternate which one goes first so that drift within a round cancels.
+            order = [None, lib] if rnd % 2 == 0 else [lib, None]
+            got = {}
+            for pre in order:
+                got[pre] = run_pair(exe, n, reps, mode, pre)
+            res[label]["raw"].append(got[None])
+            res[label]["guard"].append(got[lib])
+            res[label]["ratio"].append(got[lib] / got[None])
+    pin(None)
+    rows, out = [], {}
+    for label, _, _, _ in cases:
+        r = res[label]
+        raw, gd, ratio = median(r["raw"]), median(r["guard"]), median(r["ratio"])
+        spread = "%.3f-%.3f" % (min(r["ratio"]), max(r["ratio"]))
+        rows.append([label, "%.2f" % raw, "%.2f" % gd, fmt_ratio(ratio), spread])
+        out[label] = {"raw_ns": raw, "guard_ns": gd, "ratio": ratio, "rounds": r}
+    table("1. ns per PyEval_SaveThread/RestoreThread pair (%d rounds x {no guard, guard}, "
+          "min of %d loops of %d pairs per process; CPU %s)" % (rounds, reps, n, cpu),
+          ["interpreter [path]", "raw ns", "guard ns", "median ratio", "ratio range"], rows)
+    for label in out:
+        if out[label]["ratio"] > PAIR_TARGET:
+            target_missed("pair time ratio %.3f > %.2f on %s" % (out[label]["ratio"], PAIR_TARGET, label))
+    return out
+
+
+def measure_pair_instr(cases, lib, hop, n1, n2, jobs):
+    jobs_list = []
+    for label, exe, mode, _ in cases:
+        for variant, pre in (("raw", None), ("hop", hop), ("guard", lib)):
+            if variant == "hop" and mode != "plt":
+                continue  # the do-nothing hop cannot be on a direct call's path
+            for n in (n1, n2):
+                jobs_list.append((label, variant, n, [exe, str(n), "1", mode], pre))
+    log("bench: pair instructions: %d callgrind runs, %d at a time" % (len(jobs_list), jobs))
+    with ThreadPoolExecutor(max_workers=jobs) as ex:
+        totals = list(ex.map(lambda j: callgrind_total(j[3], j[4]), jobs_list))
+    got = {}
+    for (label, variant, n, _, _), tot in zip(jobs_list, totals):
+        got[(label, variant, n)] = tot
+    dn = pairs_executed(n2) - pairs_executed(n1)
+    rows, out = [], {}
+    for label, _, mode, _ in cases:
+        per = {}
+        for variant in ("raw", "hop", "guard"):
+            if (label, variant, n1) in got:
+                per[variant] = (got[(label, variant, n2)] - got[(label, variant, n1)]) / float(dn)
+        hop_s = "%.1f" % per["hop"] if "hop" in per else "-"
+        hop_d = "%+.1f" % (per["hop"] - per["raw"]) if "hop" in per else "-"
+        rows.append([label, "%.1f" % per["raw"], hop_s, "%.1f" % per["guard"], hop_d,
+                     "%+.1f" % (per["guard"] - per["raw"]), fmt_ratio(per["guard"] / per["raw"])])
+        out[label] = per
+    table("2. instructions per pair (callgrind, (total(N=%d) - total(N=%d)) / %d pairs)"
+          % (n2, n1, dn),
+          ["interpreter [path]", "raw", "hop", "guard", "hop-raw", "guard-raw", "guard/raw"], rows)
+    for label, per in out.items():
+        d = per["guard"] - per["raw"]
+        if d > PAIR_INSTR_HANDFUL:
+            target_missed("guard adds %.1f instructions per pair (> %.0f, 'a handful') on %s"
+                          % (d, PAIR_INSTR_HANDFUL, label))
+    return out
+
+
+def spawn_time(argv, env):
+    t0 = time.perf_counter()
+    if hasattr(os, "posix_spawn"):  # 3.8+: less of the driver's own cost in the figure
+        pid = os.posix_spawn(argv[0], argv, env)
+        _, status = os.waitpid(pid, 0)
+    else:
+        status = subprocess.call(argv, env=env)
+    dt = time.perf_counter() - t0
+    if status != 0:
+        raise RuntimeError("%s exited with status %d" % (" ".join(argv), status))
+    return dt
+
+
+def measure_startup(targets, lib, runs, jobs, cpu):
+    runnable = [t for t in targets if t.can_run]
+    # Instructions first (parallel, unpinned: counts do not depend on scheduling).
+    jl = [(t, pre) for t in runnable for pre in (None, lib)]
+    log("bench: start-up instructions: %d callgrind runs" % len(jl))
+    with ThreadPoolExecutor(max_workers=jobs) as ex:
+        tot = list(ex.map(lambda j: callgrind_total([j[0].executable, "-c", "pass"], j[1]), jl))
+    instr = {}
+    for (t, pre), n in zip(jl, tot):
+        instr[(t.name, pre)] = n
+    pin(cpu)
+    res = {}
+    for t in runnable:
+        log("bench: start-up time %s (%d x 2 runs)" % (t.name, runs))
+        argv = [t.executable, "-c", "pass"]
+        envs = {None: env_with(None), lib: env_with(lib)}
+        for pre in (None, lib):  # warm the page cache for both
+            spawn_time(argv, envs[pre])
+        raw, gd, ratio = [], [], []
+        for i in range(runs):
+            order = (None, lib) if i % 2 == 0 else (lib, None)
+            got = {}
+            for pre in order:
+                got[pre] = spawn_time(argv, envs[pre])
+            raw.append(got[None])
+            gd.append(got[lib])
+            ratio.append(got[lib] / got[None])
+        res[t.name] = (median(raw), median(gd), median(ratio))
+    pin(None)
+    rows, out = [], {}
+    for t in runnable:
+        r_ms, g_ms, ratio = res[t.name]
+        ir, ig = instr[(t.name, None)], instr[(t.name, lib)]
+        rows.append([t.name, "%.2f" % (r_ms * 1e3), "%.2f" % (g_ms * 1e3), fmt_ratio(ratio),
+                     "%.2fM" % (ir / 1e6), "%.2fM" % (ig / 1e6), "%+.2fM" % ((ig - ir) / 1e6),
+                     fmt_ratio(ig / float(ir))])
+        out[t.name] = {"raw_ms": r_ms * 1e3, "guard_ms": g_ms * 1e3, "time_ratio": ratio,
+                       "raw_instr": ir, "guard_instr": ig, "instr_ratio": ig / float(ir)}
+    table("3. start-up: `python -c pass` (time: %d interleaved pairs of runs, median; CPU %s; "
+          "instructions: callgrind)" % (runs, cpu),
+          ["interpreter", "raw ms", "guard ms", "time ratio", "raw instr", "guard instr",
+           "delta", "instr ratio"], rows)
+    for name, o in out.items():
+        if o["time_ratio"] > START_TIME_TARGET:
+            target_missed("start-up time ratio %.3f > %.2f on %s" % (o["time_ratio"], START_TIME_TARGET, name))
+        if o["instr_ratio"] > START_INSTR_TARGET:
+            target_missed("start-up instruction ratio %.3f > %.2f on %s"
+                          % (o["instr_ratio"], START_INSTR_TARGET, name))
+    return out
+
+
+def main(argv=None):
+    global ALL_CPUS
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer rounds and shorter loops (a smoke run, noisier)")
+    ap.add_argument("--interp", action="append", default=[],
+                    help="only interpreters whose name contains this (repeatable)")
+    ap.add_argument("--lib", default=os.path.join(REPO, "build", "shim", "libpyfinguard.so"),
+                    help="the guard library (default: <repo>/build/shim/libpyfinguard.so, "
+                         "built with meson if missing)")
+    ap.add_argument("--only", choices=["pair-time", "pair-instr", "startup"], action="append",
+                    help="run only these measurements (repeatable; default all)")
+    ap.add_argument("--rounds", type=int, help="pair time rounds (default 15, quick 5)")
+    ap.add_argument("--startup-runs", type=int, help="start-up runs each (default 40, quick 10)")
+    ap.add_argument("--cpu", type=int, default=None,
+                    help="CPU to pin timed runs to (default: the last one)")
+    ap.add_argument("--json", help="also write all figures to this file")
+    a = ap.parse_args(argv)
+
+    for tool in ("valgrind", os.environ.get("CC", "cc")):
+        if not shutil.which(tool):
+            log("bench: %s not found" % tool)
+            return 2
+    ALL_CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    cpu = a.cpu if a.cpu is not None else (max(ALL_CPUS) if ALL_CPUS else None)
+    rounds = a.rounds or (5 if a.quick else 15)
+    sruns = a.startup_runs or (10 if a.quick else 40)
+    n, reps = (300000, 3) if a.quick else (1000000, 5)
+    n1, n2 = (50000, 100000) if a.quick else (100000, 200000)
+    jobs = max(1, min(2, len(ALL_CPUS or [0])))
+    only = set(a.only or ["pair-time", "pair-instr", "startup"])
+
+    lib = ensure_lib(a.lib)
+    targets, source = discover()
+    if a.interp:
+        targets = [t for t in targets if any(s in t.name for s in a.interp)]
+    if not targets:
+        log("bench: no interpreter matches")
+        return 2
+    print("guard: %s" % lib)
+    print("interpreters (%s): %s" % (source, ", ".join(t.name for t in targets)))
+    print("machine: %d CPUs, load average %s" % (len(ALL_CPUS or []), " ".join(
+        "%.2f" % x for x in os.getloadavg())))
+
+    results = {"lib": lib, "interpreters": [t.name for t in targets]}
+    started = time.time()
+    cases = pair_cases(targets, lib) if only & {"pair-time", "pair-instr"} else []
+    if cases and "pair-time" in only:
+        results["pair_time"] = measure_pair_time(cases, lib, rounds, n, reps, cpu)
+    if cases and "pair-instr" in only:
+        results["pair_instr"] = measure_pair_instr(cases, lib, build_null_hop(), n1, n2, jobs)
+    if "startup" in only:
+        results["startup"] = measure_startup(targets, lib, sruns, jobs, cpu)
+    print()
+    print("load average at the end: %s; %.0f s" % (
+        " ".join("%.2f" % x for x in os.getloadavg()), time.time() - started))
+    if missed:
+        print("%d target(s) missed:" % len(missed))
+        for m in missed:
+            print("  " + m)
+    else:
+        print("all targets met")
+    results["missed"] = missed
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

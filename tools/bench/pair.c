@@ -1,0 +1,133 @@
+/* pair: cost of one PyEval_SaveThread/PyEval_RestoreThread pair in an embedding program.
+ *
+ *   pair N [REPS] [MODE]
+ *
+ * Initializes Python, runs a warm-up of N/10+1 pairs, then REPS timed loops of N pairs each
+ * (clock_gettime(CLOCK_MONOTONIC) around each loop) and prints one line per loop and a
+ * summary:
+ *   rep <i> <ns/pair>
+ *   RESULT min=<ns/pair> median=<ns/pair> n=<N> reps=<REPS> mode=<MODE>
+ * tools/bench/bench.py parses RESULT. Under callgrind it is run with REPS=1 for two values
+ * of N, so the difference of the instruction totals divided by the difference of the pair
+ * counts (N + N/10 + 1 each) is the cost of one pair: start-up and finalization cancel.
+ *
+ * MODE selects which definition of the two functions is called:
+ *   plt            (default) the ordinary call through this program's PLT: with the guard
+ *                  preloaded that binds to the guard's exported wrapper (interposition).
+ *   direct:<LIB>   the definitions inside the already-loaded <LIB> itself (dlsym on its
+ *                  handle), i.e. the path CPython's own internal calls take. On a library
+ *                  built with -fno-semantic-interposition (Debian's libpython3.11) the guard
+ *                  entry-patches those definitions, so this measures entry jump + wrapper +
+ *                  trampoline.
+ *
+ * With PAIR_DESCRIBE=1 in the environment it also prints the guard's coverage lines for the
+ * two functions (pyfinguard_describe, when a guard is loaded), so the benchmark can say
+ * which path it measured.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef PyThreadState *(*save_fn)(void);
+typedef void (*restore_fn)(PyThreadState *);
+
+static double now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+/* noinline: one place holding the loop, so callgrind_annotate shows it by name. The calls
+ * are through pointers the compiler cannot see through, and the empty asm statements with
+ * a memory clobber keep every iteration (and its order) even if it could. */
+__attribute__((noinline)) static void pairs(long n, save_fn save, restore_fn restore) {
+  for (long i = 0; i < n; i++) {
+    PyThreadState *ts = save();
+    __asm__ __volatile__("" : "+r"(ts) : : "memory");
+    restore(ts);
+    __asm__ __volatile__("" : : : "memory");
+  }
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void describe(void) {
+  typedef int (*describe_fn)(char *, unsigned long);
+  describe_fn d = (describe_fn)dlsym(RTLD_DEFAULT, "pyfinguard_describe");
+  if (!d) {
+    printf("describe: no guard loaded\n");
+    return;
+  }
+  static char buf[16384];
+  d(buf, sizeof buf);
+  for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+    if (strncmp(line, "cover PyEval_SaveThread ", 24) == 0 ||
+        strncmp(line, "cover PyEval_RestoreThread ", 27) == 0 || strncmp(line, "image: ", 7) == 0)
+      printf("describe: %s\n", line);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: %s N [REPS] [plt|direct:LIB]\n", argv[0]);
+    return 2;
+  }
+  long n = atol(argv[1]);
+  int reps = argc > 2 ? atoi(argv[2]) : 1;
+  const char *mode = argc > 3 ? argv[3] : "plt";
+  if (n <= 0 || reps <= 0 || reps > 1000) {
+    fprintf(stderr, "pair: bad N or REPS\n");
+    return 2;
+  }
+
+  Py_InitializeEx(0);
+#if PY_VERSION_HEX < 0x03070000
+  /* Before 3.7 the GIL exists only once threads were initialized; without it Save/Restore
+   * skip the GIL entirely and the pair would not be comparable with later versions. */
+  PyEval_InitThreads();
+#endif
+  if (getenv("PAIR_DESCRIBE")) describe();
+
+  /* volatile: the pointers are read at run time, never folded into direct calls. */
+  save_fn volatile save = PyEval_SaveThread;
+  restore_fn volatile restore = PyEval_RestoreThread;
+  if (strncmp(mode, "direct:", 7) == 0) {
+    void *h = dlopen(mode + 7, RTLD_NOW | RTLD_NOLOAD);
+    if (!h) {
+      fprintf(stderr, "pair: %s is not loaded: %s\n", mode + 7, dlerror());
+      return 2;
+    }
+    save = (save_fn)dlsym(h, "PyEval_SaveThread");
+    restore = (restore_fn)dlsym(h, "PyEval_RestoreThread");
+    if (!save || !restore) {
+      fprintf(stderr, "pair: dlsym in %s failed\n", mode + 7);
+      return 2;
+    }
+  } else if (strcmp(mode, "plt") != 0) {
+    fprintf(stderr, "pair: unknown mode %s\n", mode);
+    return 2;
+  }
+
+  pairs(n / 10 + 1, save, restore);
+  double *r = calloc((size_t)reps, sizeof *r);
+  if (!r) return 2;
+  for (int i = 0; i < reps; i++) {
+    double t0 = now_ns();
+    pairs(n, save, restore);
+    r[i] = (now_ns() - t0) / (double)n;
+    printf("rep %d %.3f\n", i, r[i]);
+  }
+  qsort(r, (size_t)reps, sizeof *r, cmp_double);
+  double med = reps % 2 ? r[reps / 2] : (r[reps / 2 - 1] + r[reps / 2]) / 2;
+  printf("RESULT min=%.3f median=%.3f n=%ld reps=%d mode=%s\n", r[0], med, n, reps, mode);
+  free(r);
+  fflush(stdout);
+  return Py_FinalizeEx() < 0 ? 1 : 0;
+}

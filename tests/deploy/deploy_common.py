@@ -8,6 +8,7 @@ import os
 import resource
 import subprocess
 import sys
+import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.environ.get("PYFINGUARD_SOURCE_ROOT") or os.path.dirname(os.path.dirname(HERE))
@@ -71,13 +72,16 @@ def interps():
     return _interps
 
 
+class NoInterpreter(unittest.SkipTest):
+    """A unittest skip; scripts outside unittest turn it into exit status SKIP."""
+
+
 def interp(pred, why):
-    """First discovered interpreter satisfying pred, or raise SystemExit(SKIP)."""
+    """First discovered interpreter satisfying pred, or raise NoInterpreter."""
     for i in interps():
         if i.skip is None and pred(i):
             return i
-    print("SKIP: no interpreter: %s" % why)
-    raise SystemExit(SKIP)
+    raise NoInterpreter("no interpreter on this machine: %s" % why)
 
 
 def debian_python():

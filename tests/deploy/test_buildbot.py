@@ -106,7 +106,11 @@ def tail(path, n=30):
 def main():
     t0 = time.monotonic()
     bb, bw = ensure_buildbot()
-    python = dc.debian_python()
+    try:
+        python = dc.debian_python()
+    except dc.NoInterpreter as e:
+        print("SKIP: %s" % e)
+        raise SystemExit(dc.SKIP)
     moddir = dc.build.build_pfgtest(python)
     tmp = tempfile.mkdtemp(prefix="pfg-buildbot-")
     procs = Procs()

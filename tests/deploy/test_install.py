@@ -123,6 +123,13 @@ class Install(unittest.TestCase):
                                          "pfgtest*.so.cmd"))[0]) as f:
             self.assertIn(os.path.join(self.datadir, "pyfinguard"), f.read())
 
+    def test_launcher_demo_embedder(self):
+        # An embed-only libpython runs tests/scenarios/late_ensure.c from share/pyfinguard.
+        it = dc.interp(lambda i: i.kind == "embed-only", "an embed-only libpython")
+        out = sh([self.launcher, "demo", "--python", it.name],
+                 env=user_env(PFGPY_BUILD_DIR=os.path.join(self.tmp, "pfgpy")), timeout=300)
+        self.assertRegex(out, r"\(embedder\) \| killed by SIGSEGV \| exit 7, 1 thread parked")
+
     def test_relocated_prefix(self):
         # The launcher finds the library relative to itself first, so a moved prefix (or a
         # `meson install --destdir` staging tree) still works.

@@ -28,6 +28,9 @@ import time
 
 import deploy_common as dc
 
+# A real library for the worker's own LD_PRELOAD (ld.so complains about a missing one).
+OTHER_PRELOAD = ([p for p in ("/lib/x86_64-linux-gnu/libm.so.6", "/lib64/libm.so.6",
+                              "/lib/libm.so.6") if os.path.exists(p)] + [""])[0]
 DEADLINE = 110          # seconds for the whole test, startup included
 RESULTS = {0: "SUCCESS", 1: "WARNINGS", 2: "FAILURE", 3: "SKIPPED", 4: "EXCEPTION",
            5: "RETRY", 6: "CANCELLED"}
@@ -197,9 +200,13 @@ def run(tmp, procs, bb, bw, python, moddir, t0):
     master_log = os.path.join(master_dir, "twistd.log")
     wait_for(lambda: "BuildMaster is running" in tail(master_log, 200), left,
              "master start", [master_log], master)
+    # The worker already preloads something (as a worker with jemalloc would): the
+    # snippet's ${LD_PRELOAD} must keep it, after the guard.
+    worker_env = dict(env, LD_PRELOAD=OTHER_PRELOAD)
     worker = procs.start([bw, "start", "--nodaemon", worker_dir],
-                         os.path.join(tmp, "worker.out"), tmp, env)
-    wait_for(lambda: "bot attached" in tail(master_log, 200), left, "worker attach", [master_log, os.path.join(worker_dir, "twistd.log")],
+                         os.path.join(tmp, "worker.out"), tmp, worker_env)
+    wait_for(lambda: "bot attached" in tail(master_log, 200), left, "worker attach",
+             [master_log, os.path.join(worker_dir, "twistd.log")],
              worker)
 
     r = subprocess.run([bb, "sendchange", "--master", "127.0.0.1:%d" % pb_port,
@@ -246,6 +253,9 @@ def run(tmp, procs, bb, bw, python, moddir, t0):
         failures.append("without-guard: the step log does not say it was killed by signal 11")
     if "STATE late_ensure parked" not in out.get("with-guard", ""):
         failures.append("with-guard: the step log lacks 'STATE late_ensure parked'")
+    want = ("LD_PRELOAD=%s %s" % (dc.library(), OTHER_PRELOAD)).rstrip()
+    if want not in out.get("with-guard", ""):
+        failures.append("with-guard: the step's environment lacks %r" % want)
     report = tail(guard_log, 50)
     print("guard log (PYFINGUARD_LOG from the snippet):\n" + report)
     if "pyfinguard: parked thread" not in report or "PyGILState_Ensure" not in report:

@@ -373,6 +373,17 @@ class Doctor(unittest.TestCase):
 
 
 class Demo(unittest.TestCase):
+    def test_demo_cannot_build(self):
+        py = dc.debian_python()
+        tmp = tempfile.mkdtemp()
+        try:
+            r = dc.launch(["demo", "--python", py.executable],
+                          env=dc.base_env(CC="/bin/false", PFGPY_BUILD_DIR=tmp), timeout=300)
+        finally:
+            shutil.rmtree(tmp)
+        self.assertEqual(r.returncode, 4, r.stdout + r.stderr)
+        self.assertIn("| build failed", r.stdout)
+
     def test_demo_reports_failure(self):
         py = dc.debian_python()
         r = dc.launch(["demo", "--python", py.executable],

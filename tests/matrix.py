@@ -251,6 +251,13 @@ def prepare(sc, it, build_dir):
         return [it.executable, "-s", os.path.join(SCEN, sc.script)] + sc.args, env
 
 
+def _repro(cmd, env):
+    """The failing command as a shell line someone can paste."""
+    keep = ["%s=%s" % (k, env[k]) for k in ("LD_PRELOAD", "PYTHONPATH", "MALLOC_PERTURB_")
+            if k in env]
+    return "env " + " ".join(keep + cmd)
+
+
 def _diff(b, r):
     """First difference between a baseline and a guarded run, in one line."""
     if b.rc != r.rc:
@@ -354,7 +361,8 @@ def run_cell(sc, it, lib, build_dir, timeout, slow_timeout):
         o = r.outcome(sc)
         c.baseline.append(o)
         if allowed is not None and o not in allowed:
-            fails.append(("baseline run %d: %s, expected %s" % (i + 1, o, "|".join(sorted(allowed))), r))
+            fails.append(("baseline run %d: %s, expected %s" % (
+                i + 1, o, "|".join(sorted(allowed))), r, base_env))
             break
     if lib:
         g_env = dict(base_env, LD_PRELOAD=lib)
@@ -365,7 +373,7 @@ def run_cell(sc, it, lib, build_dir, timeout, slow_timeout):
                 o = r.outcome(sc)
                 if (r.rc, r.out, r.err) != (b.rc, b.out, b.err):
                     c.guarded.append("differs")
-                    fails.append(("guarded run differs from baseline: " + _diff(b, r), r))
+                    fails.append(("guarded run differs from baseline: " + _diff(b, r), r, g_env))
                     c.detail = b.tail()
                     break
                 c.guarded.append(o)
@@ -378,17 +386,20 @@ def run_cell(sc, it, lib, build_dir, timeout, slow_timeout):
                 if why:
                     if sc.repeat > 1:
                         why = "run %d of %d: %s" % (i + 1, sc.repeat, why)
-                    fails.append((why, r))
+                    fails.append((why, r, g_env))
                     break
     else:
         c.reason = "no --lib: baseline only"
+    if allowed is None:
+        # A CPython this table has no measurement for (3.14+): recorded, not asserted.
+        c.reason = ("baseline not asserted: no measurement for %s; " % it.version_str) + c.reason
     c.secs = time.monotonic() - t0
     if fails:
         c.status = "FAIL"
         c.reason = "; ".join(f[0] for f in fails)
-        c.detail = "\n".join(
-            ("    cmd: %s%s\n" % (" ".join(cmd), " (LD_PRELOAD)" if "guarded" in f[0] else "")) +
-            f[1].tail() for f in fails) + ("\n    baseline:\n" + c.detail if c.detail else "")
+        c.detail = "\n".join("    cmd: %s\n%s" % (_repro(cmd, env), r.tail())
+                             for _, r, env in fails) + \
+            ("\n    baseline:\n" + c.detail if c.detail else "")
     else:
         c.status = "PASS"
     return c

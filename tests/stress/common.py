@@ -1,0 +1,136 @@
+"""Shared by the scripts in tests/stress/: where the repo, the library and the
+interpreters are, how to run a child with or without the guard, and table printing.
+
+Interpreter discovery and compilation come from tools/pfgpy (owned by the scenarios
+work; used read-only here). Python 3.6+ (the harness itself runs on /usr/bin/python3).
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+
+from pfgpy import interpreters, build  # noqa: E402
+
+LAUNCHER = os.path.join(REPO, "tools", "pyfinguard")
+
+
+def find_library(explicit=None):
+    """--lib, $PYFINGUARD_LIBRARY, then the in-tree build directories (build-rel first:
+    the one the reliability runs in docs/reliability.md were made with)."""
+    cands = [explicit, os.environ.get("PYFINGUARD_LIBRARY")]
+    cands += [os.path.join(REPO, d, "shim", "libpyfinguard.so")
+              for d in ("build-rel", "build", "build-stress")]
+    for c in cands:
+        if c and os.path.isfile(c):
+            return os.path.abspath(c)
+    sys.exit("libpyfinguard.so not found: build it (meson setup build && meson compile -C build) "
+             "or pass --lib")
+
+
+def clean_env(extra=None):
+    """The caller's environment without anything that would change which Python or
+    which guard a child sees."""
+    env = dict(os.environ)
+    for k in list(env):
+        if k.startswith("PYFINGUARD_") or k in ("LD_PRELOAD", "PYTHONHOME", "PYTHONPATH",
+                                               "PYTHONSTARTUP", "PYTHONMALLOC"):
+            del env[k]
+    if extra:
+        env.update(extra)
+    return env
+
+
+def guard_env(lib, guard, extra=None):
+    env = clean_env(extra)
+    if guard:
+        env["LD_PRELOAD"] = lib
+    return env
+
+
+class Result(object):
+    def __init__(self, rc, out, err, hung, secs):
+        self.rc, self.out, self.err, self.hung, self.secs = rc, out, err, hung, secs
+
+    @property
+    def crashed(self):
+        """Killed by a signal (SIGSEGV, SIGABRT, ...) that we did not send."""
+        return not self.hung and self.rc is not None and self.rc < 0
+
+    def describe(self):
+        if self.hung:
+            return "hang"
+        if self.rc < 0:
+            try:
+                return signal.Signals(-self.rc).name
+            except ValueError:
+                return "signal %d" % -self.rc
+        return "exit %d" % self.rc
+
+
+def _allow_cores():
+    import resource
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
+def run(cmd, env, timeout, cwd=None, stdin=subprocess.DEVNULL, cores=False):
+    """Run cmd in its own process group; on timeout kill the whole group (a hung child
+    may have children) and report a hang. cores=True lifts RLIMIT_CORE in the child (with
+    the kernel's default core_pattern the core lands in cwd)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=stdin, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, start_new_session=True,
+                         preexec_fn=_allow_cores if cores else None)
+    try:
+        out, err = p.communicate(timeout=timeout)
+        hung = False
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        out, err = p.communicate()
+        hung = True
+    return Result(p.returncode, out.decode(errors="replace"), err.decode(errors="replace"),
+                  hung, time.monotonic() - t0)
+
+
+def table(headers, rows, out=sys.stdout):
+    """A Markdown table (pastes into docs/reliability.md as printed)."""
+    rows = [[str(c) for c in r] for r in rows]
+    w = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(cells)) + " |"
+    out.write(line(headers) + "\n")
+    out.write("|" + "|".join("-" * (x + 2) for x in w) + "|\n")
+    for r in rows:
+        out.write(line(r) + "\n")
+    out.flush()
+
+
+def pick_interpreters(names=None):
+    """Usable interpreters (skipped ones returned separately for the tables)."""
+    its = interpreters.discover()
+    if names:
+        its = [i for i in its if any(n in i.name for n in names)]
+    return [i for i in its if i.skip is None], [i for i in its if i.skip is not None]
+
+
+def assert_guard_loaded(python, lib, via_launcher=False):
+    """A guarded run that silently ran without the guard would prove nothing: ask the
+    child process itself whether pyfinguard's API is there."""
+    code = "import ctypes; f = ctypes.CDLL(None).pyfinguard_version; " \
+           "f.restype = ctypes.c_char_p; print(f().decode())"
+    cmd = [python, "-c", code]
+    env = clean_env({"PYFINGUARD_LIBRARY": lib})
+    if via_launcher:
+        cmd = [sys.executable, LAUNCHER, "run", "--"] + cmd
+    else:
+        env["LD_PRELOAD"] = lib
+    r = run(cmd, env, 60)
+    if r.rc != 0 or not r.out.strip():
+        sys.exit("guard not active in %s: %s %s" % (python, r.describe(), r.err[-500:]))
+    return r.out.strip()

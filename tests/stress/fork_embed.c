@@ -1,0 +1,78 @@
+/* fork with parked threads in the parent (tests/stress/fork_test.py).
+ *
+ *   fork_embed FORK_PROG_PY
+ *
+ * The first runtime gets two late threads parked (a worker's PyEval_RestoreThread with a
+ * saved thread state, a native thread's first PyGILState_Ensure, both after
+ * Py_FinalizeEx); Python is initialized again and runs fork_prog.py, which forks with
+ * os.fork and multiprocessing 'fork' while those parked threads and the guard's records
+ * of them exist. fork_prog.py ends the process with status 7. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+static int ready[2], wake[2];
+static void gate_open(int *g) {
+  char c = 'x';
+  while (write(g[1], &c, 1) < 0 && errno == EINTR) {}
+}
+static void gate_wait(int *g) {
+  char c;
+  while (read(g[0], &c, 1) < 0 && errno == EINTR) {}
+}
+
+static void *saver(void *arg) {
+  (void)arg;
+  PyGILState_Ensure();
+  PyThreadState *ts = PyEval_SaveThread();
+  gate_open(ready);
+  gate_wait(wake);
+  PyEval_RestoreThread(ts);
+  return NULL;
+}
+static void *late(void *arg) {
+  (void)arg;
+  gate_wait(wake);
+  PyGILState_Ensure();
+  return NULL;
+}
+
+static unsigned parked(void) {
+  unsigned (*f)(void) = (unsigned (*)(void))dlsym(RTLD_DEFAULT, "pyfinguard_parked_count");
+  return f ? f() : 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || pipe(ready) != 0 || pipe(wake) != 0) return 90;
+  Py_InitializeEx(0);
+#if PY_VERSION_HEX < 0x03070000
+  PyEval_InitThreads();
+#endif
+  pthread_t t1, t2;
+  pthread_create(&t1, NULL, saver, NULL);
+  pthread_create(&t2, NULL, late, NULL);
+  PyThreadState *mts = PyEval_SaveThread();
+  gate_wait(ready);
+  PyEval_RestoreThread(mts);
+  Py_FinalizeEx();
+  gate_open(wake);
+  gate_open(wake);
+  for (int i = 0; i < 200 && parked() < 2; i++) {
+    struct timespec ms = {0, 10000000};
+    nanosleep(&ms, NULL);
+  }
+  printf("embed: first runtime finalized, %u thread(s) parked; initializing again\n", parked());
+  fflush(stdout);
+  Py_InitializeEx(0);
+  FILE *f = fopen(argv[1], "r");
+  if (!f) return 91;
+  wchar_t *wargv[1] = {Py_DecodeLocale(argv[1], NULL)};
+  PySys_SetArgvEx(1, wargv, 1);
+  PyRun_SimpleFileEx(f, argv[1], 1);  /* ends with sys.exit(7) -> exit(7) */
+  return 92;
+}

@@ -179,11 +179,9 @@ def _system_libpythons(facts_by_exe):
     return out
 
 
-def discover(include_skipped=True, timeout=20):
-    """All interpreters and embedding targets, sorted: pyenv by version, then system."""
-    found = []
-    seen_exe = set()
-
+def _candidates():
+    """(kind, name-or-path, executable or None) in discovery order, before probing."""
+    out = []
     for root in _pyenv_root():
         vdir = os.path.join(root, "versions")
         for v in sorted(os.listdir(vdir), key=_version_key):
@@ -196,32 +194,64 @@ def discover(include_skipped=True, timeout=20):
                 if os.path.exists(p):
                     exe = os.path.realpath(p)
                     break
-            name = "pyenv-%s" % v
-            if exe is None:
-                found.append(Interpreter(name, "shared-lib exe", skip="no bin/python in %s" % prefix,
-                                         source="pyenv"))
-                continue
-            seen_exe.add(exe)
-            facts, err = probe(exe, timeout)
-            if facts is None:
-                found.append(Interpreter(name, "shared-lib exe", executable=exe, skip=err,
-                                         source="pyenv"))
-                continue
-            found.append(_from_facts(name, "pyenv", exe, facts))
-
-    sys_facts = []
-    cands = sorted(set(glob.glob("/usr/bin/python3.*") + glob.glob("/usr/local/bin/python3.*")))
-    for p in cands:
+            out.append(("pyenv", v, exe))
+    for p in sorted(set(glob.glob("/usr/bin/python3.*") + glob.glob("/usr/local/bin/python3.*"))):
         base = os.path.basename(p)
         # python3.11 yes; python3.11-config, python3.11m-config, python3.11-dbg-config no.
         if base.endswith("-config") or not os.access(p, os.X_OK) or os.path.isdir(p):
             continue
-        exe = os.path.realpath(p)
-        if exe in seen_exe:
+        out.append(("system", p, os.path.realpath(p)))
+    return out
+
+
+def _distro():
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("ID="):
+                    return line.split("=", 1)[1].strip().strip('"') or "system"
+    except OSError:
+        pass
+    return "system"
+
+
+def discover(include_skipped=True, timeout=20):
+    """All interpreters and embedding targets, sorted: pyenv by version, then system."""
+    found = []
+    seen_exe = set()
+    cands = _candidates()
+    # Probing starts an interpreter each (~0.1 s); do them all at once.
+    import concurrent.futures
+    exes = sorted(set(c[2] for c in cands if c[2]))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
+        probed = dict(zip(exes, ex.map(lambda e: probe(e, timeout), exes)))
+
+    for src, v, exe in cands:
+        if src != "pyenv":
+            continue
+        name = "pyenv-%s" % v
+        if exe is None:
+            found.append(Interpreter(name, "shared-lib exe", skip="no bin/python for %s" % v,
+                                     source="pyenv"))
             continue
         seen_exe.add(exe)
-        facts, err = probe(exe, timeout)
-        label = ("debian-%s" if p.startswith("/usr/bin/") else "local-%s") % base
+        facts, err = probed[exe]
+        if facts is None:
+            found.append(Interpreter(name, "shared-lib exe", executable=exe, skip=err,
+                                     source="pyenv"))
+            continue
+        found.append(_from_facts(name, "pyenv", exe, facts))
+
+    sys_facts = []
+    distro = _distro()
+    for src, p, exe in cands:
+        if src != "system" or exe in seen_exe:
+            continue
+        base = os.path.basename(p)
+        seen_exe.add(exe)
+        facts, err = probed[exe]
+        # e.g. "debian-python3.11"; /usr/local builds are "local-python3.X".
+        label = ("%s-%s" % (distro, base)) if p.startswith("/usr/bin/") else "local-%s" % base
         if facts is None:
             found.append(Interpreter(label, "static exe", executable=exe, skip=err, source="system"))
             continue

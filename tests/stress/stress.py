@@ -46,7 +46,25 @@ TIMEOUT = 8.0  # s; a run takes 0.1-0.5 s (2 s under valgrind-free load), so onl
 # Guard bugs found by this harness and reported to the lead, by (scenario, version prefix).
 # Such a cell still runs and still counts; with --strict (CI does not use it until they are
 # fixed) it fails the harness, without it the failure is printed as KNOWN and does not.
-KNOWN = {}
+KNOWN = {
+    # K1. A thread already waiting inside take_gil() when finalization starts passed the
+    # guard while the runtime was RUNNING. CPython <= 3.8 never terminates it; after
+    # Py_Initialize it takes the new runtime's GIL with its freed thread state.
+    ("embed-reinit", "3.6"): "K1: take_gil waiter survives into the next runtime (<=3.8)",
+    ("embed-reinit", "3.7"): "K1: take_gil waiter survives into the next runtime (<=3.8)",
+    ("embed-reinit", "3.8"): "K1: take_gil waiter survives into the next runtime (<=3.8)",
+    # K2. begin_generation() stores RUNNING before the real Py_Initialize* runs, so a
+    # native thread's PyGILState_Ensure made while the new runtime is still being built is
+    # let through: "PyGILState_Release: ... no thread-state", new_threadstate(interp=0x0).
+    ("embed-reinit", "3."): "K2: PyGILState_Ensure admitted while Py_Initialize is running",
+    # K3. CPython 3.10.8+ take_gil(): a waiter that set a drop request and must exit calls
+    # RESET_GIL_DROP_REQUEST(interp) on the PyInterpreterState that Py_FinalizeEx freed
+    # (gh-96387's fix; the use-after-free class of gh-110052). The thread entered take_gil
+    # before finalization, so no hook sees it before the crash.
+    ("embed", "3.10"): "K3: 3.10 take_gil touches the freed interpreter before PyThread_exit_thread",
+    ("python", "3.10"): "K3: 3.10 take_gil touches the freed interpreter before PyThread_exit_thread",
+    ("embed-reinit", "3.10"): "K3/K2 (see above)",
+}
 
 
 def cells(its, only):
@@ -116,10 +134,13 @@ def one(cmd, env, timeout, core_dir=None):
 
 
 def known_issue(it, sc):
+    # the most specific (longest) version prefix wins
+    best = None
     for (ksc, vprefix), text in KNOWN.items():
-        if ksc == sc and it.version_str.startswith(vprefix):
-            return text
-    return None
+        if ksc == sc and (it.version_str + ".").startswith(vprefix + ("" if vprefix.endswith(".") else ".")) \
+                and (best is None or len(vprefix) > len(best[0])):
+            best = (vprefix, text)
+    return best[1] if best else None
 
 
 def race(a):
@@ -141,7 +162,7 @@ def race(a):
         try:
             argv, extra, tail = prepare(it, sc, a.build_dir)
         except common.build.Unsupported as e:
-            rows.append([it.name, sc, "skipped: %s" % e] + [""] * 7)
+            rows.append([it.name, sc, "skipped: %s" % e] + [""] * 8)
             continue
         jobs = []
         for guard, n in ((True, runs), (False, base_runs)):
@@ -167,7 +188,8 @@ def race(a):
         ki = known_issue(it, sc)
         rows.append([it.name, sc, runs, g.get("crash", 0), g.get("hang", 0), other(g),
                      "%d in %d runs" % (parked_total, parked_runs), base_runs,
-                     b.get("crash", 0), b.get("hang", 0)])
+                     b.get("crash", 0), b.get("hang", 0),
+                     (ki.split(":")[0] if ki and (g.get("crash") or g.get("hang") or other(g)) else "")])
         for kind, cmd, r in cell_fail:
             rec = (it, sc, kind, cmd, r, ki)
             (known_fail if ki and not a.strict else failures).append(rec)
@@ -176,10 +198,11 @@ def race(a):
     pool.shutdown()
     print()
     common.table(["interpreter", "scenario", "runs", "crashes", "hangs", "other exits",
-                  "parked threads", "baseline runs", "baseline crashes", "baseline hangs"], rows)
+                  "parked threads", "baseline runs", "baseline crashes", "baseline hangs",
+                  "reported guard bug"], rows)
     print("\nwall time: %.0f s" % (time.monotonic() - t0))
     for label, recs in (("FAILURE", failures), ("KNOWN", known_fail)):
-        for it, sc, kind, cmd, r, ki in recs[:40]:
+        for it, sc, kind, cmd, r, ki in recs[:40 if label == "FAILURE" else 6]:
             print("\n%s with the guard: %s %s: %s%s" % (label, it.name, sc, kind,
                                                        " (%s)" % ki if ki and label == "KNOWN" else ""))
             print("  repeat: LD_PRELOAD=%s %s" % (lib, " ".join(shlex.quote(c) for c in cmd)))
@@ -187,6 +210,11 @@ def race(a):
                          [l for l in r.err.splitlines() if not l.startswith("pyfinguard:")][:6] +
                          [l for l in r.err.splitlines() if l.startswith("(core")]):
                 print("  | " + line[:200])
+    if known_fail:
+        print("\n%d run(s) with the guard failed in cells with a reported guard bug (KNOWN, "
+              "not counted; --strict counts them):" % len(known_fail))
+        for k in sorted(set(f[5] for f in known_fail)):
+            print("  " + k)
     if failures:
         print("\n%d failing run(s) with the guard" % len(failures))
     print("%d passed, %d failed" % (sum(1 for r in rows if isinstance(r[2], int)) -

@@ -117,11 +117,85 @@ int run_control(int rounds) {
   return 0;
 }
 
+// --toggle METHOD N: a harsher measurement of an entry-write technique itself. In a child,
+// f's first 8 bytes are flipped N times between `movabs rax,imm` and `jmp g` (g returns
+// another known value) while a thread calls f; any other result, or a crash, is a torn
+// entry. METHOD is procmem (one 8-byte pwrite to /proc/self/mem) or swap (copy the page,
+// patch the copy, mremap it over the original: what the patcher does).
+constexpr uint64_t kImm2 = 0x0102030405060708ULL;
+struct Toggle {
+  uint8_t *page;
+  volatile bool stop;
+  long calls, bad;
+};
+void *toggle_caller(void *arg) {
+  Toggle *t = static_cast<Toggle *>(arg);
+  Fn f = reinterpret_cast<Fn>(t->page);
+  long calls = 0, bad = 0;
+  while (!t->stop) {
+    long v = f(1, 0);
+    if (v != static_cast<long>(kImm + 1) && v != static_cast<long>(kImm2 + 1)) ++bad;
+    ++calls;
+  }
+  t->calls = calls;
+  t->bad = bad;
+  return nullptr;
+}
+bool write_swap(uint8_t *page, const uint8_t *word) {
+  void *nw = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  memcpy(nw, page, 4096);
+  memcpy(nw, word, 8);
+  mprotect(nw, 4096, PROT_READ | PROT_EXEC);
+  return mremap(nw, 4096, 4096, MREMAP_MAYMOVE | MREMAP_FIXED, page) == page;
+}
+int run_toggle(const char *method, long n) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    uint8_t *page = static_cast<uint8_t *>(
+        mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    memset(page, 0xCC, 4096);
+    const uint8_t f[] = {0x48, 0xB8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x48, 0x01, 0xF8, 0xC3};
+    const uint8_t g[] = {0x48, 0xB8, 0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x48, 0x01, 0xF8, 0xC3};
+    memcpy(page, f, sizeof f);
+    memcpy(page + 64, g, sizeof g);
+    mprotect(page, 4096, PROT_READ | PROT_EXEC);
+    uint8_t w_old[8], w_new[8];
+    memcpy(w_old, f, 8);
+    memcpy(w_new, f, 8);
+    w_new[0] = 0xE9;
+    int32_t rel = 64 - 5;
+    memcpy(w_new + 1, &rel, 4);
+    Toggle t{page, false, 0, 0};
+    pthread_t th;
+    pthread_create(&th, nullptr, toggle_caller, &t);
+    int fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+    bool swap = strcmp(method, "swap") == 0;
+    for (long i = 0; i < n; ++i) {
+      const uint8_t *w = (i & 1) ? w_old : w_new;
+      bool ok = swap ? write_swap(page, w)
+                     : pwrite(fd, w, 8, static_cast<off_t>(reinterpret_cast<uintptr_t>(page))) == 8;
+      if (!ok) _exit(3);
+    }
+    t.stop = true;
+    pthread_join(th, nullptr);
+    printf("toggle %s: %ld entry rewrites under a calling thread, %ld calls, %ld wrong results\n", method, n,
+           t.calls, t.bad);
+    fflush(stdout);
+    _exit(t.bad ? 1 : 0);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  if (WIFSIGNALED(st))
+    printf("toggle %s: the calling thread crashed (signal %d): torn entry\n", method, WTERMSIG(st));
+  return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   if (argc > 2 && strcmp(argv[1], "--control") == 0) {
     run_control(atoi(argv[2]));
     return 0;
   }
+  if (argc > 3 && strcmp(argv[1], "--toggle") == 0) return run_toggle(argv[2], atol(argv[3]));
   int rounds = argc > 1 ? atoi(argv[1]) : 300;
   setvbuf(stdout, nullptr, _IOLBF, 0);
   // Two pages per copy, all in one region so the copies share trampoline arenas. The

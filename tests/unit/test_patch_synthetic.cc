@@ -402,7 +402,12 @@ int main() {
   uintptr_t self = reinterpret_cast<uintptr_t>(&main);
   // near: 64 MiB above this binary's text (a hint; falls back to anywhere)
   Code near_;
-  if (map_code(near_, (self & ~uintptr_t{0xFFFF}) + (64u << 20), false, "near")) {
+  bool got_near = false;
+  for (int k = 1; k <= 16 && !got_near; ++k)
+    got_near = map_code(near_, (self & ~uintptr_t{0xFFFF}) + uintptr_t{64} * k * (1u << 20), true, "near") ||
+               map_code(near_, (self & ~uintptr_t{0xFFFF}) - uintptr_t{64} * k * (1u << 20), true, "near");
+  EXPECT(got_near, "could not map a buffer within 1 GiB of the test binary");
+  if (got_near) {
     EXPECT(dist(near_.addr(0), self) < (int64_t{1} << 31), "near buffer is %p, binary %p", near_.base,
            reinterpret_cast<void *>(self));
     run_all(near_);

@@ -445,6 +445,79 @@ def measure_startup(targets, lib, runs, jobs, cpu):
     return out
 
 
+def annotate(cgfile, inclusive):
+    """(total, [(Ir, function, object)]) from callgrind_annotate's per-function summary of
+    one profile (source annotation off; only the summary block is read)."""
+    cmd = ["callgrind_annotate", "--threshold=100", "--auto=no"] + \
+        (["--inclusive=yes"] if inclusive else [])
+    r = subprocess.run(cmd + [cgfile], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    total, rows, in_summary = 0, [], False
+    for line in r.stdout.decode(errors="replace").splitlines():
+        m = re.match(r"\s*([\d,]+) \([^)]*\)\s+PROGRAM TOTALS", line)
+        if m:
+            total = int(m.group(1).replace(",", ""))
+            continue
+        if re.match(r"\s*Ir\s+file:function", line):
+            in_summary = True
+            continue
+        if not in_summary or line.startswith("---"):
+            continue
+        m = re.match(r"\s*([\d,]+) \([^)]*\)\s+(.*?)(?: \[(.*)\])?$", line)
+        if not m:
+            if rows:
+                break  # end of the summary block
+            continue
+        fn = m.group(2).split(":", 1)[1] if ":" in m.group(2) else m.group(2)
+        rows.append((int(m.group(1).replace(",", "")), fn, m.group(3) or ""))
+    return total, rows
+
+
+# What start-up work belongs to the guard: its own functions and the libc/ld.so/Zydis
+# routines it calls (dladdr scans a whole symbol table per call).
+STARTUP_KEYS = ("libpyfinguard", "dladdr", "_dl_addr", "Zydis")
+
+
+def profile(targets, lib, cases):
+    """Where the guard's instructions go: per hook per pair, and its start-up work.
+    Profiles (--dump-instr=yes, for callgrind_annotate --auto/objdump) stay in the build
+    directory; the command for each is printed."""
+    n = 200000
+    for label, exe, mode, _ in cases:
+        out = os.path.join(build_dir(), "profile-pair-%s.cg" % re.sub(r"[^A-Za-z0-9.]+", "_", label))
+        argv = ["valgrind", "--tool=callgrind", "--dump-instr=yes", "--callgrind-out-file=" + out,
+                exe, str(n), "1", mode]
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env_with(lib))
+        # Self cost per function in the guard, and in anonymous code (the entry patches'
+        # stubs and trampolines have no symbol: "???" objects).
+        _, rows = annotate(out, False)
+        rows = [r for r in rows if "libpyfinguard" in r[2] or not r[2] or r[2] == "???"]
+        per = pairs_executed(n)
+        def where(obj):
+            if obj == "???":
+                return "anonymous: patch stub/trampoline"
+            return obj.rsplit("/", 1)[-1][:24] if obj else "inlined header lines"
+        trows = [[fn[:70], where(obj), "%d" % ir, "%.1f" % (ir / float(per))]
+                 for ir, fn, obj in rows if ir / float(per) >= 0.5]
+        table("profile: guard code per pair, %s (PYTHONHASHSEED=0 LD_PRELOAD=%s %s)"
+              % (label, lib, " ".join(argv)), ["function (file-level self cost)", "object", "Ir",
+                                              "Ir/pair"], trows)
+    for t in targets:
+        if not t.can_run:
+            continue
+        out = os.path.join(build_dir(), "profile-startup-%s.cg" % re.sub(r"[^A-Za-z0-9.]+", "_", t.name))
+        argv = ["valgrind", "--tool=callgrind", "--dump-instr=yes", "--callgrind-out-file=" + out,
+                t.executable, "-c", "pass"]
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env_with(lib))
+        total, rows = annotate(out, True)
+        total = total or 1
+        keep = [r for r in rows if any(k in r[1] or k in r[2] for k in STARTUP_KEYS)
+                and "Py_" not in r[1] and "PyEval" not in r[1] and r[0] >= total // 2000]
+        trows = [[fn[:90], obj.rsplit("/", 1)[-1][:24], "%d" % ir, "%.2f%%" % (100.0 * ir / total)]
+                 for ir, fn, obj in keep[:25]]
+        table("profile: guard start-up work (inclusive), %s (PYTHONHASHSEED=0 LD_PRELOAD=%s %s)"
+              % (t.name, lib, " ".join(argv)), ["function", "object", "Ir", "of total"], trows)
+
+
 def main(argv=None):
     global ALL_CPUS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -456,8 +529,10 @@ def main(argv=None):
     ap.add_argument("--lib", default=os.path.join(REPO, "build", "shim", "libpyfinguard.so"),
                     help="the guard library (default: <repo>/build/shim/libpyfinguard.so, "
                          "built with meson if missing)")
-    ap.add_argument("--only", choices=["pair-time", "pair-instr", "startup"], action="append",
-                    help="run only these measurements (repeatable; default all)")
+    ap.add_argument("--only", choices=["pair-time", "pair-instr", "startup", "profile"],
+                    action="append",
+                    help="run only these measurements (repeatable; default: all but profile, which "
+                         "breaks the guard's instructions down with callgrind_annotate)")
     ap.add_argument("--rounds", type=int, help="pair time rounds (default 15, quick 5)")
     ap.add_argument("--startup-runs", type=int, help="start-up runs each (default 40, quick 10)")
     ap.add_argument("--cpu", type=int, default=None,
@@ -492,13 +567,15 @@ def main(argv=None):
 
     results = {"lib": lib, "interpreters": [t.name for t in targets]}
     started = time.time()
-    cases = pair_cases(targets, lib) if only & {"pair-time", "pair-instr"} else []
+    cases = pair_cases(targets, lib) if only & {"pair-time", "pair-instr", "profile"} else []
     if cases and "pair-time" in only:
         results["pair_time"] = measure_pair_time(cases, lib, rounds, n, reps, cpu)
     if cases and "pair-instr" in only:
         results["pair_instr"] = measure_pair_instr(cases, lib, build_null_hop(), n1, n2, jobs)
     if "startup" in only:
         results["startup"] = measure_startup(targets, lib, sruns, jobs, cpu)
+    if "profile" in only:
+        profile(targets, lib, cases)
     print()
     print("load average at the end: %s; %.0f s" % (
         " ".join("%.2f" % x for x in os.getloadavg()), time.time() - started))

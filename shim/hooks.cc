@@ -4,9 +4,11 @@
 // Each hook is defined once, hidden, as pfg_hook_<name>; the exported <name> is an
 // alias. Inside the library we only ever use the hidden address, which is what an
 // entry patch jumps to even when an executable's definition of <name> wins lookup.
+#include <atomic>
 #include <cerrno>
 #include <dlfcn.h>
 
+#include "gate.h"
 #include "images.h"
 #include "interpose.h"
 #include "park.h"
@@ -23,12 +25,18 @@ using namespace pfg;
 namespace {
 
 // The slow path: only reached when the phase is not RUNNING or the thread's handle
-// does not match the current epoch. Returns to let the call through; parks otherwise.
-__attribute__((noinline, cold)) void decide(Fn api, void *ts, uint64_t e) {
+// does not match the current epoch. Returns to let the call through (true: admitted
+// through the gate, call gate_leave() after the real call); parks otherwise.
+// acquiring: the call takes the GIL (all but PyGILState_Release).
+__attribute__((noinline, cold)) bool decide(Fn api, void *ts, uint64_t e, bool acquiring) {
   // 1. The thread that finalizes the current runtime is never parked, during
   //    finalization or after (an embedder's main thread calling into a finalized
-  //    runtime gets CPython's own behaviour, as without the guard).
-  if (t_finalizer_gen == gen_of(e)) return;
+  //    runtime gets CPython's own behaviour, as without the guard). While finalizing it
+  //    waits, before taking the GIL back, for the threads it let in (gate.h).
+  if (t_finalizer_gen == gen_of(e)) {
+    if (acquiring && phase_of(e) == kFinalizing) gate_finalizer_reacquiring();
+    return false;
+  }
   // 2. A thread state saved under an earlier runtime: freed at that finalization, its
   //    address possibly reused by the current one. Never dereferenced.
   const Handle h = t_handle;
@@ -36,68 +44,110 @@ __attribute__((noinline, cold)) void decide(Fn api, void *ts, uint64_t e) {
     park(api, e, Reason::stale_ts);
   switch (phase_of(e)) {
     case kRunning:
-      return;
+      return false;
     case kFinalizing:
       // Threads still run while CPython joins non-daemon threads and calls atexit
       // hooks; only past its own point of no return is the runtime gone for them.
       if (runtime_is_finalizing()) park(api, e, Reason::finalizing);
-      return;
+      if (!acquiring) return false;  // holds the GIL already
+      gate_admit(api, e);
+      return true;
     default:
       park(api, e, Reason::finalized);
   }
 }
 
+// The window around a real acquiring call (gate.h): opened before g_epoch is read,
+// closed when the call returns. Plain TLS stores; the finalizer's membarrier supplies
+// the fence, the signal fence keeps the compiler from moving the load above the store.
+inline void window_open() {
+  __atomic_store_n(&t_window, 1, __ATOMIC_RELAXED);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+}
+inline void window_close() { __atomic_store_n(&t_window, 0, __ATOMIC_RELEASE); }
+
 // Restore/Acquire fast path: the handle was saved in this epoch and it is RUNNING.
 inline bool handle_current(uint64_t e) { return ((t_handle.epoch ^ e) | phase_of(e)) == 0; }
+
+// CPython's own PyEval_RestoreThread inside PyGILState_Ensure: the Ensure hook has
+// decided and opened the window already. The finalizer still has to wait for the
+// threads it let in before it takes the GIL back.
+__attribute__((noinline)) void restore_in_gilstate(void *ts) {
+  uint64_t e = g_epoch.load();
+  if (phase_of(e) == kFinalizing && t_finalizer_gen == gen_of(e)) gate_finalizer_reacquiring();
+  PFG_REAL(PyEval_RestoreThread)(ts);
+}
 
 }  // namespace
 
 extern "C" {
 
 __attribute__((visibility("hidden"))) void *pfg_hook_PyEval_SaveThread(void) {
+  window_register();  // every later Restore of this thread is then seen by a finalizer
   uint64_t e = g_epoch.load();
   void *ts = PFG_REAL(PyEval_SaveThread)();
   if (PFG_LIKELY(!t_in_gilstate)) t_handle = {ts, e};
+  if (PFG_UNLIKELY(phase_of(e) == kFinalizing) && t_finalizer_gen == gen_of(e)) gate_finalizer_released();
   return ts;
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_PyEval_RestoreThread(void *ts) {
+  if (PFG_UNLIKELY(t_in_gilstate)) return restore_in_gilstate(ts);
+  window_open();
   uint64_t e = g_epoch.load();
-  if (PFG_LIKELY(!t_in_gilstate)) {
-    if (PFG_UNLIKELY(!handle_current(e))) decide(fn_PyEval_RestoreThread, ts, e);
+  bool admitted = false;
+  {
+    if (PFG_UNLIKELY(!handle_current(e))) admitted = decide(fn_PyEval_RestoreThread, ts, e, true);
     if (t_handle.ts == ts) t_handle.epoch = 0;
   }
   PFG_REAL(PyEval_RestoreThread)(ts);
+  window_close();
+  if (PFG_UNLIKELY(admitted)) gate_leave();
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_PyEval_AcquireThread(void *ts) {
+  window_register();
+  window_open();
   uint64_t e = g_epoch.load();
-  if (PFG_UNLIKELY(!handle_current(e))) decide(fn_PyEval_AcquireThread, ts, e);
+  bool admitted = false;
+  if (PFG_UNLIKELY(!handle_current(e))) admitted = decide(fn_PyEval_AcquireThread, ts, e, true);
   if (t_handle.ts == ts) t_handle.epoch = 0;
   PFG_REAL(PyEval_AcquireThread)(ts);
+  window_close();
+  if (PFG_UNLIKELY(admitted)) gate_leave();
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_PyEval_AcquireLock(void) {
+  window_register();
+  window_open();
   uint64_t e = g_epoch.load();
-  if (PFG_UNLIKELY(phase_of(e) != kRunning)) decide(fn_PyEval_AcquireLock, nullptr, e);
+  bool admitted = false;
+  if (PFG_UNLIKELY(phase_of(e) != kRunning)) admitted = decide(fn_PyEval_AcquireLock, nullptr, e, true);
   PFG_REAL(PyEval_AcquireLock)();
+  window_close();
+  if (PFG_UNLIKELY(admitted)) gate_leave();
 }
 
 // CPython switches thread states inside Ensure/Release (calling RestoreThread and
 // SaveThread itself, through the PLT or through our entry patches); t_in_gilstate keeps
 // those internal switches from overwriting the caller's own outstanding save.
 __attribute__((visibility("hidden"))) int pfg_hook_PyGILState_Ensure(void) {
+  window_register();
+  window_open();
   uint64_t e = g_epoch.load();
-  if (PFG_UNLIKELY(phase_of(e) != kRunning)) decide(fn_PyGILState_Ensure, nullptr, e);
+  bool admitted = false;
+  if (PFG_UNLIKELY(phase_of(e) != kRunning)) admitted = decide(fn_PyGILState_Ensure, nullptr, e, true);
   ++t_in_gilstate;
   int st = PFG_REAL(PyGILState_Ensure)();
   --t_in_gilstate;
+  window_close();
+  if (PFG_UNLIKELY(admitted)) gate_leave();
   return st;
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_PyGILState_Release(int st) {
   uint64_t e = g_epoch.load();
-  if (PFG_UNLIKELY(phase_of(e) != kRunning)) decide(fn_PyGILState_Release, nullptr, e);
+  if (PFG_UNLIKELY(phase_of(e) != kRunning)) decide(fn_PyGILState_Release, nullptr, e, false);
   ++t_in_gilstate;
   PFG_REAL(PyGILState_Release)(st);
   --t_in_gilstate;
@@ -108,6 +158,7 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyGILState_Release(int st) {
 __attribute__((visibility("hidden"))) int pfg_hook_Py_FinalizeEx(void) {
   t_finalizer_gen = gen_of(g_epoch.load());
   begin_finalizing();
+  gate_drain_windows(PFG_REAL(PyEval_SaveThread), PFG_REAL(PyEval_RestoreThread));
   int rc = PFG_REAL(Py_FinalizeEx)();
   end_finalizing();
   return rc;
@@ -116,6 +167,7 @@ __attribute__((visibility("hidden"))) int pfg_hook_Py_FinalizeEx(void) {
 __attribute__((visibility("hidden"))) void pfg_hook_Py_Finalize(void) {
   t_finalizer_gen = gen_of(g_epoch.load());
   begin_finalizing();
+  gate_drain_windows(PFG_REAL(PyEval_SaveThread), PFG_REAL(PyEval_RestoreThread));
   PFG_REAL(Py_Finalize)();
   end_finalizing();
 }
@@ -124,6 +176,7 @@ __attribute__((visibility("hidden"))) void pfg_hook_Py_Finalize(void) {
 __attribute__((visibility("hidden"))) void pfg_hook_Py_Exit(int status) {
   t_finalizer_gen = gen_of(g_epoch.load());
   begin_finalizing();
+  gate_drain_windows(PFG_REAL(PyEval_SaveThread), PFG_REAL(PyEval_RestoreThread));
   PFG_REAL(Py_Exit)(status);
   __builtin_unreachable();
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "gate.h"
 #include "report.h"
 
 namespace pfg {
@@ -59,6 +60,7 @@ unsigned record(Fn api, uint64_t epoch) {
 }  // namespace
 
 void park(Fn api, uint64_t epoch, Reason why) {
+  gate_forget_this_thread();  // a finalizer may be waiting for this thread's call to end
   switch (g_config.mode) {
     case Mode::exit:
       // For comparison with CPython <= 3.13: terminate the thread as take_gil() would.
@@ -129,6 +131,7 @@ void park_atfork_child() {
   // Only the forking thread exists in the child. Its parent's parked threads are gone.
   for (unsigned i = 0; i < kMaxParkRecords; ++i) g_parked[i].tid.store(0);
   g_parked_count.store(0);
+  gate_atfork_child();
 }
 
 }  // namespace pfg

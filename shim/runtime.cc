@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include "config.h"
+#include "gate.h"
 #include "images.h"
 #include "interpose.h"
 #include "patch.h"
@@ -23,6 +24,7 @@ struct Runtime {
   void *const *probe_var;
   const char *probe_name;
   const char *(*get_version)(void);
+  int (*is_initialized)(void);
   bool semantic;
   char ignored[256];  // a second runtime we did not take over (reported)
 };
@@ -82,7 +84,9 @@ void take_over(void *scope, void *anchor) {
     g_rt.probe_name = "none (phase only)";
   }
   g_rt.get_version = reinterpret_cast<const char *(*)(void)>(lookup(scope, "Py_GetVersion"));
+  g_rt.is_initialized = reinterpret_cast<int (*)(void)>(lookup(scope, "Py_IsInitialized"));
   g_rt.image = idx;
+  gate_init();
   g_rt.present.store(true);
 }
 
@@ -107,6 +111,12 @@ void runtime_detect_in(void *handle) {
 bool runtime_present() { return g_rt.present.load(); }
 
 bool runtime_is_finalizing() {
+  // Py_FinalizeEx clears "initialized" at its point of no return, in the same step that
+  // sets the finalizing flag (3.6-3.13), and -- unlike that flag, which it resets again
+  // on its way out (_PyRuntimeState_Fini) -- leaves it cleared until a new runtime
+  // starts. Without this, a thread arriving between that reset and the FINALIZED store
+  // of our hook was let into a destroyed runtime (tests/scenarios/storm.c found it).
+  if (g_rt.is_initialized && !g_rt.is_initialized()) return true;
   if (g_rt.probe_fn) return g_rt.probe_fn() != 0;
   if (g_rt.probe_var) return *static_cast<void *const volatile *>(g_rt.probe_var) != nullptr;
   return false;
@@ -132,7 +142,7 @@ int runtime_describe(char *buf, size_t size) {
     if (im.is_exe) add("build: static executable (the C API is defined by the executable)\n");
     else add("build: shared libpython, semantic interposition %s\n",
              g_rt.semantic ? "on (its own calls go through the PLT)" : "off (its own calls are direct)");
-    add("probe: %s\n", g_rt.probe_name);
+    add("probe: %s%s\n", g_rt.is_initialized ? "Py_IsInitialized, " : "", g_rt.probe_name);
     if (g_rt.ignored[0]) add("ignored: second runtime %s\n", g_rt.ignored);
   } else {
     add("runtime: none detected\n");

@@ -2,6 +2,8 @@
 
 #include <ctime>
 
+#include "gate.h"
+
 namespace pfg {
 
 std::atomic<uint64_t> g_epoch{make_epoch(1, kRunning)};
@@ -26,6 +28,7 @@ void begin_finalizing() {
 
 void end_finalizing() {
   g_epoch.store(make_epoch(gen_of(g_epoch.load()), kFinalized));
+  gate_phase_changed();
 }
 
 void begin_generation() {
@@ -34,6 +37,7 @@ void begin_generation() {
   // From this store on every handle saved under the old runtime is stale, even when the
   // new runtime reuses the old thread states' addresses.
   g_epoch.store(make_epoch(gen_of(e) + 1, kRunning));
+  gate_phase_changed();
 }
 
 }  // namespace pfg

@@ -222,11 +222,11 @@ def run_once(cmd, env, timeout, cwd):
                err.decode(errors="replace"), time.monotonic() - t0)
 
 
-def run(cmd, env, timeout, cwd):
+def run(cmd, env, timeout, cwd, retry=False):
     r = run_once(cmd, env, timeout, cwd)
-    if r.timed_out and not r.marked:
-        # Never reached its blocking point: a slow or loaded machine, not a hang. Once more
-        # with a longer timeout before calling it anything.
+    if retry and r.timed_out and not r.marked:
+        # A short (hang-expected) timeout, and the program never reached its blocking
+        # point: a slow or loaded machine, not a hang. Once more with a longer timeout.
         r = run_once(cmd, env, timeout * 4, cwd)
     return r
 
@@ -260,6 +260,8 @@ def _repro(cmd, env):
 
 def _diff(b, r):
     """First difference between a baseline and a guarded run, in one line."""
+    if r.timed_out and not b.timed_out:
+        return "the guarded run hung (killed after %.0f s)" % r.secs
     if b.rc != r.rc:
         return "status %s vs %s" % (b.rc, r.rc)
     for what, x, y in (("stdout", b.out, r.out), ("stderr", b.err, r.err)):
@@ -356,7 +358,7 @@ def run_cell(sc, it, lib, build_dir, timeout, slow_timeout):
     fails = []
     base_runs = []
     for i in range(sc.repeat):
-        r = run(cmd, base_env, base_timeout, SCEN)
+        r = run(cmd, base_env, base_timeout, SCEN, retry=base_timeout < slow_timeout)
         base_runs.append(r)
         o = r.outcome(sc)
         c.baseline.append(o)
@@ -584,7 +586,7 @@ def measure(scs, its, build_dir, args):
         env.update(extra)
         allowed = sc.expected(it) or set()
         t = args.timeout if "hang" in allowed else args.slow_timeout
-        cnt = collections.Counter(run(cmd, env, t, SCEN).outcome(sc)
+        cnt = collections.Counter(run(cmd, env, t, SCEN, retry=t < args.slow_timeout).outcome(sc)
                                   for _ in range(args.measure))
         return sc, it, ", ".join("%s x%d" % kv for kv in sorted(cnt.items()))
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:

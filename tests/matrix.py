@@ -446,7 +446,11 @@ def _git_head():
     try:
         r = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10)
-        return r.stdout.decode().strip() or "?"
+        head = r.stdout.decode().strip() or "?"
+        # The library may have been built from a work tree with uncommitted changes.
+        d = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "shim", "include"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10)
+        return head + (" plus uncommitted shim changes" if d.stdout.strip() else "")
     except (OSError, subprocess.TimeoutExpired):
         return "?"
 

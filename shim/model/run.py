@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""Run the spin model of the park protocol (shim/model/park.pml) in every configuration.
+
+Each configuration is a set of -D flags and an expectation:
+  verify          the protocol: spin must explore the whole state space and find nothing
+  counterexample  a mutant, the current code (ASCODED) or a documented gap: spin must find
+                  a violation (a mutant that survives means the model cannot see that check)
+
+Usage:
+  run.py                     run everything, exit 1 if any expectation fails
+  run.py --only NAME ...     run the named configurations (see --list)
+  run.py --list              list configurations
+  run.py --trail NAME        print the counterexample of NAME as a readable Markdown table
+  run.py -j N                parallel runs (default: number of CPUs)
+
+Works in a temporary directory: spin and pan write pan.*, *.trail next to the model
+they are given, and none of that belongs in the tree.
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODEL = os.path.join(HERE, "park.pml")
+GENS = {"38": "CPython <= 3.8", "313": "CPython 3.9-3.13", "314": "CPython 3.14"}
+ALL = ("38", "313", "314")
+
+
+class Config:
+    def __init__(self, name, defines, expect, what, gens=ALL):
+        self.name, self.defines, self.expect, self.what, self.gens = name, defines, expect, what, gens
+
+
+# name, -D flags, expectation, what it is.  docs/model.md describes each one.
+CONFIGS = [
+    Config("protocol", [], "verify",
+           "the protocol (docs/design.md with the fixes of docs/model.md) under assumptions A1-A4"),
+    Config("ascoded", ["ASCODED"], "counterexample",
+           "shim/*.cc as committed when the model was written (findings F1, F3, F4, F5, F7)"),
+    # Mutants of the guard: each drops or reorders one check or store.
+    Config("mut-save-after", ["MUT_SAVE_AFTER"], "counterexample",
+           "PyEval_SaveThread hook loads g_epoch after calling the real function"),
+    Config("mut-fast-nogen", ["MUT_FAST_NOGEN"], "counterexample",
+           "restore fast path compares only the phase, not the generation"),
+    Config("mut-no-stale-rule", ["MUT_NO_STALE_RULE"], "counterexample",
+           "decide() without rule 2 (stale handle of an earlier generation)"),
+    Config("mut-finalizing-noask", ["MUT_FINALIZING_NOASK"], "counterexample",
+           "decide() passes in FINALIZING without asking runtime_is_finalizing()"),
+    Config("mut-no-exit-hook", ["MUT_NO_EXIT_HOOK"], "counterexample",
+           "pthread_exit hook missing (CPython's exit really terminates the thread)", ("38", "313")),
+    Config("mut-no-hang-hook", ["MUT_NO_HANG_HOOK"], "counterexample",
+           "PyThread_hang_thread not intercepted (F3, 3.14)", ("314",)),
+    Config("mut-no-finalizer-flag", ["MUT_NO_FINALIZER_FLAG"], "counterexample",
+           "Py_FinalizeEx hook does not set t_finalizer_gen"),
+    Config("mut-no-finalizing-store", ["MUT_NO_FINALIZING_STORE"], "counterexample",
+           "begin_finalizing() does not store FINALIZING"),
+    Config("mut-init-no-bump", ["MUT_INIT_NO_BUMP"], "counterexample",
+           "begin_generation() does not bump the generation"),
+    Config("mut-init-early", ["MUT_INIT_EARLY"], "counterexample",
+           "new generation announced before the real Py_Initialize (F7, as coded)"),
+    Config("mut-no-join-completion", ["MUT_NO_JOIN_COMPLETION"], "counterexample",
+           "join_completing() does not complete joins of parked threads"),
+    Config("mut-join-fastpath", ["MUT_JOIN_FASTPATH"], "counterexample",
+           "plain pthread_join whenever nothing is parked and the phase is RUNNING (F5, as coded)"),
+    Config("mut-exit-phase", ["MUT_EXIT_PHASE"], "counterexample",
+           "pthread_exit hook parks whenever phase != RUNNING (F4, as coded)", ("38",)),
+    Config("mut-no-stuck-join", ["MUT_NO_STUCK_JOIN"], "counterexample",
+           "join of a thread stuck in a finalized <= 3.8 runtime's take_gil (F1, as coded)", ("38",)),
+    # Mutants of CPython's sequence: steps the guard relies on.
+    Config("mut-cpy-no-finalizing", ["MUT_CPY_NO_FINALIZING"], "counterexample",
+           "CPython never sets its finalizing flag (or the probe cannot read it)"),
+    Config("mut-cpy-free-first", ["MUT_CPY_FREE_FIRST"], "counterexample",
+           "CPython frees thread states before setting its finalizing flag"),
+    Config("mut-cpy-no-first-check", ["MUT_CPY_NO_FIRST_CHECK"], "counterexample",
+           "take_gil without its check before waiting", ("313", "314")),
+    # Gaps: windows the guard cannot close; each assumption is shown to matter.
+    Config("gap-reinit-inflight", ["GAP_REINIT_INFLIGHT"], "counterexample",
+           "A1 lifted: Py_Initialize while an old thread is inside CPython's GIL acquisition (F2)"),
+    Config("gap-unstarted", ["GAP_UNSTARTED"], "counterexample",
+           "A2 lifted: a gen-1 Python thread whose first acquisition comes after re-init (F6)"),
+    Config("gap-ensure-window", ["GAP_ENSURE_WINDOW"], "counterexample",
+           "A3 lifted: finalization completes between the Ensure hook's check and CPython's read (G1)"),
+    Config("gap-take-gil-window", ["GAP_TAKE_GIL_WINDOW"], "counterexample",
+           "A4 lifted: CPython's own take_gil check-then-read race (G2)", ("313", "314")),
+    Config("gap-eval-wait38", ["GAP_EVAL_WAIT38"], "counterexample",
+           "joining a <= 3.8 thread left waiting for the GIL inside the eval loop (F1b)", ("38",)),
+]
+BY_NAME = {c.name: c for c in CONFIGS}
+
+
+def run_one(cfg, gen, keep_trail=False):
+    """Verify one configuration for one generation. Returns a result dict.
+    keep_trail: also search for the shortest counterexample (pan -i) and return it."""
+    defs = ["-DPYGEN=" + gen] + ["-D" + d for d in cfg.defines]
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="pfg-spin-") as tmp:
+        pml = os.path.join(tmp, "park.pml")
+        shutil.copy(MODEL, pml)
+        r = subprocess.run(["spin", "-a"] + defs + ["park.pml"], cwd=tmp,
+                           capture_output=True, text=True)
+        if r.returncode != 0 or not os.path.exists(os.path.join(tmp, "pan.c")):
+            return {"ok": False, "error": "spin -a failed: " + (r.stdout + r.stderr).strip()}
+        # -O0: compiling pan.c dominates (the state spaces are small); SAFETY: no cycle
+        # detection needed, the model has no loops that could run forever; REACH makes
+        # -i (shortest trail) exact.
+        cflags = ["-O0", "-DSAFETY", "-DVECTORSZ=256"] + (["-DREACH"] if keep_trail else [])
+        r = subprocess.run(["gcc"] + cflags + ["-o", "pan", "pan.c"],
+                           cwd=tmp, capture_output=True, text=True)
+        if r.returncode != 0:
+            return {"ok": False, "error": "gcc failed: " + r.stderr.strip()[:2000]}
+        r = subprocess.run(["./pan", "-m100000"] + (["-i"] if keep_trail else []), cwd=tmp,
+                           capture_output=True, text=True)
+        out = r.stdout
+        res = {"gen": gen, "seconds": time.monotonic() - t0}
+        m = re.search(r"errors: (\d+)", out)
+        res["errors"] = int(m.group(1)) if m else -1
+        m = re.search(r"(\d+) states, stored", out)
+        res["states"] = int(m.group(1)) if m else -1
+        m = re.search(r"depth reached (\d+)", out)
+        res["depth"] = int(m.group(1)) if m else -1
+        m = re.search(r"^pan:1: (.*)$", out, re.M)
+        res["violation"] = m.group(1) if m else ""
+        res["truncated"] = "max search depth too small" in out
+        res["ok"] = res["errors"] >= 0
+        if res["errors"] > 0 and keep_trail:
+            t = subprocess.run(["spin", "-t", "-p", "-g", "-l"] + defs + ["park.pml"], cwd=tmp,
+                               capture_output=True, text=True)
+            res["trail"] = t.stdout
+        return res
+
+
+def judge(cfg, results):
+    """A configuration meets its expectation if every generation does."""
+    problems = []
+    for res in results:
+        if not res.get("ok"):
+            problems.append(res.get("error", "failed"))
+        elif res["truncated"]:
+            problems.append("%s: search truncated (depth limit)" % res["gen"])
+        elif cfg.expect == "verify" and res["errors"] != 0:
+            problems.append("%s: counterexample: %s" % (res["gen"], res["violation"]))
+        elif cfg.expect == "counterexample" and res["errors"] == 0:
+            problems.append("%s: no counterexample (the mutant survives)" % res["gen"])
+    return problems
+
+
+# ---- readable trails ------------------------------------------------------------------
+
+STEP = re.compile(r"^\s*(\d+):\s+proc\s+(\d+)\s+\((\w+):\d+\)\s+\S+:(\d+)\s+\(state \d+\)\s+\[(.*)\]\s*$")
+VAR = re.compile(r"^\s+(\S+) = (\S+)\s*$")
+
+
+SHOWN = re.compile(r"^(g_epoch|gil|rt_gen|rt_fin|rt_alive|mem_owner\[\d\]|parked\[\d\]|done\[\d\]|"
+                   r"\w+\.(e|h_ts|h_epoch|t_fin_gen|my_ts|fin_seen))$")
+PHASES = {0: "RUNNING", 1: "FINALIZING", 2: "FINALIZED"}
+THREADS = {"1": "Main", "2": "Worker", "3": "Native", "0": "free"}
+
+
+def show(name, val):
+    """One state change, with epochs decoded and GIL / memory owners named."""
+    base = name.split(".")[-1]
+    if base in ("g_epoch", "e", "h_epoch") and val.isdigit() and int(val):
+        v = int(val)
+        return "%s=%d (gen %d %s)" % (name, v, v // 4, PHASES.get(v % 4, "?"))
+    if base == "gil" or name.startswith("mem_owner"):
+        return "%s=%s" % (name, {"0": "free", "9": "destroyed"}.get(val, THREADS.get(val, val)))
+    return "%s=%s" % (name, val)
+
+
+PROPERTIES = [   # (pattern in the failed assertion, property in docs/model.md)
+    ("mem_owner[my_ts]", "P1 a thread used a thread state that was freed (or reused by another thread)"),
+    ("rt_alive", "P1 PyGILState_Ensure read the interpreter after it was freed"),
+    ("mem_gen[my_ts]==rt_gen", "P5 a thread of an old generation was admitted into the new runtime"),
+    ("!(rt_fin)||(_pid==0)", "P2 a thread other than the finalizer ran Python after the point of no return"),
+    ("_pid!=0", "P3 the finalizing thread was parked"),
+    ("my_late", "P4 a thread arriving after the point of no return passed the guard"),
+    ("(1!=1)", "P4 CPython terminated a late thread and the guard let it die instead of parking it"),
+    ("fin_seen", "P6 a thread ending normally was parked before the point of no return"),
+]
+
+
+def property_of(failed):
+    for pat, text in PROPERTIES:
+        if pat in failed:
+            return text
+    return ("P3/P4 invalid end state: a thread (the finalizer, a joiner or a late thread) "
+            "is blocked forever without being parked")
+
+
+def render_trail(text, cfg, gen):
+    src = open(MODEL).read().splitlines()
+    rows, cur, prev_vals, vals = [], None, {}, {}
+    failed = ""
+
+    def flush():
+        if cur is None:
+            return
+        changed = [show(k, v) for k, v in vals.items()
+                   if prev_vals.get(k, v if v in ("0", "255") else None) != v and SHOWN.match(k)]
+        prev_vals.update(vals)
+        cur["changes"] = ", ".join(changed)
+        rows.append(dict(cur))
+
+    ends = []
+    END = re.compile(r"^\s*\d+:\s+proc\s+\d+\s+\((\w+):\d+\)\s+\S+:(\d+)\s+\(state \d+\)\s*(<valid end state>)?")
+    in_final = False
+    for ln in text.splitlines():
+        if ln.startswith("#processes"):
+            in_final = True                   # the final dump repeats every variable
+        if in_final:
+            m = END.match(ln)
+            if m:
+                ends.append(m.groups())
+            continue
+        if "text of failed assertion" in ln:
+            failed = ln.split(":", 2)[-1].strip()
+        m = STEP.match(ln)
+        if m:
+            step, pid, proc, line, stmt = m.groups()
+            if cur is not None and cur["step"] == step and cur["proc"] == proc:
+                cur["stmt"].append(stmt)      # same atomic step
+                continue
+            flush()
+            vals = {}
+            cur = {"step": step, "proc": proc, "line": int(line), "stmt": [stmt]}
+            continue
+        v = VAR.match(ln)
+        if v and cur is not None:
+            name, val = v.groups()
+            if "(" in name and ":" in name:   # locals: "Worker(1):e"
+                proc, var = name.split(":", 1)
+                name = proc.split("(")[0] + "." + var
+            vals[name] = val
+    flush()
+    if not failed:
+        failed = "invalid end state: a thread is blocked forever outside an end label"
+    out = ["Counterexample for `%s` (%s; `shim/model/run.py --trail %s --gen %s`):" % (
+        cfg.name, GENS[gen], cfg.name, gen), "**%s**." % property_of(failed), "",
+        "| # | thread | model line | what it executes | state after |",
+        "|---:|---|---|---|---|"]
+    n = 0
+    for r in rows:
+        stmts = [s for s in r["stmt"] if s not in ("(1)", "else", ".(goto)", "break")]
+        if not r["changes"] and all(s.startswith("assert") or not s for s in stmts):
+            continue                          # passing checks and control flow: noise
+        n += 1
+        code = src[r["line"] - 1].strip() if 0 < r["line"] <= len(src) else ""
+        code = re.sub(r"\s+", " ", code)[:72]
+        stmt = "; ".join(stmts)[:80]
+        out.append("| %d | %s | %d `%s` | `%s` | %s |" % (
+            n, r["proc"], r["line"], code.replace("|", "\\|"),
+            stmt.replace("|", "\\|"), r["changes"].replace("|", "\\|")))
+    out.append("")
+    out.append("The last step fails `%s`." % failed)
+    if ends:
+        out.append("Where each thread is when the trail ends:")
+        out.append("")
+        for proc, line, valid in reversed(ends):
+            code = re.sub(r"\s+", " ", src[int(line) - 1].strip())[:72] if 0 < int(line) <= len(src) else ""
+            out.append("* %s: line %s `%s`%s" % (proc, line, code,
+                                                 " (valid end state)" if valid else ""))
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", help="configuration names")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--trail", help="render the counterexample of this configuration")
+    ap.add_argument("--gen", choices=ALL, help="with --trail/--only: one generation only")
+    ap.add_argument("-j", type=int, default=os.cpu_count() or 2)
+    a = ap.parse_args()
+    for tool in ("spin", "gcc"):
+        if not shutil.which(tool):
+            print("run.py: %s not found" % tool, file=sys.stderr)
+            return 77   # meson: skipped
+    if a.list:
+        for c in CONFIGS:
+            print("%-26s %-15s %-12s %s" % (c.name, c.expect, ",".join(c.gens), c.what))
+        return 0
+    if a.trail:
+        cfg = BY_NAME[a.trail]
+        gen = a.gen or cfg.gens[0]
+        res = run_one(cfg, gen, keep_trail=True)
+        if res.get("errors", 0) <= 0:
+            print("no counterexample for %s (%s)" % (cfg.name, gen), file=sys.stderr)
+            return 1
+        print(render_trail(res["trail"], cfg, gen))
+        return 0
+    names = a.only or [c.name for c in CONFIGS]
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        print("unknown configuration(s): %s (see --list)" % " ".join(unknown), file=sys.stderr)
+        return 2
+    jobs = [(BY_NAME[n], g) for n in names for g in BY_NAME[n].gens if not a.gen or g == a.gen]
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=max(1, a.j)) as ex:
+        results = list(ex.map(lambda cg: (cg[0], run_one(*cg)), jobs))
+    failed = 0
+    for n in names:
+        cfg = BY_NAME[n]
+        rs = [r for c, r in results if c is cfg]
+        problems = judge(cfg, rs)
+        failed += bool(problems)
+        for r in rs:
+            if not r.get("ok"):
+                continue
+            verdict = ("verified" if r["errors"] == 0 else "counterexample: " + r["violation"])
+            print("%-26s %-4s %-8s %9d states  depth %3d  %5.1f s  %s" % (
+                cfg.name, r["gen"], "ok" if not problems else "FAILED", r["states"], r["depth"],
+                r["seconds"], verdict))
+        for p in problems:
+            print("%-26s FAILED: %s" % (cfg.name, p))
+    print("%d configuration(s), %d run(s), %d failed, %.1f s wall" % (
+        len(names), len(jobs), failed, time.monotonic() - t0))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,7 +8,8 @@ For each Python image found at run time:
     with threads, finalization;
   * a static interpreter executable exporting the C API (Debian's /usr/bin/python3.X): the
     real executable runs the script with libpfgcorpus.so preloaded, whose constructor
-    patches every exported function of the executable before main().
+    patches every exported function of the executable before main(); the pyenv
+    executables run the same way (their libpython is what gets patched).
 Each is run twice, unpatched (PFG_CORPUS_PATCH=0, same process layout otherwise) and
 patched; the outputs must be identical, check() and install() must agree on every
 function, and the functions the guard needs must all be patched.
@@ -73,6 +74,11 @@ def discover():
             skipped.append((label, "skipped: no shared libpython (not --enable-shared)"))
             continue
         found.append((label, "lib", libs[0], {"PYTHONHOME": prefix}))
+        # and its own executable with the corpus preloaded: patched before main(), then
+        # Py_BytesMain / Py_Main and everything after run through the patches
+        exe = os.path.join(prefix, "bin", "python%d.%d" % v)
+        if os.access(exe, os.X_OK):
+            found.append((label + " exe", "exe", exe, {}))
     for lib in sorted(glob.glob("/usr/lib/*-linux-gnu/libpython3.*.so.1.0")):
         found.append(("debian " + os.path.basename(lib), "lib", lib, {}))
     seen = set()
@@ -179,7 +185,13 @@ def main():
                 problems.append("PyEval_SaveThread was never called through its patch")
             if rep["calls_through_patches"] <= 0:
                 problems.append("no call went through a patch")
-        if tool:
+        if rep and kind == "exe":
+            # patched before main(): the interpreter's main entry ran through its patch
+            # (3.8+: Py_BytesMain; 3.7: _Py_UnixMain; 3.6: Py_Main)
+            main_fn = next((f for f in ("Py_BytesMain", "_Py_UnixMain", "Py_Main") if f in rep["calls"]), "Py_Main")
+            if not rep["calls"].get(main_fn):
+                problems.append("%s was not called through its patch (patched too late?)" % main_fn)
+        if tool and not label.endswith(" exe"):  # a pyenv exe's image is its libpython, done above
             p = subprocess.run([tool, path] + GUARDED, stdout=subprocess.PIPE)
             out = text(p.stdout)
             relying = [l for l in out.splitlines() if "direct call sites" in l and " 0 read" not in l]

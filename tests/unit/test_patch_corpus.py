@@ -19,8 +19,12 @@ caller of a guarded function relies on a call-clobbered register surviving the c
 (GCC -fipa-ra; a hook would clobber it), after checking that the tool does flag LIB, a
 library built so that its caller does rely on one.
 
+With --expect-broken (used with a patcher built with -DPFG_PATCH_MUTANT_NO_DISP_FIXUP,
+which skips the RIP-relative displacement fix-up) it passes only if every image's patched
+run fails while its unpatched run works: proof that the corpus test can fail.
+
 Usage: test_patch_corpus.py LIBPFGCORPUS CORPUS_HOST SCRIPT [--only SUBSTRING]
-                            [--callsite-regs TOOL --control LIB]
+                            [--callsite-regs TOOL --control LIB] [--expect-broken]
 Prints a table and ends with "N passed, N failed"; exit status 1 on any failure.
 """
 import glob
@@ -127,6 +131,9 @@ def run_one(kind, path, extra_env, patched, corpus_lib, host, script, out_json):
 def main():
     args = sys.argv[1:]
     opts = {}
+    expect_broken = "--expect-broken" in args
+    if expect_broken:
+        args.remove("--expect-broken")
     for flag in ("--only", "--callsite-regs", "--control"):
         if flag in args:
             i = args.index(flag)
@@ -247,6 +254,17 @@ def main():
             print("FAIL %s:" % label)
             for p in problems:
                 print("  " + p)
+    if expect_broken:
+        # The mutation check: a patcher built broken must make every patched run fail
+        # while the unpatched runs (same binaries, PFG_CORPUS_PATCH=0) still work.
+        caught = sum(1 for _, _, ok, problems in rows
+                     if not ok and any(p.startswith(("patched run failed", "output differs")) for p in problems)
+                     and not any(p.startswith("unpatched run failed") for p in problems))
+        print()
+        print("mutant: %d of %d images caught the broken patcher" % (caught, len(rows)))
+        ok = rows and caught == len(rows)
+        print("%d passed, %d failed" % (1 if ok else 0, 0 if ok else 1))
+        return 0 if ok else 1
     print()
     print("%d passed, %d failed, %d skipped" % (passed, failed, len(skipped)))
     return 0 if failed == 0 and passed > 0 else 1

@@ -72,9 +72,15 @@ class Result(object):
         return "exit %d" % self.rc
 
 
-def _allow_cores():
-    import resource
-    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+def _child_setup(cores):
+    # A command started in the background by a non-interactive shell inherits SIGINT and
+    # SIGQUIT ignored; Python then installs no KeyboardInterrupt handler, and CPython tests
+    # that use _thread.interrupt_main() fail or spin forever. Children get the defaults.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    if cores:
+        import resource
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 
 
 def run(cmd, env, timeout, cwd=None, stdin=subprocess.DEVNULL, cores=False):
@@ -84,7 +90,7 @@ def run(cmd, env, timeout, cwd=None, stdin=subprocess.DEVNULL, cores=False):
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=stdin, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, start_new_session=True,
-                         preexec_fn=_allow_cores if cores else None)
+                         preexec_fn=lambda: _child_setup(cores))
     try:
         out, err = p.communicate(timeout=timeout)
         hung = False

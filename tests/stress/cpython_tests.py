@@ -5,7 +5,8 @@ For each pyenv interpreter and each of test_threading, test_thread, test_threads
 test_atexit, test_capi, test_embed present in its bundled test suite
 (<prefix>/lib/python3.X/test), run regrtest on the module once without the guard and once
 through the launcher (`tools/pyfinguard run --`, i.e. LD_PRELOAD, inherited by every
-subprocess the tests start). Per-test outcomes are recorded by cpython_runner.py. A test
+subprocess the tests start) twice: in the default configuration (reports and the exit
+summary on stderr) and with PYFINGUARD_LOG=<file> PYFINGUARD_QUIET=1. Per-test outcomes are recorded by cpython_runner.py. A test
 that passed without the guard and failed with it is re-run alone, with the guard, up to
 twice: failing every time is a REGRESSION, passing once is counted as flaky (and shown).
 
@@ -35,15 +36,24 @@ def present(it, mod):
     return os.path.exists(os.path.join(d, mod + ".py")) or os.path.isdir(os.path.join(d, mod))
 
 
-def run_module(it, lib, mod, guard, outfile, timeout, match=None):
+# Modes: without the guard; with it as deployed by default (reports and the exit summary on
+# stderr); with reports sent to a file and the summary off (PYFINGUARD_LOG, _QUIET=1), which
+# separates "the guard wrote to stderr" from "the guard changed what the program did".
+MODES = ("base", "guard", "guard-quiet")
+
+
+def run_module(it, lib, mod, mode, outfile, timeout, match=None):
     if os.path.exists(outfile):
         os.unlink(outfile)
     cmd = [it.executable, RUNNER, outfile, mod]
     if match:
         cmd += ["-m", match]
     env = common.clean_env({"PYFINGUARD_LIBRARY": lib})
-    if guard:
+    if mode != "base":
         cmd = [sys.executable, common.LAUNCHER, "run", "--"] + cmd
+    if mode == "guard-quiet":
+        env["PYFINGUARD_QUIET"] = "1"
+        env["PYFINGUARD_LOG"] = outfile + ".reports"
     cwd = tempfile.mkdtemp(prefix="pfg-cpt-")
     try:
         r = common.run(cmd, env, timeout, cwd=cwd)
@@ -94,20 +104,21 @@ def main():
         common.assert_guard_loaded(it.executable, lib, via_launcher=True)
         for mod in a.modules:
             if not present(it, mod):
-                rows.append([it.name, mod, "absent", "", "", "", ""])
+                rows.append([it.name, mod, "absent"] + [""] * 6)
                 continue
             res = {}
-            for guard in (False, True):
-                tag = "%s.%s.%s" % (it.name, mod, "guard" if guard else "base")
+            for mode in MODES:
+                guard = mode
+                tag = "%s.%s.%s" % (it.name, mod, mode)
                 cache = os.path.join(a.out, tag + ".json")
                 if os.path.exists(cache):
                     with open(cache) as f:
                         res[guard] = json.load(f)
                     continue
                 sys.stderr.write("running %s ...\n" % tag)
-                r = run_module(it, lib, mod, guard, os.path.join(a.out, tag + ".jsonl"), a.timeout)
-                if guard:
-                    base = res[False]["outcomes"]
+                r = run_module(it, lib, mod, mode, os.path.join(a.out, tag + ".jsonl"), a.timeout)
+                if mode != "base":
+                    base = res["base"]["outcomes"]
                     r["reruns"] = {}
                     for tid, (o, _) in sorted(r["outcomes"].items()):
                         if o != "fail" or base.get(tid, ["?"])[0] != "pass":
@@ -115,7 +126,7 @@ def main():
                         method = tid.split(".")[-1]
                         tries = []
                         for _ in range(2):
-                            rr = run_module(it, lib, mod, True,
+                            rr = run_module(it, lib, mod, mode,
                                             os.path.join(a.out, tag + ".rerun.jsonl"),
                                             a.timeout, match=method)
                             oc = rr["outcomes"].get(tid, ["missing", ""])[0]
@@ -126,29 +137,38 @@ def main():
                 with open(cache, "w") as f:
                     json.dump(r, f)
                 res[guard] = r
-            b, g = res[False], res[True]
-            cb, cg = counts(b), counts(g)
-            regs, flaky = [], []
-            for tid, tries in sorted(g.get("reruns", {}).items()):
-                (flaky if "pass" in tries else regs).append(tid)
-            regressions += ["%s %s" % (it.name, t) for t in regs]
+            b, g, q = res["base"], res["guard"], res["guard-quiet"]
+            cb, cg, cq = counts(b), counts(g), counts(q)
+
+            def regs_of(r):
+                regs, flaky = [], []
+                for tid, tries in sorted(r.get("reruns", {}).items()):
+                    (flaky if "pass" in tries else regs).append(tid)
+                return regs, flaky
+            regs, flaky = regs_of(g)
+            qregs, qflaky = regs_of(q)
+            regressions += ["%s %s (default config)" % (it.name, t) for t in regs]
+            regressions += ["%s %s (reports to a file, quiet)" % (it.name, t) for t in qregs]
 
             def status(r):
                 if r["hung"]:
                     return "timeout"
                 return "exit %s" % r["rc"]
-            rows.append([it.name, mod,
-                         "%d/%d/%d" % (cb["pass"], cb["fail"], cb["skip"]),
-                         "%d/%d/%d" % (cg["pass"], cg["fail"], cg["skip"]),
-                         "%s / %s" % (status(b), status(g)),
-                         "%.0f / %.0f" % (b["secs"], g["secs"]),
-                         "%d%s" % (len(regs), (" (flaky: %d)" % len(flaky)) if flaky else "")])
+            fmt = lambda c: "%d/%d/%d" % (c["pass"], c["fail"], c["skip"])
+            regfmt = lambda r, f: "%d%s" % (len(r), (" (+%d flaky)" % len(f)) if f else "")
+            rows.append([it.name, mod, fmt(cb), fmt(cg), fmt(cq),
+                         "%s / %s / %s" % (status(b), status(g), status(q)),
+                         "%.0f / %.0f / %.0f" % (b["secs"], g["secs"], q["secs"]),
+                         regfmt(regs, flaky), regfmt(qregs, qflaky)])
     print()
-    common.table(["interpreter", "module", "without: pass/fail/skip", "with: pass/fail/skip",
-                  "regrtest status (without / with)", "seconds", "regressions"], rows)
+    common.table(["interpreter", "module", "without guard p/f/s", "guard p/f/s",
+                  "guard, reports to file p/f/s", "regrtest exit (3 runs)", "seconds (3 runs)",
+                  "regressions", "regressions, reports to file"], rows)
     print()
     for r in regressions:
         print("REGRESSION %s" % r)
+    print("(a regression: passed without the guard, failed with it in the full run and in "
+          "both re-runs alone; flaky: failed in the full run, passed when re-run)")
     print("total wall time this invocation: %.0f s" % (time.monotonic() - t_start))
     return 1 if regressions else 0
 

@@ -19,6 +19,10 @@ namespace {
 
 // 1 while the finalizer waits with the GIL released. Futex word for waiting threads.
 std::atomic<int> g_released{0};
+// 1 once a thread has waited kGateGraceNs at the gate in this finalization: from then
+// on the gate admits like g_released (see gate_admit).
+std::atomic<int> g_fallback{0};
+constexpr int64_t kGateGraceNs = 20 * 1000000;
 // Threads admitted during FINALIZING that are still inside the real call (plus, for a
 // moment, threads checking whether they may enter). Futex word for the finalizer.
 std::atomic<int> g_inflight{0};
@@ -103,6 +107,7 @@ void gate_init() {
 }
 
 void gate_drain_windows(void *(*save)(void), void (*restore)(void *)) {
+  g_fallback.store(0);
   heavy_barrier();
   if (!any_window_open()) return;
   // Some thread is inside a real acquiring call it entered while RUNNING (waiting for
@@ -122,17 +127,19 @@ void gate_atfork_child() {
     if (g_windows[i].load() != &t_window) g_windows[i].store(nullptr);
   g_inflight.store(0);
   g_released.store(0);
+  g_fallback.store(0);
   t_admitted = false;
 }
 
 void gate_admit(Fn api, uint64_t e) {
+  const int64_t since = monotonic_ns();
   for (;;) {
     // Dekker-style with gate_finalizer_reacquiring(): we announce ourselves, then read
     // g_released; the finalizer clears g_released, then reads g_inflight. With seq_cst
     // at least one of the two sees the other, so no thread enters unseen.
     t_admitted = true;
     g_inflight.fetch_add(1);
-    if (g_released.load() && g_epoch.load() == e && !runtime_is_finalizing()) {
+    if ((g_released.load() || g_fallback.load()) && g_epoch.load() == e && !runtime_is_finalizing()) {
       __atomic_store_n(&t_window, 1, __ATOMIC_RELAXED);  // closed again by the hook
       return;
     }
@@ -142,8 +149,14 @@ void gate_admit(Fn api, uint64_t e) {
     uint64_t now = g_epoch.load();
     if (now != e) park(api, e, gen_of(now) != gen_of(e) ? Reason::stale_ts : Reason::finalized);
     if (runtime_is_finalizing()) park(api, e, Reason::finalizing);
-    // Nothing signals CPython's point of no return to us: re-check every 10 ms.
-    futex_wait(g_released, 0, 10 * 1000000);
+    // Liveness before safety, only here: the finalizer may be waiting for this very
+    // thread through a GIL release the guard does not see (3.13 detaches inside
+    // _Py_Finalize and PyMutex waits without PyEval_SaveThread), so a normal shutdown
+    // would hang. After a grace period with CPython still before its point of no return,
+    // the gate stays open for the rest of this finalization (docs/limitations.md).
+    if (monotonic_ns() - since >= kGateGraceNs) g_fallback.store(1);
+    // Nothing signals CPython's point of no return to us: re-check every 5 ms.
+    futex_wait(g_released, 0, 5 * 1000000);
   }
 }
 

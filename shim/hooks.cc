@@ -217,7 +217,10 @@ __attribute__((visibility("hidden"))) void pfg_hook_pthread_exit(void *retval) {
   uintptr_t caller = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
   if (in_python_text(caller)) {
     uint64_t e = g_epoch.load();
-    if (t_finalizer_gen != gen_of(e) && (phase_of(e) != kRunning || runtime_is_finalizing()))
+    // CPython's own flags, not our phase: <= 3.8 also ends every thread normally with
+    // PyThread_exit_thread(), e.g. non-daemon threads finishing while Py_FinalizeEx
+    // waits for them (tests/scenarios/h_ordinary.py).
+    if (t_finalizer_gen != gen_of(e) && runtime_is_finalizing())
       park(fn_pthread_exit, e, Reason::thread_exit);
   }
   PFG_REAL(pthread_exit)(retval);

@@ -240,11 +240,11 @@ def pin(cpu):
 def run_pair(exe, n, reps, mode, preload):
     r = subprocess.run([exe, str(n), str(reps), mode], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, env=env_with(preload), timeout=600)
-    m = re.search(r"RESULT min=([\d.]+) median=([\d.]+)", r.stdout.decode())
+    m = re.search(r"RESULT min=([\d.]+) median=[\d.]+ cpumin=([\d.]+)", r.stdout.decode())
     if r.returncode != 0 or not m:
         raise RuntimeError("%s %s %s failed (status %d): %s" % (
             exe, n, mode, r.returncode, r.stderr.decode(errors="replace")[-500:]))
-    return float(m.group(1))
+    return float(m.group(2)), float(m.group(1))  # (thread CPU time, wall) ns/pair, minima
 
 
 def callgrind_total(argv, preload):
@@ -315,7 +315,7 @@ def pair_cases(targets, lib):
 
 def measure_pair_time(cases, lib, rounds, n, reps, cpu):
     pin(cpu)
-    res = {c[0]: {"raw": [], "guard": [], "ratio": []} for c in cases}
+    res = {c[0]: {"raw": [], "guard": [], "ratio": [], "wall_ratio": []} for c in cases}
     for rnd in range(rounds):
         log("bench: pair time round %d/%d" % (rnd + 1, rounds))
         for label, exe, mode, _ in cases:
@@ -324,20 +324,25 @@ def measure_pair_time(cases, lib, rounds, n, reps, cpu):
             got = {}
             for pre in order:
                 got[pre] = run_pair(exe, n, reps, mode, pre)
-            res[label]["raw"].append(got[None])
-            res[label]["guard"].append(got[lib])
-            res[label]["ratio"].append(got[lib] / got[None])
+            res[label]["raw"].append(got[None][0])
+            res[label]["guard"].append(got[lib][0])
+            res[label]["ratio"].append(got[lib][0] / got[None][0])
+            res[label]["wall_ratio"].append(got[lib][1] / got[None][1])
     pin(None)
     rows, out = [], {}
     for label, _, _, _ in cases:
         r = res[label]
         raw, gd, ratio = median(r["raw"]), median(r["guard"]), median(r["ratio"])
         spread = "%.3f-%.3f" % (min(r["ratio"]), max(r["ratio"]))
-        rows.append([label, "%.2f" % raw, "%.2f" % gd, fmt_ratio(ratio), spread])
-        out[label] = {"raw_ns": raw, "guard_ns": gd, "ratio": ratio, "rounds": r}
-    table("1. ns per PyEval_SaveThread/RestoreThread pair (%d rounds x {no guard, guard}, "
-          "min of %d loops of %d pairs per process; CPU %s)" % (rounds, reps, n, cpu),
-          ["interpreter [path]", "raw ns", "guard ns", "median ratio", "ratio range"], rows)
+        rows.append([label, "%.2f" % raw, "%.2f" % gd, fmt_ratio(ratio), spread,
+                     fmt_ratio(median(r["wall_ratio"]))])
+        out[label] = {"raw_ns": raw, "guard_ns": gd, "ratio": ratio,
+                      "wall_ratio": median(r["wall_ratio"]), "rounds": r}
+    table("1. ns per PyEval_SaveThread/RestoreThread pair: thread CPU time, min of %d loops of "
+          "%d pairs per process; %d rounds x {no guard, guard} interleaved; pinned to CPU %s"
+          % (reps, n, rounds, cpu),
+          ["interpreter [path]", "raw ns", "guard ns", "median ratio", "ratio range",
+           "wall-clock ratio"], rows)
     for label in out:
         if out[label]["ratio"] > PAIR_TARGET:
             target_missed("pair time ratio %.3f > %.2f on %s" % (out[label]["ratio"], PAIR_TARGET, label))
@@ -382,16 +387,18 @@ def measure_pair_instr(cases, lib, hop, n1, n2, jobs):
 
 
 def spawn_time(argv, env):
+    """(CPU seconds of the child: user + system, wall seconds). CPU time does not count
+    the time the child waited for a CPU, which dominates wall time on a loaded machine."""
     t0 = time.perf_counter()
     if hasattr(os, "posix_spawn"):  # 3.8+: less of the driver's own cost in the figure
         pid = os.posix_spawn(argv[0], argv, env)
-        _, status = os.waitpid(pid, 0)
     else:
-        status = subprocess.call(argv, env=env)
+        pid = subprocess.Popen(argv, env=env).pid
+    _, status, ru = os.wait4(pid, 0)
     dt = time.perf_counter() - t0
     if status != 0:
         raise RuntimeError("%s exited with status %d" % (" ".join(argv), status))
-    return dt
+    return ru.ru_utime + ru.ru_stime, dt
 
 
 def measure_startup(targets, lib, runs, jobs, cpu):
@@ -412,30 +419,34 @@ def measure_startup(targets, lib, runs, jobs, cpu):
         envs = {None: env_with(None), lib: env_with(lib)}
         for pre in (None, lib):  # warm the page cache for both
             spawn_time(argv, envs[pre])
-        raw, gd, ratio = [], [], []
+        raw, gd, ratio, wall = [], [], [], []
         for i in range(runs):
             order = (None, lib) if i % 2 == 0 else (lib, None)
             got = {}
             for pre in order:
                 got[pre] = spawn_time(argv, envs[pre])
-            raw.append(got[None])
-            gd.append(got[lib])
-            ratio.append(got[lib] / got[None])
-        res[t.name] = (median(raw), median(gd), median(ratio))
+            raw.append(got[None][0])
+            gd.append(got[lib][0])
+            ratio.append(got[lib][0] / got[None][0])
+            wall.append(got[lib][1] / got[None][1])
+        res[t.name] = (median(raw), median(gd), median(ratio), median(wall))
     pin(None)
     rows, out = [], {}
     for t in runnable:
-        r_ms, g_ms, ratio = res[t.name]
+        r_ms, g_ms, ratio, wall = res[t.name]
         ir, ig = instr[(t.name, None)], instr[(t.name, lib)]
         rows.append([t.name, "%.2f" % (r_ms * 1e3), "%.2f" % (g_ms * 1e3), fmt_ratio(ratio),
+                     fmt_ratio(wall),
                      "%.2fM" % (ir / 1e6), "%.2fM" % (ig / 1e6), "%+.2fM" % ((ig - ir) / 1e6),
                      fmt_ratio(ig / float(ir))])
-        out[t.name] = {"raw_ms": r_ms * 1e3, "guard_ms": g_ms * 1e3, "time_ratio": ratio,
+        out[t.name] = {"raw_cpu_ms": r_ms * 1e3, "guard_cpu_ms": g_ms * 1e3, "time_ratio": ratio,
+                       "wall_ratio": wall,
                        "raw_instr": ir, "guard_instr": ig, "instr_ratio": ig / float(ir)}
-    table("3. start-up: `python -c pass` (time: %d interleaved pairs of runs, median; CPU %s; "
-          "instructions: callgrind)" % (runs, cpu),
-          ["interpreter", "raw ms", "guard ms", "time ratio", "raw instr", "guard instr",
-           "delta", "instr ratio"], rows)
+    table("3. start-up: `python -c pass`; time: CPU time (user+sys) of the child, median of %d "
+          "interleaved pairs of runs pinned to CPU %s, ratio = median of per-pair ratios; "
+          "instructions: callgrind" % (runs, cpu),
+          ["interpreter", "raw cpu ms", "guard cpu ms", "time ratio", "wall ratio",
+           "raw instr", "guard instr", "delta", "instr ratio"], rows)
     for name, o in out.items():
         if o["time_ratio"] > START_TIME_TARGET:
             target_missed("start-up time ratio %.3f > %.2f on %s" % (o["time_ratio"], START_TIME_TARGET, name))
@@ -548,7 +559,9 @@ def main(argv=None):
     cpu = a.cpu if a.cpu is not None else (max(ALL_CPUS) if ALL_CPUS else None)
     rounds = a.rounds or (5 if a.quick else 15)
     sruns = a.startup_runs or (10 if a.quick else 40)
-    n, reps = (300000, 3) if a.quick else (1000000, 5)
+    # Short loops, many of them: the minimum over a process's loops is then likely to
+    # include a loop that no other process disturbed.
+    n, reps = (100000, 5) if a.quick else (200000, 15)
     n1, n2 = (50000, 100000) if a.quick else (100000, 200000)
     jobs = max(1, min(2, len(ALL_CPUS or [0])))
     only = set(a.only or ["pair-time", "pair-instr", "startup"])

@@ -3,10 +3,12 @@
  *   pair N [REPS] [MODE]
  *
  * Initializes Python, runs a warm-up of N/10+1 pairs, then REPS timed loops of N pairs each
- * (clock_gettime(CLOCK_MONOTONIC) around each loop) and prints one line per loop and a
- * summary:
- *   rep <i> <ns/pair>
- *   RESULT min=<ns/pair> median=<ns/pair> n=<N> reps=<REPS> mode=<MODE>
+ * and prints one line per loop and a summary:
+ *   rep <i> <wall ns/pair> <cpu ns/pair>
+ *   RESULT min=<ns/pair> median=<ns/pair> cpumin=<ns/pair> cpumedian=<ns/pair> n=.. reps=.. mode=..
+ * Wall time is clock_gettime(CLOCK_MONOTONIC); cpu time is CLOCK_THREAD_CPUTIME_ID, which
+ * does not advance while the thread waits for a CPU, so on a loaded machine it is the
+ * steadier of the two (preemption inflates wall time by whole time slices).
  * tools/bench/bench.py parses RESULT. Under callgrind it is run with REPS=1 for two values
  * of N, so the difference of the instruction totals divided by the difference of the pair
  * counts (N + N/10 + 1 each) is the cost of one pair: start-up and finalization cancel.
@@ -36,10 +38,20 @@
 typedef PyThreadState *(*save_fn)(void);
 typedef void (*restore_fn)(PyThreadState *);
 
-static double now_ns(void) {
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double now_ns(clockid_t clk) {
   struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
+  clock_gettime(clk, &t);
   return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+static double median_of(double *r, int reps) {
+  qsort(r, (size_t)reps, sizeof *r, cmp_double);
+  return reps % 2 ? r[reps / 2] : (r[reps / 2 - 1] + r[reps / 2]) / 2;
 }
 
 /* noinline: one place holding the loop, so callgrind_annotate shows it by name. The calls
@@ -52,11 +64,6 @@ __attribute__((noinline)) static void pairs(long n, save_fn save, restore_fn res
     restore(ts);
     __asm__ __volatile__("" : : : "memory");
   }
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
 }
 
 static void describe(void) {
@@ -116,18 +123,20 @@ int main(int argc, char **argv) {
   }
 
   pairs(n / 10 + 1, save, restore);
-  double *r = calloc((size_t)reps, sizeof *r);
-  if (!r) return 2;
+  double *r = calloc((size_t)reps, sizeof *r), *c = calloc((size_t)reps, sizeof *c);
+  if (!r || !c) return 2;
   for (int i = 0; i < reps; i++) {
-    double t0 = now_ns();
+    double t0 = now_ns(CLOCK_MONOTONIC), c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
     pairs(n, save, restore);
-    r[i] = (now_ns() - t0) / (double)n;
-    printf("rep %d %.3f\n", i, r[i]);
+    c[i] = (now_ns(CLOCK_THREAD_CPUTIME_ID) - c0) / (double)n;
+    r[i] = (now_ns(CLOCK_MONOTONIC) - t0) / (double)n;
+    printf("rep %d %.3f %.3f\n", i, r[i], c[i]);
   }
-  qsort(r, (size_t)reps, sizeof *r, cmp_double);
-  double med = reps % 2 ? r[reps / 2] : (r[reps / 2 - 1] + r[reps / 2]) / 2;
-  printf("RESULT min=%.3f median=%.3f n=%ld reps=%d mode=%s\n", r[0], med, n, reps, mode);
+  double rmed = median_of(r, reps), cmed = median_of(c, reps);
+  printf("RESULT min=%.3f median=%.3f cpumin=%.3f cpumedian=%.3f n=%ld reps=%d mode=%s\n", r[0],
+         rmed, c[0], cmed, n, reps, mode);
   free(r);
+  free(c);
   fflush(stdout);
   return Py_FinalizeEx() < 0 ? 1 : 0;
 }

@@ -61,16 +61,23 @@ def hosts():
 
 
 def run_env(cmd, envb):
+    import shutil
     import subprocess
+    import tempfile
+    # In a scratch directory: "stderr " (an almost-right PYFINGUARD_LOG) is a relative
+    # file name, and the guard rightly creates it in the current directory.
+    cwd = tempfile.mkdtemp(prefix="pfg-bad-")
     try:
         p = subprocess.run(cmd, env=envb, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           stdin=subprocess.DEVNULL, timeout=60)
+                           stdin=subprocess.DEVNULL, timeout=60, cwd=cwd)
     except OSError as e:
         if e.errno == errno.E2BIG:
             return "E2BIG", b"", b""
         raise
     except subprocess.TimeoutExpired:
         return "hang", b"", b""
+    finally:
+        shutil.rmtree(cwd, ignore_errors=True)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -87,6 +94,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lib")
     ap.add_argument("--strict", action="store_true")
+    ap.add_argument("--verbose", action="store_true", help="one row per host x variable x value")
     a = ap.parse_args()
     strict = a.strict
     lib = common.find_library(a.lib)
@@ -135,7 +143,20 @@ def main():
                     hname, var, vname, rc, ref[0], "same" if norm(out) == norm(ref[1]) else "DIFFERS",
                     len(warns), other[:3]))
     print("library: %s" % lib)
-    common.table(["host", "variable", "value", "exit status", "warning lines", "result"], rows)
+    if a.verbose:
+        common.table(["host", "variable", "value", "exit status", "warning lines", "result"], rows)
+        print()
+    summary = []
+    for hname in sorted(set(r[0] for r in rows), key=[r[0] for r in rows].index):
+        mine = [r for r in rows if r[0] == hname]
+        ran = [r for r in mine if r[5]]
+        statuses = sorted(set(r[3].split(" (")[0] for r in ran))
+        warn_max = max([int(r[4].split()[0]) for r in ran if r[4]] or [0])
+        summary.append([hname, len(ran), len(mine) - len(ran), ", ".join(statuses),
+                        warn_max, sum(1 for r in ran if r[5] == "FAIL"),
+                        sum(1 for r in ran if r[5].startswith("KNOWN"))])
+    common.table(["host", "cells run", "E2BIG (1 MiB: not passable)", "exit statuses with guard",
+                  "max warning lines", "failed", "known bug"], summary)
     for p in problems:
         print("PROBLEM: " + p)
     n = sum(1 for r in rows if r[5])

@@ -92,6 +92,21 @@ def prepare(it, sc, build_dir):
     return [it.executable, os.path.join(common.HERE, "stress_py.py")], {"PYTHONPATH": moddir}, []
 
 
+REASONS = (("runtime finalizing", "F"), ("runtime finalized", "D"),
+           ("CPython terminating the thread", "X"), ("thread state of an earlier runtime", "S"))
+REPORT = re.compile(r"^pyfinguard: parked thread \d+ '.*' in \w+ \(generation \d+, ([^,]+),", re.M)
+
+
+def reasons(r):
+    """Where the parked threads were caught, from the guard's reports on stderr: which
+    stage of finalization each race reached."""
+    out = {}
+    for why in REPORT.findall(r.err):
+        code = dict(REASONS).get(why, "?")
+        out[code] = out.get(code, 0) + 1
+    return out
+
+
 def classify(r):
     """ok | crash | hang | exit N, and the parked count the program printed."""
     m = re.search(r"^PARKED (-?\d+)(?: pid \d+)?$", r.out, re.M)
@@ -162,7 +177,7 @@ def race(a):
         try:
             argv, extra, tail = prepare(it, sc, a.build_dir)
         except common.build.Unsupported as e:
-            rows.append([it.name, sc, "skipped: %s" % e] + [""] * 8)
+            rows.append([it.name, sc, "skipped: %s" % e] + [""] * 9)
             continue
         jobs = []
         for guard, n in ((True, runs), (False, base_runs)):
@@ -173,6 +188,7 @@ def race(a):
                                                      a.cores if guard else None)))
         stat = {True: {}, False: {}}
         parked_total = parked_runs = 0
+        why = {}
         cell_fail = []
         for guard, cmd, fut in jobs:
             r, (kind, parked) = fut.result()
@@ -181,13 +197,16 @@ def race(a):
             if guard:
                 parked_total += max(parked, 0)
                 parked_runs += parked > 0
+                for k, v in reasons(r).items():
+                    why[k] = why.get(k, 0) + v
                 if kind != "ok":
                     cell_fail.append((kind, cmd, r))
         g, b = stat[True], stat[False]
         other = lambda st: sum(v for k, v in st.items() if k.startswith("exit"))
         ki = known_issue(it, sc)
         rows.append([it.name, sc, runs, g.get("crash", 0), g.get("hang", 0), other(g),
-                     "%d in %d runs" % (parked_total, parked_runs), base_runs,
+                     "%d in %d runs" % (parked_total, parked_runs),
+                     " ".join("%s%d" % (c, why.get(c, 0)) for _, c in REASONS), base_runs,
                      b.get("crash", 0), b.get("hang", 0),
                      (ki.split(":")[0] if ki and (g.get("crash") or g.get("hang") or other(g)) else "")])
         for kind, cmd, r in cell_fail:
@@ -197,8 +216,11 @@ def race(a):
             it.name, sc, dict(sorted(g.items())), dict(sorted(b.items()))), flush=True)
     pool.shutdown()
     print()
+    print("caught at: F = in a GIL call while Py_FinalizeEx runs, past CPython's finalizing point;"
+          " D = after Py_FinalizeEx returned; X = CPython terminating a thread (pthread_exit from"
+          " take_gil); S = a thread state of an earlier runtime (after re-initialization)")
     common.table(["interpreter", "scenario", "runs", "crashes", "hangs", "other exits",
-                  "parked threads", "baseline runs", "baseline crashes", "baseline hangs",
+                  "parked threads", "caught at (F/D/X/S)", "baseline runs", "baseline crashes", "baseline hangs",
                   "reported guard bug"], rows)
     print("\nwall time: %.0f s" % (time.monotonic() - t0))
     for label, recs in (("FAILURE", failures), ("KNOWN", known_fail)):

@@ -217,10 +217,13 @@ __attribute__((visibility("hidden"))) void pfg_hook_pthread_exit(void *retval) {
   uintptr_t caller = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
   if (in_python_text(caller)) {
     uint64_t e = g_epoch.load();
-    // CPython's own flags, not our phase: <= 3.8 also ends every thread normally with
-    // PyThread_exit_thread(), e.g. non-daemon threads finishing while Py_FinalizeEx
-    // waits for them (tests/scenarios/h_ordinary.py).
-    if (t_finalizer_gen != gen_of(e) && runtime_is_finalizing())
+    // CPython's own flags, not our phase, and not a thread at its normal end: <= 3.9
+    // end every thread with PyThread_exit_thread() after deleting its thread state, and
+    // a non-daemon thread may get there just after Py_FinalizeEx, having waited for
+    // it, went on (tests/scenarios/h_ordinary.py). A thread inside one of our
+    // acquiring hooks (window open) is being terminated whatever its TSS says.
+    if (t_finalizer_gen != gen_of(e) && runtime_is_finalizing() &&
+        (t_window || !runtime_thread_ending_normally()))
       park(fn_pthread_exit, e, Reason::thread_exit);
   }
   PFG_REAL(pthread_exit)(retval);

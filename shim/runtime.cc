@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
 #include <pthread.h>
@@ -25,6 +26,8 @@ struct Runtime {
   const char *probe_name;
   const char *(*get_version)(void);
   int (*is_initialized)(void);
+  void *(*this_thread_state)(void);
+  int minor;  // 3.<minor>, from Py_GetVersion() at detection (safe before Py_Initialize)
   bool semantic;
   char ignored[256];  // a second runtime we did not take over (reported)
 };
@@ -85,6 +88,11 @@ void take_over(void *scope, void *anchor) {
   }
   g_rt.get_version = reinterpret_cast<const char *(*)(void)>(lookup(scope, "Py_GetVersion"));
   g_rt.is_initialized = reinterpret_cast<int (*)(void)>(lookup(scope, "Py_IsInitialized"));
+  g_rt.this_thread_state = reinterpret_cast<void *(*)(void)>(lookup(scope, "PyGILState_GetThisThreadState"));
+  if (g_rt.get_version) {
+    const char *v = g_rt.get_version();
+    if (v[0] == '3' && v[1] == '.') g_rt.minor = atoi(v + 2);
+  }
   g_rt.image = idx;
   gate_init();
   g_rt.present.store(true);
@@ -109,6 +117,13 @@ void runtime_detect_in(void *handle) {
 }
 
 bool runtime_present() { return g_rt.present.load(); }
+
+bool runtime_thread_ending_normally() {
+  if (g_rt.minor >= 10 || !g_rt.this_thread_state) return false;
+  // Reads the runtime's TSS slot for this thread (static data, pthread_getspecific):
+  // NULL once the thread deleted its state (and once the runtime dropped its TSS key).
+  return g_rt.this_thread_state() == nullptr;
+}
 
 bool runtime_is_finalizing() {
   // Py_FinalizeEx clears "initialized" at its point of no return, in the same step that

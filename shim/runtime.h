@@ -22,6 +22,11 @@ bool runtime_is_finalizing();
 
 bool runtime_present();
 
+// Is the calling thread at its normal end? CPython <= 3.9 ends every thread with
+// PyThread_exit_thread() after deleting its thread state (t_bootstrap; bpo-44434 removed
+// that call in 3.10). False on 3.10+, where only finalization calls it.
+bool runtime_thread_ending_normally();
+
 // pyfinguard_describe(): "key: value" lines and one "cover <fn> <mech> <why>" per function.
 int runtime_describe(char *buf, size_t size);
 

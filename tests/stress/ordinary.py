@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Ordinary shutdowns print and park nothing with the guard.
+
+    tests/stress/stress.py ordinary [--only NAME...]
+
+Each program of ordinary_progs.py (non-daemon threads that wake and end while
+Py_FinalizeEx joins them, an atexit handler that runs a thread, a subprocess, a fork whose
+child joins a thread at exit, ...) runs on every python executable without and with the
+guard. With the guard: the same exit status, the same stdout, and not one "pyfinguard"
+line on stderr (nothing parked, no summary). A thread parked in an ordinary shutdown is a
+guard bug (it is also a behaviour change: CPython's own tests assert an empty stderr).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+PROGS = ["nondaemon-joined", "nondaemon-many", "atexit-thread", "daemon-finished", "subprocess",
+         "fork-exit"]
+# Reported guard bug: on CPython <= 3.8 a Python thread ends through PyThread_exit_thread()
+# -> pthread_exit(); when that happens while Py_FinalizeEx joins non-daemon threads (phase
+# FINALIZING, before CPython's finalizing point) the pthread_exit hook parks it.
+# Any program whose threads end during finalization shows it (joined non-daemon threads,
+# a thread started by an atexit handler, a daemon thread whose join returned just before
+# exit, a forked child's thread): recognised by every report naming pthread_exit.
+K6_VERSIONS = ("3.6.", "3.7.", "3.8.")
+
+
+def known(it, prog, parked, g, b):
+    if it.version_str.startswith(K6_VERSIONS) and parked and g.rc == b.rc and g.out == b.out \
+            and all(" in pthread_exit " in l for l in parked):
+        return "K6"
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lib")
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--strict", action="store_true", help="known guard bugs fail too")
+    a = ap.parse_args()
+    lib = common.find_library(a.lib)
+    usable, _ = common.pick_interpreters(a.only)
+    rows, problems, known_hits = [], [], []
+    for it in [i for i in usable if i.can_run_programs]:
+        for prog in PROGS:
+            cmd = [it.executable, os.path.join(common.HERE, "ordinary_progs.py"), prog]
+            b = common.run(cmd, common.guard_env(lib, False), 60)
+            g = common.run(cmd, common.guard_env(lib, True), 60)
+            lines = [l for l in g.err.splitlines() if l.startswith("pyfinguard")]
+            parked = [l for l in lines if l.startswith("pyfinguard: parked thread")]
+            ok = g.rc == b.rc and g.out == b.out and not lines and not g.hung
+            k = known(it, prog, parked, g, b) if not ok and not a.strict else None
+            rows.append([it.name, prog, b.describe(), g.describe(), "same" if g.out == b.out else "DIFFERS",
+                         len(parked), len(lines), "ok" if ok else ("KNOWN " + k if k else "FAIL")])
+            if not ok:
+                rec = "%s %s: without %s, with %s, %d pyfinguard line(s): %s" % (
+                    it.name, prog, b.describe(), g.describe(), len(lines), (lines[:1] or [""])[0][:160])
+                (known_hits if k else problems).append(rec)
+    common.table(["interpreter", "program", "without", "with", "stdout", "parked", "pyfinguard lines",
+                  "result"], rows)
+    for p in problems:
+        print("PROBLEM: " + p)
+    for p in known_hits:
+        print("KNOWN (K6, reported): " + p)
+    print("%d passed, %d failed" % (len(rows) - len(problems), len(problems)))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -240,9 +240,11 @@ def race(a):
             print("  " + k)
     if failures:
         print("\n%d failing run(s) with the guard" % len(failures))
-    print("%d passed, %d failed" % (sum(1 for r in rows if isinstance(r[2], int)) -
-                                    len({(f[0].name, f[1]) for f in failures}),
-                                    len({(f[0].name, f[1]) for f in failures})))
+    failed_cells = {(f[0].name, f[1]) for f in failures}
+    known_cells = {(f[0].name, f[1]) for f in known_fail} - failed_cells
+    ran = sum(1 for r in rows if isinstance(r[2], int))
+    print("%d passed, %d failed, %d known (cells with a reported guard bug, not counted)" % (
+        ran - len(failed_cells) - len(known_cells), len(failed_cells), len(known_cells)))
     return 1 if failures else 0
 
 

@@ -63,9 +63,17 @@ void heavy_barrier() {
   // Fallback (folly's asymmetricHeavyBarrier does the same): changing a page's
   // protection makes the kernel shoot down TLBs with IPIs on every CPU running one of
   // our threads, which serializes them.
-  static char *page = static_cast<char *>(
-      mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-  if (page == MAP_FAILED) return;
+  // (A plain global, not a function-local static: that would need __cxa_guard_* and
+  // so libstdc++, which costs every guarded process ~1M instructions to load.)
+  static std::atomic<char *> g_page{nullptr};
+  char *page = g_page.load();
+  if (!page) {
+    void *p = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return;
+    char *expected = nullptr;
+    if (g_page.compare_exchange_strong(expected, static_cast<char *>(p))) page = static_cast<char *>(p);
+    else munmap(p, 4096), page = expected;
+  }
   *reinterpret_cast<volatile char *>(page) = 0;
   mprotect(page, 4096, PROT_READ);
   mprotect(page, 4096, PROT_READ | PROT_WRITE);

@@ -58,6 +58,7 @@ int find_image(struct dl_phdr_info *info, size_t, void *data) {
 // glibc rewrites the d_ptr of most tags to absolute addresses when it loads an object;
 // be correct either way.
 uintptr_t dyn_ptr(const Image &im, uintptr_t v) { return v < im.bias ? v + im.bias : v; }
+uint64_t relocated_fns(const Image &im);
 }  // namespace
 
 Coverage g_cover[fn_count];
@@ -72,6 +73,7 @@ int image_add(const void *addr, bool *is_new) {
     if (g_images[i].bias == lk.out.bias && g_images[i].text_lo[0] == lk.out.text_lo[0]) return i;
   if (n == kMaxImages) return -1;
   g_images[n] = lk.out;
+  g_images[n].relocated = relocated_fns(g_images[n]);
   g_nimages.store(n + 1, std::memory_order_release);
   *is_new = true;
   return n;
@@ -87,38 +89,95 @@ bool in_python_text(uintptr_t pc) {
   return false;
 }
 
-bool binds_via_relocation(const Image &im, const char *sym) {
-  if (!im.dynamic) return false;
+namespace {
+
+struct DynInfo {
   const ElfW(Sym) *symtab = nullptr;
   const char *strtab = nullptr;
+  const uint32_t *gnu_hash = nullptr;
   uintptr_t rela[2] = {0, 0}, relasz[2] = {0, 0};
+};
+
+DynInfo dyn_info(const Image &im) {
+  DynInfo di;
+  if (!im.dynamic) return di;
   for (auto *d = reinterpret_cast<const ElfW(Dyn) *>(im.dynamic); d->d_tag != DT_NULL; ++d) {
     switch (d->d_tag) {
-      case DT_SYMTAB: symtab = reinterpret_cast<const ElfW(Sym) *>(dyn_ptr(im, d->d_un.d_ptr)); break;
-      case DT_STRTAB: strtab = reinterpret_cast<const char *>(dyn_ptr(im, d->d_un.d_ptr)); break;
-      case DT_JMPREL: rela[0] = dyn_ptr(im, d->d_un.d_ptr); break;
-      case DT_PLTRELSZ: relasz[0] = d->d_un.d_val; break;
-      case DT_RELA: rela[1] = dyn_ptr(im, d->d_un.d_ptr); break;
-      case DT_RELASZ: relasz[1] = d->d_un.d_val; break;
+      case DT_SYMTAB: di.symtab = reinterpret_cast<const ElfW(Sym) *>(dyn_ptr(im, d->d_un.d_ptr)); break;
+      case DT_STRTAB: di.strtab = reinterpret_cast<const char *>(dyn_ptr(im, d->d_un.d_ptr)); break;
+      case DT_GNU_HASH: di.gnu_hash = reinterpret_cast<const uint32_t *>(dyn_ptr(im, d->d_un.d_ptr)); break;
+      case DT_JMPREL: di.rela[0] = dyn_ptr(im, d->d_un.d_ptr); break;
+      case DT_PLTRELSZ: di.relasz[0] = d->d_un.d_val; break;
+      case DT_RELA: di.rela[1] = dyn_ptr(im, d->d_un.d_ptr); break;
+      case DT_RELASZ: di.relasz[1] = d->d_un.d_val; break;
     }
   }
-  if (!symtab || !strtab) return false;
-  for (int t = 0; t < 2; ++t) {
-    auto *r = reinterpret_cast<const ElfW(Rela) *>(rela[t]);
-    for (size_t i = 0; r && i < relasz[t] / sizeof(ElfW(Rela)); ++i) {
-      size_t s = ELF64_R_SYM(r[i].r_info);
-      if (s && strcmp(strtab + symtab[s].st_name, sym) == 0) return true;
-    }
-  }
-  return false;
+  return di;
 }
 
-size_t symbol_size(const void *addr) {
-  Dl_info di;
-  void *ent = nullptr;
-  if (!dladdr1(addr, &di, &ent, RTLD_DL_SYMENT) || !ent) return 0;
-  const auto *sym = static_cast<const ElfW(Sym) *>(ent);
-  return di.dli_saddr == addr ? sym->st_size : 0;
+uint32_t gnu_hash(const char *s) {
+  uint32_t h = 5381;
+  for (; *s; ++s) h = h * 33 + uint8_t(*s);
+  return h;
+}
+
+// Index of the defined symbol name in the image's .dynsym (GNU hash table), or 0.
+uint32_t gnu_lookup(const DynInfo &di, const char *name) {
+  if (!di.gnu_hash || !di.symtab || !di.strtab || !di.gnu_hash[0]) return 0;
+  const uint32_t nbuckets = di.gnu_hash[0], symoffset = di.gnu_hash[1];
+  const uint32_t bloom_size = di.gnu_hash[2];
+  const auto *bloom = reinterpret_cast<const ElfW(Addr) *>(di.gnu_hash + 4);
+  const uint32_t *buckets = reinterpret_cast<const uint32_t *>(bloom + bloom_size);
+  const uint32_t *chain = buckets + nbuckets;
+  const uint32_t h = gnu_hash(name);
+  for (uint32_t i = buckets[h % nbuckets]; i >= symoffset && i != 0; ++i) {
+    const uint32_t ch = chain[i - symoffset];
+    if ((ch | 1) == (h | 1) && strcmp(di.strtab + di.symtab[i].st_name, name) == 0) return i;
+    if (ch & 1) break;
+  }
+  return 0;
+}
+
+// One pass over the relocations, comparing symbol indices with those of the C API
+// functions we intercept (found through the hash table): no string compares per
+// relocation. A function the image calls itself through its PLT is defined by it, so
+// it is in its hash table.
+uint64_t relocated_fns(const Image &im) {
+  DynInfo di = dyn_info(im);
+  // Symbol index -> function, for the functions the image defines (at most a few
+  // dozen indices), so each relocation costs one array probe.
+  constexpr uint32_t kSlots = 1 << 16;
+  static uint8_t which[kSlots];  // 0: none, else f + 1. Detection runs under a mutex.
+  uint32_t index[fn_count];
+  for (int f = 0; f < fn_count; ++f) {
+    index[f] = kFns[f].python ? gnu_lookup(di, kFns[f].name) : 0;
+    if (index[f] && index[f] < kSlots) which[index[f]] = uint8_t(f + 1);
+  }
+  uint64_t bits = 0;
+  for (int t = 0; t < 2; ++t) {
+    auto *r = reinterpret_cast<const ElfW(Rela) *>(di.rela[t]);
+    for (size_t i = 0; r && i < di.relasz[t] / sizeof(ElfW(Rela)); ++i) {
+      uint32_t s = uint32_t(ELF64_R_SYM(r[i].r_info));
+      if (s && s < kSlots) {
+        if (which[s]) bits |= uint64_t(1) << (which[s] - 1);
+      } else if (s) {
+        for (int f = 0; f < fn_count; ++f)
+          if (index[f] == s) bits |= uint64_t(1) << f;
+      }
+    }
+  }
+  for (int f = 0; f < fn_count; ++f)
+    if (index[f] < kSlots) which[index[f]] = 0;
+  return bits;
+}
+
+}  // namespace
+
+size_t symbol_size(const Image &im, const char *name, const void *addr) {
+  DynInfo di = dyn_info(im);
+  uint32_t i = gnu_lookup(di, name);
+  if (!i || im.bias + di.symtab[i].st_value != reinterpret_cast<uintptr_t>(addr)) return 0;
+  return di.symtab[i].st_size;
 }
 
 const char *mech_name(Mech m) {
@@ -134,11 +193,11 @@ const char *mech_name(Mech m) {
 void cover(Fn f, void *def, const Image &im, bool precedes_us, bool semantic) {
   Coverage &c = g_cover[f];
   const char *base = strrchr(im.path, '/') ? strrchr(im.path, '/') + 1 : im.path;
-  if (!precedes_us && (semantic || binds_via_relocation(im, kFns[f].name))) {
+  if (!precedes_us && (semantic || binds_via_relocation(im, f))) {
     set_real(f, def);
     c.mech = Mech::interpose;
     snprintf(c.why, sizeof c.why, "%s %s", base,
-             binds_via_relocation(im, kFns[f].name)
+             binds_via_relocation(im, f)
                  ? "calls it through a relocation, the guard's definition wins"
                  : "never calls it itself (semantic interposition on), callers bind to the guard");
     return;
@@ -151,7 +210,7 @@ void cover(Fn f, void *def, const Image &im, bool precedes_us, bool semantic) {
     snprintf(c.why, sizeof c.why, "%s (%s); PYFINGUARD_PATCH=off", base, who);
     return;
   }
-  patch::Result r = patch::install(def, symbol_size(def), kFns[f].hook,
+  patch::Result r = patch::install(def, symbol_size(im, kFns[f].name, def), kFns[f].hook,
                                    reinterpret_cast<void **>(&g_real[f]));
   if (r.ok) {
     c.mech = Mech::entry_patch;

@@ -14,6 +14,7 @@ struct Image {
   bool is_exe;           // the main program
   int ntext;
   uintptr_t text_lo[4], text_hi[4];  // executable PT_LOAD segments
+  uint64_t relocated;    // bit f: the image references kFns[f] through a relocation
   char path[256];
 };
 
@@ -28,12 +29,15 @@ const Image &image_at(int i);
 // async-signal-safe: images are appended, fully written before the count is published.
 bool in_python_text(uintptr_t pc);
 
-// Does the image reference sym through a relocation (PLT slot or GOT entry)? Then the
-// image's own calls go through the dynamic linker and reach an interposer.
-bool binds_via_relocation(const Image &im, const char *sym);
+// Does the image reference f through a relocation (PLT slot or GOT entry)? Then the
+// image's own calls go through the dynamic linker and reach an interposer. Computed in
+// one pass over the relocation tables when the image is added.
+inline bool binds_via_relocation(const Image &im, Fn f) { return im.relocated >> f & 1; }
 
-// st_size of the symbol at addr (0 when unknown).
-size_t symbol_size(const void *addr);
+// st_size of the exported function name defined at addr in im (0 when unknown), looked
+// up through the image's GNU hash table: dladdr1(RTLD_DL_SYMENT) walks the whole symbol
+// table, which cost 1.6M instructions per start-up of the static python.
+size_t symbol_size(const Image &im, const char *name, const void *addr);
 
 enum class Mech { absent, interpose, entry_patch, none };
 const char *mech_name(Mech m);

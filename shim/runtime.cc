@@ -62,12 +62,11 @@ void take_over(void *scope, void *anchor) {
   // PyEval_RestoreThread is called from inside every libpython (os.read, time.sleep,
   // PyGILState_Ensure): a relocation for it means the library was built with semantic
   // interposition; none means -fno-semantic-interposition (Debian, Fedora, Docker).
-  g_rt.semantic = !precedes_us && binds_via_relocation(im, "PyEval_RestoreThread");
+  g_rt.semantic = !precedes_us && binds_via_relocation(im, fn_PyEval_RestoreThread);
   for (int i = 0; i < fn_count; ++i) {
     if (!kFns[i].python) continue;
     void *def = lookup(scope, kFns[i].name);
-    Dl_info di;
-    if (!def || !dladdr(def, &di) || !in_python_text(reinterpret_cast<uintptr_t>(def))) {
+    if (!def || !in_python_text(reinterpret_cast<uintptr_t>(def))) {
       g_cover[i].mech = Mech::absent;
       snprintf(g_cover[i].why, sizeof g_cover[i].why, "not defined by this CPython");
       continue;

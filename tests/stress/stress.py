@@ -68,11 +68,13 @@ KNOWN = {
 }
 
 
-def cells(its, only):
+def cells(its, only, scenarios=None):
     out = []
     for it in its:
         for sc in SCENARIOS:
             if only and not any(o in sc or o in it.name for o in only):
+                continue
+            if scenarios and sc not in scenarios:
                 continue
             if sc.startswith("embed") and not it.can_embed:
                 continue
@@ -165,7 +167,7 @@ def race(a):
     runs = a.runs or (1000 if a.long else 25)
     base_runs = a.baseline_runs if a.baseline_runs is not None else max(4, runs // 5)
     usable, skipped = common.pick_interpreters()
-    todo = cells(usable, a.only)
+    todo = cells(usable, a.only, a.scenario)
     print("library: %s" % lib)
     print("seed: %d (run i uses seed %d+i; repeat with --seed %d)" % (seed, seed, seed))
     print("runs per cell: %d with the guard, %d without" % (runs, base_runs))
@@ -262,6 +264,7 @@ def main():
     ap.add_argument("--baseline-runs", type=int, help="runs per cell without the guard (default runs/5)")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--only", nargs="*", help="substrings of scenario or interpreter names")
+    ap.add_argument("--scenario", nargs="*", choices=SCENARIOS, help="only these scenarios")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--timeout", type=float, default=TIMEOUT)
     ap.add_argument("--strict", action="store_true", help="known guard bugs fail too")

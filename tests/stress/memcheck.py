@@ -57,6 +57,10 @@ def main():
     ap.add_argument("--save", metavar="DIR", help="keep each valgrind log here")
     a = ap.parse_args()
     lib = common.find_library(a.lib)
+    import shutil
+    if shutil.which("valgrind") is None:
+        print("valgrind not installed (apt-get install valgrind): memcheck skipped")
+        return 77  # meson's "skipped"
     usable, _ = common.pick_interpreters(a.only)
     its = [i for i in usable if i.can_embed]
     if not a.all and not a.only:

@@ -3,7 +3,8 @@
  *
  * docs/model.md explains the model, its abstractions, the properties and the runs;
  * shim/model/run.py runs every configuration.  Names in comments are the C++ functions
- * in shim/hooks.cc, shim/state.cc and shim/park.cc that each piece models.
+ * in shim/hooks.cc, shim/state.cc, shim/gate.cc and shim/park.cc (as of commit 2de512a)
+ * that each piece models.
  *
  * Selected with -D on the spin command line:
  *   PYGEN   38  CPython <= 3.8   (exit_thread_if_finalizing after acquiring the GIL;
@@ -17,7 +18,9 @@
  *   ASCODED the guard exactly as shim/ is written today (the findings in docs/model.md);
  *           without it, the guard with the fixes proposed there
  *   ASSUME_* environment assumptions that exclude windows the guard cannot close
- *           (all on by default; GAP_* turns one off)
+ *           (on by default; GAP_* turns one off)
+ *   NO_GATE the protocol before commit 2de512a (no windows, drain or admission gate)
+ *   CPY_FIN_RESET  CPython clears its finalizing flag on the way out of Py_FinalizeEx
  *   MUT_*   mutants: one check, store or step of the protocol dropped or reordered
  */
 
@@ -39,9 +42,9 @@
 #ifndef MUT_NO_HANG_HOOK
 #define FIX_HANG_HOOK     /* F3: PyThread_hang_thread (3.14) is intercepted and parks */
 #endif
-#ifndef MUT_NO_STUCK_JOIN
-#define FIX_STUCK_JOIN    /* F1: join completes for a target stuck in a dead <=3.8 GIL */
-#endif
+/* F1 (join of a thread stuck in a finalized <= 3.8 runtime's take_gil) needed a fix
+ * before the gate; with the gate's drain no hooked thread is left in take_gil at the
+ * point of no return. -DFIX_STUCK_JOIN models that fix; the results do not change. */
 #ifndef MUT_INIT_EARLY
 #define FIX_INIT_AFTER    /* F7: the new generation is announced after Py_Initialize returns */
 #endif
@@ -54,7 +57,7 @@
 #ifndef GAP_UNSTARTED
 #define ASSUME_STARTED_REINIT     /* F6: every thread of gen 1 started before re-init */
 #endif
-#ifndef GAP_ENSURE_WINDOW
+#if defined(NO_GATE) && !defined(GAP_ENSURE_WINDOW)
 #define ASSUME_ENSURE_WINDOW      /* G1: guard check + Ensure's first read not split */
 #endif
 #ifndef GAP_TAKE_GIL_WINDOW
@@ -92,16 +95,23 @@
 #define FIN_EXIT 1  /* CPython terminates the thread because of finalization */
 #define NORMAL   2  /* <= 3.8 t_bootstrap's own PyThread_exit_thread() at thread end */
 
-/* ---- the guard's shared state (shim/state.h, shim/park.h) */
+/* runtime_is_finalizing(): !Py_IsInitialized() || CPython's finalizing flag */
+#define PROBE (!rt_init || rt_fin)
+
+/* ---- the guard's shared state (shim/state.h, shim/park.h, shim/gate.h) */
 byte g_epoch = EPOCH(1, RUNNING);
 byte parked_count;          /* g_parked_count */
 bool parked[NPROC];         /* the g_parked registry (is_parked_thread) */
 byte acq_gen[NPROC];        /* FIX_STUCK_JOIN: generation of a guarded acquisition in progress */
+bool window[NPROC];         /* t_window (gate.h): inside a real acquiring call */
+bool released;              /* g_released: the finalizer waits with the GIL released */
+byte inflight;              /* g_inflight: admitted threads still inside the real call */
 
 /* ---- CPython's state */
 byte rt_gen = 1;            /* generation of the runtime CPython is running */
 bool rt_fin;                /* _PyRuntime finalizing != NULL: the point of no return */
 bool rt_alive = 1;          /* interpreter + gilstate (autoInterpreterState) not freed */
+bool rt_init = 1;           /* Py_IsInitialized(): cleared at the point of no return */
 byte gil;                   /* holder pid + 1, GIL_FREE or GIL_DEAD */
 byte mem_owner[NSLOT];      /* thread-state memory: owner pid + 1, 0 = free */
 byte mem_gen[NSLOT];        /* generation the thread state was allocated in */
@@ -129,14 +139,58 @@ inline run_python() {
 /* park() in shim/park.cc: record, block all signals, futex-wait forever. */
 inline park() {
   assert(_pid != MAIN);                          /* P3: the finalizing thread is never parked */
-  atomic { parked[_pid] = 1; parked_count++; acq_gen[_pid] = 0; in_cpython[_pid] = 0 };
+  atomic {
+    parked[_pid] = 1; parked_count++; acq_gen[_pid] = 0; in_cpython[_pid] = 0;
+    window[_pid] = 0;                    /* gate_forget_this_thread() */
+    if :: admitted -> admitted = 0; inflight-- :: else fi
+  };
   goto end_parked
 }
 
-/* decide() in shim/hooks.cc; e is the caller's load of g_epoch, ts NONE for nullptr. */
-inline decide(ts) {
+/* gate_admit() (shim/gate.cc): during FINALIZING a thread enters the real acquiring
+ * call only while the finalizer waits with the GIL released. */
+inline gate_admit() {
+  do
+  :: atomic { admitted = 1; inflight++ };
+#ifdef MUT_ADMIT_IGNORES_RELEASED
+     ok = 1;
+#else
+     ok = released;
+#endif
+     if :: ok -> ok = (g_epoch == e) :: else fi;
+     if :: ok -> ok = !PROBE :: else fi;
+     if
+     :: ok -> window[_pid] = 1; break    /* admitted: gate_leave() after the real call */
+     :: else ->
+        atomic { admitted = 0; inflight-- };   /* leave() */
+        window[_pid] = 0;
+        if :: g_epoch != e -> park() :: else -> skip fi;
+        if :: PROBE -> park() :: else -> skip fi;
+        /* futex_wait(g_released, 0, 10 ms): re-check when it changes or times out */
+        (released || g_epoch != e || PROBE)
+     fi
+  od
+}
+
+/* decide() in shim/hooks.cc; e is the caller's load of g_epoch, ts NONE for nullptr,
+ * acq: the call takes the GIL. */
+inline decide(ts, acq) {
   if
-  :: t_fin_gen == GEN(e) -> skip                                     /* 1. finalizer */
+  :: t_fin_gen == GEN(e) ->                                          /* 1. finalizer */
+#ifndef NO_GATE
+     if
+     :: acq && PHASE(e) == FINALIZING ->
+        released = 0;                    /* gate_finalizer_reacquiring() */
+#ifndef MUT_NO_REACQUIRE_WAIT
+        (inflight == 0)
+#else
+        skip
+#endif
+     :: else -> skip
+     fi
+#else
+     skip
+#endif
   :: else ->
      if
 #ifndef MUT_NO_STALE_RULE
@@ -151,9 +205,15 @@ inline decide(ts) {
            skip
 #else
            if
-           :: rt_fin -> park()           /* runtime_is_finalizing() */
+           :: PROBE -> park()            /* runtime_is_finalizing() */
            :: else -> skip
+           fi;
+#ifndef NO_GATE
+           if
+           :: acq -> gate_admit()
+           :: else -> skip               /* PyGILState_Release: holds the GIL already */
            fi
+#endif
 #endif
         :: PHASE(e) == FINALIZED -> park()                           /* 5. */
         fi
@@ -167,6 +227,11 @@ inline decide(ts) {
 /* The hook's load of g_epoch.  my_late is a ghost: was CPython past its point of no
  * return (or its runtime freed) at the instant of the load, and is this thread not the
  * finalizer?  Such a thread must end parked. */
+#if defined(NO_GATE) || defined(MUT_NO_WINDOW)
+#define WINDOW_OPEN skip
+#else
+#define WINDOW_OPEN window[_pid] = 1     /* window_open(), before the load */
+#endif
 #define LOAD_EPOCH(acq) \
   atomic { e = g_epoch; my_late = (rt_fin || !rt_alive) && t_fin_gen != rt_gen && _pid != MAIN; \
            started[_pid] = 1; in_cpython[_pid] = acq }
@@ -174,7 +239,7 @@ inline decide(ts) {
 /* pthread_exit hook (pfg_hook_pthread_exit); CPython's caller is always in its image. */
 inline pthread_exit_hook(why) {
   e = g_epoch;
-  fin_seen = rt_fin;                     /* runtime_is_finalizing() */
+  fin_seen = PROBE;                      /* runtime_is_finalizing() */
   if
 #ifdef MUT_NO_EXIT_HOOK
   :: false -> skip
@@ -260,7 +325,13 @@ inline save_thread() {
 #ifdef MUT_SAVE_AFTER
   LOAD_EPOCH(0);
 #endif
-  h_ts = my_ts; h_epoch = e
+  h_ts = my_ts; h_epoch = e;
+#ifndef NO_GATE
+  if                                     /* gate_finalizer_released() */
+  :: PHASE(e) == FINALIZING && t_fin_gen == GEN(e) -> released = 1
+  :: else -> skip
+  fi
+#endif
 }
 
 /* handle_current(e) */
@@ -269,6 +340,9 @@ inline save_thread() {
 #else
 #define HANDLE_CURRENT (h_epoch == e && PHASE(e) == RUNNING)
 #endif
+
+/* window_close(); if (admitted) gate_leave(); */
+#define GATE_LEAVE atomic { window[_pid] = 0; if :: admitted -> admitted = 0; inflight-- :: else fi }
 
 #ifdef FIX_STUCK_JOIN
 #define ACQ_BEGIN acq_gen[_pid] = GEN(e)
@@ -280,9 +354,10 @@ inline save_thread() {
 
 /* pfg_hook_PyEval_RestoreThread / pfg_hook_PyEval_AcquireThread (same policy). */
 #define RESTORE_THREAD(ts, n) \
+  WINDOW_OPEN; \
   LOAD_EPOCH(1); ACQ_BEGIN; \
   if \
-  :: !HANDLE_CURRENT -> decide(ts) \
+  :: !HANDLE_CURRENT -> decide(ts, 1) \
   :: else -> skip \
   fi; \
   PASSED(); \
@@ -291,6 +366,7 @@ inline save_thread() {
   :: else -> skip \
   fi; \
   TAKE_GIL(ts, n);            /* real PyEval_RestoreThread: take_gil + swap */ \
+  GATE_LEAVE; \
   ACQ_END
 
 /* The main thread lets other threads run: Py_BEGIN/END_ALLOW_THREADS around I/O, the
@@ -347,7 +423,7 @@ inline alloc_ts() {
  */
 active proctype Main() {
   byte e, h_ts = NONE, h_epoch, t_fin_gen, my_ts = 0;
-  bool my_late, fin_seen;
+  bool my_late, fin_seen, admitted, ok;
 
   atomic {
     mem_owner[0] = MAIN + 1; mem_gen[0] = 1;    /* main's thread state */
@@ -371,6 +447,17 @@ active proctype Main() {
 #endif
   :: else -> skip
   fi;
+#if !defined(NO_GATE) && !defined(MUT_NO_DRAIN)
+  /* gate_drain_windows(): membarrier, then let every window opened before the store
+   * close, with the GIL released through the real PyEval_SaveThread (the gate stays shut) */
+  if
+  :: window[WORK] || window[NAT] ->
+     USE_TS(my_ts); gil = GIL_FREE;
+     (!window[WORK] && !window[NAT]);
+     TAKE_GIL(my_ts, m0)
+  :: else -> skip
+  fi;
+#endif
   /* real Py_FinalizeEx */
   if
   :: MAIN_WINDOW(m2)       /* wait_for_thread_shutdown, atexit: threads still run */
@@ -378,7 +465,7 @@ active proctype Main() {
   fi;
 #ifndef MUT_CPY_FREE_FIRST
 #ifndef MUT_CPY_NO_FINALIZING
-  rt_fin = 1;                                   /* _PyRuntimeState_SetFinalizing */
+  atomic { rt_fin = 1; rt_init = 0 };           /* _PyRuntimeState_SetFinalizing, initialized = 0 */
 #endif
   if
   :: MAIN_WINDOW(m3)       /* GC / __del__ doing I/O after the point of no return */
@@ -395,9 +482,13 @@ active proctype Main() {
 #endif
   };
 #ifdef MUT_CPY_FREE_FIRST
-  rt_fin = 1;
+  atomic { rt_fin = 1; rt_init = 0 };
+#endif
+#ifdef CPY_FIN_RESET
+  rt_fin = 0;                                   /* _PyRuntimeState_Fini on the way out */
 #endif
   g_epoch = EPOCH(GEN(g_epoch), FINALIZED);    /* end_finalizing() */
+  released = 0;                                 /* gate_phase_changed() */
 
 #if REINIT
   if
@@ -415,18 +506,18 @@ active proctype Main() {
      t_fin_gen = GEN(e);
 #else
      if
-     :: PHASE(e) != RUNNING -> g_epoch = EPOCH(NEXT_GEN, RUNNING)
+     :: PHASE(e) != RUNNING -> g_epoch = EPOCH(NEXT_GEN, RUNNING); released = 0
      :: else -> skip
      fi;
 #endif
      atomic {                                   /* real Py_Initialize */
-       rt_gen++; rt_fin = 0; rt_alive = 1;
+       rt_gen++; rt_fin = 0; rt_alive = 1; rt_init = 1;
        alloc_ts();                              /* may reuse a freed address */
        gil = MAIN + 1
      };
 #ifdef FIX_INIT_AFTER
      if
-     :: PHASE(e) != RUNNING -> g_epoch = EPOCH(NEXT_GEN, RUNNING)
+     :: PHASE(e) != RUNNING -> g_epoch = EPOCH(NEXT_GEN, RUNNING); released = 0
      :: else -> skip
      fi;
 #endif
@@ -454,7 +545,7 @@ hung:
  */
 active proctype Worker() {
   byte e, h_ts = NONE, h_epoch, t_fin_gen, my_ts = 1;
-  bool my_late, fin_seen;
+  bool my_late, fin_seen, admitted, ok;
 
   inited;
   RESTORE_THREAD(my_ts, w1);                    /* PyEval_AcquireThread in t_bootstrap */
@@ -497,16 +588,17 @@ finish:
  */
 active proctype Native() {
   byte e, h_ts = NONE, h_epoch, t_fin_gen, my_ts = NONE;
-  bool my_late, fin_seen;
+  bool my_late, fin_seen, admitted, ok;
 
   inited;
   /* pfg_hook_PyGILState_Ensure */
+  WINDOW_OPEN;
 #ifdef ASSUME_ENSURE_WINDOW
   atomic {
 #endif
   LOAD_EPOCH(1); ACQ_BEGIN;
   if
-  :: PHASE(e) != RUNNING -> decide(NONE)
+  :: PHASE(e) != RUNNING -> decide(NONE, 1)
   :: else -> skip
   fi;
   PASSED();
@@ -517,12 +609,13 @@ active proctype Native() {
   };
 #endif
   TAKE_GIL(my_ts, n1);                          /* its PyEval_RestoreThread (t_in_gilstate) */
+  GATE_LEAVE;
   ACQ_END;
   run_python();
   /* pfg_hook_PyGILState_Release */
   LOAD_EPOCH(0);
   if
-  :: PHASE(e) != RUNNING -> decide(NONE)
+  :: PHASE(e) != RUNNING -> decide(NONE, 0)
   :: else -> skip
   fi;
   PASSED();

@@ -40,9 +40,9 @@ class Config:
 # name, -D flags, expectation, what it is.  docs/model.md describes each one.
 CONFIGS = [
     Config("protocol", [], "verify",
-           "the protocol (docs/design.md with the fixes of docs/model.md) under assumptions A1-A4"),
+           "the protocol of shim/ (gate included) with the fixes F3 F4 F5 F7, under assumptions A1 A2 A4"),
     Config("ascoded", ["ASCODED"], "counterexample",
-           "shim/*.cc as committed when the model was written (findings F1, F3, F4, F5, F7)"),
+           "shim/*.cc as of 2de512a, without the proposed fixes (findings F3, F4, F5, F7)"),
     # Mutants of the guard: each drops or reorders one check or store.
     Config("mut-save-after", ["MUT_SAVE_AFTER"], "counterexample",
            "PyEval_SaveThread hook loads g_epoch after calling the real function"),
@@ -70,13 +70,21 @@ CONFIGS = [
            "plain pthread_join whenever nothing is parked and the phase is RUNNING (F5, as coded)"),
     Config("mut-exit-phase", ["MUT_EXIT_PHASE"], "counterexample",
            "pthread_exit hook parks whenever phase != RUNNING (F4, as coded)", ("38",)),
-    Config("mut-no-stuck-join", ["MUT_NO_STUCK_JOIN"], "counterexample",
-           "join of a thread stuck in a finalized <= 3.8 runtime's take_gil (F1, as coded)", ("38",)),
+    Config("mut-no-gate", ["NO_GATE", "GAP_ENSURE_WINDOW"], "counterexample",
+           "no admission gate, no windows, no drain (the protocol before 2de512a): gh-124619"),
+    Config("mut-no-drain", ["MUT_NO_DRAIN"], "counterexample",
+           "Py_FinalizeEx hook does not drain the windows opened before FINALIZING"),
+    Config("mut-no-window", ["MUT_NO_WINDOW"], "counterexample",
+           "acquiring hooks do not open their window before loading g_epoch"),
+    Config("mut-no-reacquire-wait", ["MUT_NO_REACQUIRE_WAIT"], "counterexample",
+           "the finalizer takes the GIL back without waiting for admitted threads"),
+    Config("mut-admit-ignores-released", ["MUT_ADMIT_IGNORES_RELEASED"], "counterexample",
+           "gate_admit() admits while the finalizer holds the GIL"),
     # Mutants of CPython's sequence: steps the guard relies on.
     Config("mut-cpy-no-finalizing", ["MUT_CPY_NO_FINALIZING"], "counterexample",
            "CPython never sets its finalizing flag (or the probe cannot read it)"),
     Config("mut-cpy-free-first", ["MUT_CPY_FREE_FIRST"], "counterexample",
-           "CPython frees thread states before setting its finalizing flag"),
+           "CPython frees thread states before setting its finalizing flag", ("313", "314")),
     Config("mut-cpy-no-first-check", ["MUT_CPY_NO_FIRST_CHECK"], "counterexample",
            "take_gil without its check before waiting", ("313", "314")),
     # Gaps: windows the guard cannot close; each assumption is shown to matter.
@@ -84,8 +92,8 @@ CONFIGS = [
            "A1 lifted: Py_Initialize while an old thread is inside CPython's GIL acquisition (F2)"),
     Config("gap-unstarted", ["GAP_UNSTARTED"], "counterexample",
            "A2 lifted: a gen-1 Python thread whose first acquisition comes after re-init (F6)"),
-    Config("gap-ensure-window", ["GAP_ENSURE_WINDOW"], "counterexample",
-           "A3 lifted: finalization completes between the Ensure hook's check and CPython's read (G1)"),
+    Config("gap-cpy-fin-reset", ["CPY_FIN_RESET"], "counterexample",
+           "if CPython cleared its finalizing flag on the way out of Py_FinalizeEx, un-hooked eval-loop waiters would be admitted (G3)"),
     Config("gap-take-gil-window", ["GAP_TAKE_GIL_WINDOW"], "counterexample",
            "A4 lifted: CPython's own take_gil check-then-read race (G2)", ("313", "314")),
     Config("gap-eval-wait38", ["GAP_EVAL_WAIT38"], "counterexample",
@@ -275,6 +283,7 @@ def main():
     ap.add_argument("--trail", help="render the counterexample of this configuration")
     ap.add_argument("--gen", choices=ALL, help="with --trail/--only: one generation only")
     ap.add_argument("-j", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--markdown", action="store_true", help="print the results as a Markdown table")
     a = ap.parse_args()
     for tool in ("spin", "gcc"):
         if not shutil.which(tool):
@@ -303,6 +312,9 @@ def main():
     with ThreadPoolExecutor(max_workers=max(1, a.j)) as ex:
         results = list(ex.map(lambda cg: (cg[0], run_one(*cg)), jobs))
     failed = 0
+    if a.markdown:
+        print("| configuration | CPython | expected | result | states | depth | s |")
+        print("|---|---|---|---|---:|---:|---:|")
     for n in names:
         cfg = BY_NAME[n]
         rs = [r for c, r in results if c is cfg]
@@ -312,11 +324,18 @@ def main():
             if not r.get("ok"):
                 continue
             verdict = ("verified" if r["errors"] == 0 else "counterexample: " + r["violation"])
+            if a.markdown:
+                short = "verified" if r["errors"] == 0 else property_of(r["violation"]).split(" ", 1)[0]
+                print("| %s | %s | %s | %s%s | %d | %d | %.1f |" % (
+                    cfg.name, {"38": "<=3.8", "313": "3.9-3.13", "314": "3.14"}[r["gen"]],
+                    cfg.expect, short, "" if not problems else " **FAILED**",
+                    r["states"], r["depth"], r["seconds"]))
+                continue
             print("%-26s %-4s %-8s %9d states  depth %3d  %5.1f s  %s" % (
                 cfg.name, r["gen"], "ok" if not problems else "FAILED", r["states"], r["depth"],
                 r["seconds"], verdict))
         for p in problems:
-            print("%-26s FAILED: %s" % (cfg.name, p))
+            print("%-26s FAILED: %s" % (cfg.name, p), file=sys.stderr if a.markdown else sys.stdout)
     print("%d configuration(s), %d run(s), %d failed, %.1f s wall" % (
         len(names), len(jobs), failed, time.monotonic() - t0))
     return 1 if failed else 0

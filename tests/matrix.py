@@ -38,7 +38,11 @@ from pfgpy import build, interpreters  # noqa: E402
 # garbage instead of the stale-but-intact values it would usually find.
 MALLOC_PERTURB = "165"
 
+# Versions measured here. A newer CPython (3.14 hangs late threads instead of exiting them)
+# gets its baseline recorded but not asserted until someone measures it; ordinary programs
+# (h) are asserted everywhere.
 ALL = (3, 0), (3, 99)
+MEASURED = (3, 6), (3, 13)
 V36_38 = (3, 6), (3, 8)
 V39_313 = (3, 9), (3, 13)
 
@@ -95,7 +99,7 @@ SCENARIOS = [
              sources=["raii.cc"]),
     Scenario("c-late-ensure", "embed",
              "native thread's first PyGILState_Ensure after Py_FinalizeEx",
-             [(ALL, {"SIGSEGV"})],
+             [(MEASURED, {"SIGSEGV"})],
              sources=["late_ensure.c"]),
     Scenario("d-reinit-cworker", "embed",
              "Py_Initialize again, then a C worker of the first runtime restores its stale tstate",
@@ -111,7 +115,7 @@ SCENARIOS = [
              # libpython; abort on 3.9 ("take_gil: PyMUTEX_LOCK(gil->mutex) failed") and
              # 3.12 ("free(): invalid pointer"). Which one depends on what the reused memory
              # holds, so both count as the documented crash.
-             [(ALL, {"SIGSEGV", "abort"})],
+             [(MEASURED, {"SIGSEGV", "abort"})],
              sources=["reinit.c"], args=["py"],
              note="a crash either way; SIGSEGV or abort depends on what the freed memory holds"),
     Scenario("e-ensure-storm", "embed",
@@ -132,7 +136,7 @@ SCENARIOS = [
              script="f_daemons.py", modules=("pfgtest",)),
     Scenario("f-late-ensure", "python",
              "extension's native thread (pfgtest.late_ensure) calls PyGILState_Ensure after finalization",
-             [(ALL, {"SIGSEGV"})],
+             [(MEASURED, {"SIGSEGV"})],
              script="f_late_ensure.py", modules=("pfgtest",)),
     Scenario("g-pybind11", "python",
              "pybind11 module's daemon thread waits inside py::gil_scoped_release",

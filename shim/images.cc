@@ -190,10 +190,10 @@ const char *mech_name(Mech m) {
   return "?";
 }
 
-void cover(Fn f, void *def, const Image &im, bool precedes_us, bool semantic) {
+void cover(Fn f, void *def, const Image &im, const char *bypass, bool semantic) {
   Coverage &c = g_cover[f];
   const char *base = strrchr(im.path, '/') ? strrchr(im.path, '/') + 1 : im.path;
-  if (!precedes_us && (semantic || binds_via_relocation(im, f))) {
+  if (!bypass && (semantic || binds_via_relocation(im, f))) {
     set_real(f, def);
     c.mech = Mech::interpose;
     snprintf(c.why, sizeof c.why, "%s %s", base,
@@ -202,8 +202,7 @@ void cover(Fn f, void *def, const Image &im, bool precedes_us, bool semantic) {
                  : "never calls it itself (semantic interposition on), callers bind to the guard");
     return;
   }
-  const char *who = precedes_us ? "defined by the executable: every caller binds to it"
-                                : "no relocation: the library's own calls are direct";
+  const char *who = bypass ? bypass : "no relocation: the library's own calls are direct";
   if (!g_config.patch) {
     set_real(f, def);
     c.mech = Mech::none;

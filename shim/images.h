@@ -50,10 +50,13 @@ extern Coverage g_cover[fn_count];
 
 // Makes every caller of f (defined at def in image im) reach the guard: interposition
 // when it already does, else an entry patch. Fills g_real[f] and g_cover[f].
-// precedes_us: the definition wins over ours in symbol lookup (an executable).
+// bypass: some callers reach the definition without passing the guard's symbol -- an
+// executable's definition wins lookup over ours, and a runtime loaded with dlopen is
+// called through addresses its host got from dlsym(handle, ...). Then only an entry
+// patch covers every caller.
 // semantic: the library keeps semantic interposition (its own calls to exported
 // functions go through the PLT), so a function without a relocation has no internal
 // caller at all.
-void cover(Fn f, void *def, const Image &im, bool precedes_us, bool semantic);
+void cover(Fn f, void *def, const Image &im, const char *bypass, bool semantic);
 
 }  // namespace pfg

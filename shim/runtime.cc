@@ -29,6 +29,7 @@ struct Runtime {
   void *(*this_thread_state)(void);
   int minor;  // 3.<minor>, from Py_GetVersion() at detection (safe before Py_Initialize)
   bool semantic;
+  bool late;  // taken over from a dlopen handle
   char ignored[256];  // a second runtime we did not take over (reported)
 };
 Runtime g_rt;
@@ -58,11 +59,14 @@ void take_over(void *scope, void *anchor) {
   config_load();
   // An executable that defines the C API wins over our definitions for every caller;
   // so does anything found first in RTLD_DEFAULT.
-  bool precedes_us = im.is_exe || scope == RTLD_DEFAULT;
+  const char *bypass = im.is_exe || scope == RTLD_DEFAULT
+                           ? "defined by the executable: every caller binds to it"
+                       : scope != RTLD_NEXT ? "loaded with dlopen: its host calls dlsym'd addresses"
+                                            : nullptr;
   // PyEval_RestoreThread is called from inside every libpython (os.read, time.sleep,
   // PyGILState_Ensure): a relocation for it means the library was built with semantic
   // interposition; none means -fno-semantic-interposition (Debian, Fedora, Docker).
-  g_rt.semantic = !precedes_us && binds_via_relocation(im, fn_PyEval_RestoreThread);
+  g_rt.semantic = !bypass && binds_via_relocation(im, fn_PyEval_RestoreThread);
   for (int i = 0; i < fn_count; ++i) {
     if (!kFns[i].python) continue;
     void *def = lookup(scope, kFns[i].name);
@@ -71,7 +75,7 @@ void take_over(void *scope, void *anchor) {
       snprintf(g_cover[i].why, sizeof g_cover[i].why, "not defined by this CPython");
       continue;
     }
-    cover(Fn(i), def, im, precedes_us, g_rt.semantic);
+    cover(Fn(i), def, im, bypass, g_rt.semantic);
   }
   if (auto f = lookup(scope, "Py_IsFinalizing")) {
     g_rt.probe_fn = reinterpret_cast<int (*)(void)>(f);
@@ -93,6 +97,7 @@ void take_over(void *scope, void *anchor) {
     if (v[0] == '3' && v[1] == '.') g_rt.minor = atoi(v + 2);
   }
   g_rt.image = idx;
+  g_rt.late = scope != RTLD_DEFAULT && scope != RTLD_NEXT;
   gate_init();
   g_rt.present.store(true);
 }
@@ -154,6 +159,7 @@ int runtime_describe(char *buf, size_t size) {
     add("runtime: CPython %.*s\n", int(strcspn(v, " ")), v);
     add("image: %s\n", im.path);
     if (im.is_exe) add("build: static executable (the C API is defined by the executable)\n");
+    else if (g_rt.late) add("build: shared libpython loaded with dlopen\n");
     else add("build: shared libpython, semantic interposition %s\n",
              g_rt.semantic ? "on (its own calls go through the PLT)" : "off (its own calls are direct)");
     add("probe: %s%s\n", g_rt.is_initialized ? "Py_IsInitialized, " : "", g_rt.probe_name);

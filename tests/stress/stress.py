@@ -65,6 +65,12 @@ KNOWN = {
     ("embed", "3.10"): "K3: 3.10 take_gil touches the freed interpreter before PyThread_exit_thread",
     ("python", "3.10"): "K3: 3.10 take_gil touches the freed interpreter before PyThread_exit_thread",
     ("embed-reinit", "3.10"): "K3/K2 (see above)",
+    # K7. A thread's first PyGILState_Ensure that passed the guard while RUNNING builds its
+    # thread state (new_threadstate: HEAD_LOCK on the runtime's mutex, the interpreter's
+    # preallocated initial thread state) before it takes the GIL; Py_FinalizeEx running at
+    # the same moment frees or reuses those: SIGSEGV on a NULL lock, or "init_threadstate:
+    # thread state already initialized". Seen on 3.12 (2 in 100 embed runs).
+    ("embed", "3.12"): "K7: first PyGILState_Ensure builds its thread state while Py_FinalizeEx frees the runtime's",
 }
 
 
@@ -232,7 +238,7 @@ def race(a):
                                                        " (%s)" % ki if ki and label == "KNOWN" else ""))
             print("  repeat: LD_PRELOAD=%s %s" % (lib, " ".join(shlex.quote(c) for c in cmd)))
             for line in (r.out.strip().splitlines()[:2] +
-                         [l for l in r.err.splitlines() if not l.startswith("pyfinguard:")][:6] +
+                         [l for l in r.err.splitlines() if not l.startswith(("pyfinguard:", "(core"))][:6] +
                          [l for l in r.err.splitlines() if l.startswith("(core")]):
                 print("  | " + line[:200])
     if known_fail:

@@ -95,7 +95,7 @@ CONFIGS = [
     Config("gap-cpy-fin-reset", ["CPY_FIN_RESET"], "counterexample",
            "if CPython cleared its finalizing flag on the way out of Py_FinalizeEx, un-hooked eval-loop waiters would be admitted (G3)"),
     Config("gap-take-gil-window", ["GAP_TAKE_GIL_WINDOW"], "counterexample",
-           "A4 lifted: CPython's own take_gil check-then-read race (G2)", ("313", "314")),
+           "A3 lifted: CPython's own take_gil check-then-read race, eval-loop path (G2)", ("313", "314")),
     Config("gap-eval-wait38", ["GAP_EVAL_WAIT38"], "counterexample",
            "joining a <= 3.8 thread left waiting for the GIL inside the eval loop (F1b)", ("38",)),
 ]

@@ -67,7 +67,7 @@ class Scenario(object):
     def applies(self, it):
         if it.skip:
             return it.skip
-        if self.kind == "embed" and not it.can_embed:
+        if self.kind in ("embed", "host") and not it.can_embed:
             return "no libpython to embed (%s)" % it.kind
         if self.kind == "python" and not it.can_run_programs:
             return "embedding target only"
@@ -142,6 +142,16 @@ SCENARIOS = [
              "pybind11 module's daemon thread waits inside py::gil_scoped_release",
              [(V36_38, {"stuck"}), (V39_313, {"abort"})],
              script="g_pybind11.py", modules=("pfgtest", "pfgbind")),
+    Scenario("i-late-dlopen", "host",
+             "host dlopens libpython and calls it only through dlsym'd addresses; a saved "
+             "worker and a native thread reach for the GIL after Py_FinalizeEx",
+             [(MEASURED, {"SIGSEGV"})],
+             sources=["late_dlopen.c"]),
+    Scenario("j-join-dtor", "embed",
+             "a C++ static object joins, in its destructor, a worker whose first "
+             "PyGILState_Ensure comes after Py_FinalizeEx",
+             [(MEASURED, {"SIGSEGV"})],
+             sources=["join_dtor.cc"]),
     Scenario("h-ordinary", "python",
              "non-daemon threads joined at shutdown, atexit handler using a thread, subprocesses",
              [(ALL, {"ok"})],
@@ -242,11 +252,16 @@ _build_locks_mu = threading.Lock()
 def prepare(sc, it, build_dir):
     """Build what the cell needs; returns (cmd, extra env). Raises build.Unsupported."""
     with _build_locks_mu:
-        lock = _build_locks[(tuple(sc.sources) + tuple(sc.modules), it.name)]
+        lock = _build_locks[(tuple(sc.sources) + tuple(sc.modules),
+                             None if sc.kind == "host" else it.name)]
     with lock:
         if sc.kind == "embed":
             exe = build.build_embed(it, [os.path.join(SCEN, s) for s in sc.sources], build_dir)
             return [exe] + sc.args, {}
+        if sc.kind == "host":
+            # Not linked to Python: it dlopens this interpreter's libpython by path.
+            exe = build.build_host([os.path.join(SCEN, s) for s in sc.sources], build_dir)
+            return [exe, it.libpython] + sc.args, {}
         paths = []
         for m in sc.modules:
             paths.append(build.build_pfgtest(it, build_dir) if m == "pfgtest"

@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -63,7 +64,9 @@ def _digest(sources, extra):
 
 def _run_compiler(cmd, out):
     """Run cmd, which writes to out + '.tmp<pid>', then atomically rename to out."""
-    tmp = out + ".tmp%d" % os.getpid()
+    # Unique per process and thread: matrix jobs build in threads of one process.
+    tag = ".tmp%d.%d" % (os.getpid(), threading.get_ident())
+    tmp = out + tag
     cmd = [tmp if c == "@OUT@" else c for c in cmd]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if r.returncode != 0:
@@ -77,9 +80,9 @@ def _run_compiler(cmd, out):
             r.returncode, " ".join(shlex.quote(c) for c in cmd), tail))
     os.replace(tmp, out)
     # Keep the command line for humans reproducing a cell by hand.
-    with open(out + ".cmd.tmp%d" % os.getpid(), "w") as f:
+    with open(out + ".cmd" + tag, "w") as f:
         f.write(" ".join(shlex.quote(c) for c in cmd).replace(tmp, out) + "\n")
-    os.replace(out + ".cmd.tmp%d" % os.getpid(), out + ".cmd")
+    os.replace(out + ".cmd" + tag, out + ".cmd")
     return out
 
 
@@ -107,6 +110,25 @@ def build_embed(interp, sources, build_dir=None, name=None, cxx=None,
                "-ldl", "-lm"] + list(extra_ldflags)
     key = _digest(sources, [compiler, flags, ldflags, interp.name, interp.libpython])
     outdir = os.path.join(build_dir or default_build_dir(), _slug(interp.name))
+    os.makedirs(outdir, exist_ok=True)
+    out = os.path.join(outdir, "%s-%s" % (name, key))
+    if os.path.exists(out):
+        return out
+    return _run_compiler([compiler] + flags + sources + ["-o", "@OUT@"] + ldflags, out)
+
+
+def build_host(sources, build_dir=None, name=None, cxx=None, extra_cflags=()):
+    """Compile a program that does not link libpython at all (it may dlopen one at run
+    time, as PostgreSQL's plpython3u or uWSGI do). Returns the executable's path."""
+    sources = [os.path.abspath(s) for s in sources]
+    cxx = _is_cxx(sources, cxx)
+    compiler = CXX if cxx else CC
+    name = name or os.path.splitext(os.path.basename(sources[0]))[0]
+    flags = COMMON_FLAGS + (["-std=c++17"] if cxx else ["-std=gnu11"]) + \
+        ["-I" + SCENARIOS] + list(extra_cflags)
+    ldflags = ["-ldl"]
+    key = _digest(sources, [compiler, flags, ldflags])
+    outdir = os.path.join(build_dir or default_build_dir(), "hosts")
     os.makedirs(outdir, exist_ok=True)
     out = os.path.join(outdir, "%s-%s" % (name, key))
     if os.path.exists(out):

@@ -49,22 +49,23 @@ TIMEOUT = 8.0  # s; a run takes 0.1-0.5 s (2 s under valgrind-free load), so onl
 # fixed) it fails the harness, without it the failure is printed as KNOWN and does not.
 KNOWN = {
     # K1. A thread already waiting inside take_gil() when finalization starts passed the
-    # guard while the runtime was RUNNING. CPython <= 3.8 never terminates it; after
-    # Py_Initialize it takes the new runtime's GIL with its freed thread state.
-    ("embed-reinit", "3.6"): "K1: take_gil waiter survives into the next runtime (<=3.8)",
-    ("embed-reinit", "3.7"): "K1: take_gil waiter survives into the next runtime (<=3.8)",
-    ("embed-reinit", "3.8"): "K1: take_gil waiter survives into the next runtime (<=3.8)",
+    # guard while the runtime was RUNNING. If Py_Initialize runs before CPython terminates
+    # it (<= 3.8: never; 3.9+: its next 5 ms wake-up), it takes the new runtime's GIL with
+    # its freed thread state: destroy_gil() fatal errors (3.6/3.7), freed objects used
+    # (interned strings, double free on 3.12), hangs.
     # K2. begin_generation() stores RUNNING before the real Py_Initialize* runs, so a
-    # native thread's PyGILState_Ensure made while the new runtime is still being built is
-    # let through: "PyGILState_Release: ... no thread-state", new_threadstate(interp=0x0).
-    ("embed-reinit", "3."): "K2: PyGILState_Ensure admitted while Py_Initialize is running",
-    # K3. CPython 3.10.8+ take_gil(): a waiter that set a drop request and must exit calls
-    # RESET_GIL_DROP_REQUEST(interp) on the PyInterpreterState that Py_FinalizeEx freed
-    # (gh-96387's fix; the use-after-free class of gh-110052). The thread entered take_gil
-    # before finalization, so no hook sees it before the crash.
-    ("embed", "3.10"): "K3: 3.10 take_gil touches the freed interpreter before PyThread_exit_thread",
-    ("python", "3.10"): "K3: 3.10 take_gil touches the freed interpreter before PyThread_exit_thread",
-    ("embed-reinit", "3.10"): "K3/K2 (see above)",
+    # native thread's PyGILState_Ensure/Release made while the new runtime is still being
+    # built is let through: "PyGILState_Release: ... no thread-state",
+    # new_threadstate(interp=0x0), tstate_delete_common crashes.
+    ("embed-reinit", "3."): "K1/K2: first-runtime threads enter the second runtime (take_gil waiters, Ensure during Py_Initialize)",
+    # K3. CPython 3.9.18/3.10 take_gil(): a waiter that set a drop request and must exit
+    # calls RESET_GIL_DROP_REQUEST(interp) on the PyInterpreterState that Py_FinalizeEx
+    # freed (gh-96387's fix; the use-after-free class of gh-110052). The thread entered
+    # take_gil before finalization, so no hook sees it before the crash.
+    ("embed", "3.10"): "K3: take_gil touches the freed interpreter before PyThread_exit_thread",
+    ("python", "3.10"): "K3: take_gil touches the freed interpreter before PyThread_exit_thread",
+    ("embed-reinit", "3.9"): "K1/K2/K3",
+    ("embed-reinit", "3.10"): "K1/K2/K3",
     # K7. A thread's first PyGILState_Ensure that passed the guard while RUNNING builds its
     # thread state (new_threadstate: HEAD_LOCK on the runtime's mutex, the interpreter's
     # preallocated initial thread state) before it takes the GIL; Py_FinalizeEx running at
@@ -149,6 +150,7 @@ def one(cmd, env, timeout, core_dir=None):
             exe = cmd[0]
             with open(dest + ".bt", "w") as f:
                 f.write(" ".join(cmd) + "\n")
+                f.flush()  # before gdb writes to the same file
                 subprocess.call(["gdb", "-q", "-batch", "-ex", "thread apply all bt 16", exe, dest],
                                 stdout=f, stderr=subprocess.STDOUT, timeout=120)
             r.err += "\n(core and backtrace: %s, %s.bt)" % (dest, dest)

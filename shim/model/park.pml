@@ -3,7 +3,7 @@
  *
  * docs/model.md explains the model, its abstractions, the properties and the runs;
  * shim/model/run.py runs every configuration.  Names in comments are the C++ functions
- * in shim/hooks.cc, shim/state.cc, shim/gate.cc and shim/park.cc (as of commit 2de512a)
+ * in shim/hooks.cc, shim/state.cc, shim/gate.cc and shim/park.cc (as of commit 20bf27c)
  * that each piece models.
  *
  * Selected with -D on the spin command line:
@@ -33,9 +33,6 @@
 
 /* ---- the proposed fixes (docs/model.md, "Findings"); ASCODED or a MUT_ turns one off */
 #ifndef ASCODED
-#ifndef MUT_EXIT_PHASE
-#define FIX_EXIT_COND     /* F4: pthread_exit hook parks only when CPython is finalizing */
-#endif
 #ifndef MUT_JOIN_FASTPATH
 #define FIX_JOIN_GEN      /* F5: plain pthread_join only while nothing was ever finalized */
 #endif
@@ -59,6 +56,9 @@
 #endif
 #if defined(NO_GATE) && !defined(GAP_ENSURE_WINDOW)
 #define ASSUME_ENSURE_WINDOW      /* G1: guard check + Ensure's first read not split */
+#endif
+#ifndef GAP_GATE_GRACE
+#define ASSUME_NO_GRACE           /* F8: no thread waits kGateGraceNs (20 ms) at the gate */
 #endif
 #ifndef GAP_TAKE_GIL_WINDOW
 #define ASSUME_TAKE_GIL_WINDOW    /* G2: take_gil's check + first tstate read not split */
@@ -105,6 +105,7 @@ bool parked[NPROC];         /* the g_parked registry (is_parked_thread) */
 byte acq_gen[NPROC];        /* FIX_STUCK_JOIN: generation of a guarded acquisition in progress */
 bool window[NPROC];         /* t_window (gate.h): inside a real acquiring call */
 bool released;              /* g_released: the finalizer waits with the GIL released */
+bool fallback;              /* g_fallback: the gate's 20 ms grace has expired */
 byte inflight;              /* g_inflight: admitted threads still inside the real call */
 
 /* ---- CPython's state */
@@ -155,7 +156,7 @@ inline gate_admit() {
 #ifdef MUT_ADMIT_IGNORES_RELEASED
      ok = 1;
 #else
-     ok = released;
+     ok = released || fallback;
 #endif
      if :: ok -> ok = (g_epoch == e) :: else fi;
      if :: ok -> ok = !PROBE :: else fi;
@@ -166,8 +167,15 @@ inline gate_admit() {
         window[_pid] = 0;
         if :: g_epoch != e -> park() :: else -> skip fi;
         if :: PROBE -> park() :: else -> skip fi;
-        /* futex_wait(g_released, 0, 10 ms): re-check when it changes or times out */
+#ifdef ASSUME_NO_GRACE
+        /* futex_wait(g_released, 0, 5 ms): re-check when it changes or times out */
         (released || g_epoch != e || PROBE)
+#else
+        if                               /* waited kGateGraceNs: open for this finalization */
+        :: fallback = 1
+        :: (released || g_epoch != e || PROBE)
+        fi
+#endif
      fi
   od
 }
@@ -243,10 +251,11 @@ inline pthread_exit_hook(why) {
   if
 #ifdef MUT_NO_EXIT_HOOK
   :: false -> skip
-#elif defined(FIX_EXIT_COND)
-  :: t_fin_gen != GEN(e) && (PHASE(e) == FINALIZED || fin_seen) ->
+#elif defined(MUT_EXIT_PHASE)
+  :: t_fin_gen != GEN(e) && (PHASE(e) != RUNNING || fin_seen) ->   /* before ed21215 (F4) */
 #else
-  :: t_fin_gen != GEN(e) && (PHASE(e) != RUNNING || fin_seen) ->
+  /* runtime_is_finalizing() && (t_window || !runtime_thread_ending_normally()) */
+  :: t_fin_gen != GEN(e) && fin_seen && (window[_pid] || why != NORMAL) ->
 #endif
      /* P6: a thread ending normally is parked only if it got there after the point
       * of no return (then its function had finished anyway) */
@@ -489,6 +498,7 @@ active proctype Main() {
 #endif
   g_epoch = EPOCH(GEN(g_epoch), FINALIZED);    /* end_finalizing() */
   released = 0;                                 /* gate_phase_changed() */
+  fallback = 0;
 
 #if REINIT
   if

@@ -40,9 +40,9 @@ class Config:
 # name, -D flags, expectation, what it is.  docs/model.md describes each one.
 CONFIGS = [
     Config("protocol", [], "verify",
-           "the protocol of shim/ (gate included) with the fixes F3 F4 F5 F7, under assumptions A1 A2 A4"),
+           "the protocol of shim/ (gate included) with the fixes F3 F5 F7, under assumptions A1 A2 A3 A5"),
     Config("ascoded", ["ASCODED"], "counterexample",
-           "shim/*.cc as of 2de512a, without the proposed fixes (findings F3, F4, F5, F7)"),
+           "shim/*.cc as of 20bf27c, without the proposed fixes (findings F3, F5, F7)"),
     # Mutants of the guard: each drops or reorders one check or store.
     Config("mut-save-after", ["MUT_SAVE_AFTER"], "counterexample",
            "PyEval_SaveThread hook loads g_epoch after calling the real function"),
@@ -69,7 +69,7 @@ CONFIGS = [
     Config("mut-join-fastpath", ["MUT_JOIN_FASTPATH"], "counterexample",
            "plain pthread_join whenever nothing is parked and the phase is RUNNING (F5, as coded)"),
     Config("mut-exit-phase", ["MUT_EXIT_PHASE"], "counterexample",
-           "pthread_exit hook parks whenever phase != RUNNING (F4, as coded)", ("38",)),
+           "pthread_exit hook parks whenever phase != RUNNING (F4, as coded before ed21215)", ("38",)),
     Config("mut-no-gate", ["NO_GATE", "GAP_ENSURE_WINDOW"], "counterexample",
            "no admission gate, no windows, no drain (the protocol before 2de512a): gh-124619"),
     Config("mut-no-drain", ["MUT_NO_DRAIN"], "counterexample",
@@ -88,6 +88,8 @@ CONFIGS = [
     Config("mut-cpy-no-first-check", ["MUT_CPY_NO_FIRST_CHECK"], "counterexample",
            "take_gil without its check before waiting", ("313", "314")),
     # Gaps: windows the guard cannot close; each assumption is shown to matter.
+    Config("gap-gate-grace", ["GAP_GATE_GRACE"], "counterexample",
+           "A5 lifted: the gate's 20 ms grace (ed21215) admits while the finalizer holds the GIL (F8)"),
     Config("gap-reinit-inflight", ["GAP_REINIT_INFLIGHT"], "counterexample",
            "A1 lifted: Py_Initialize while an old thread is inside CPython's GIL acquisition (F2)"),
     Config("gap-unstarted", ["GAP_UNSTARTED"], "counterexample",

@@ -45,11 +45,19 @@ int main(void) {
   say("main: %d threads looping; finalizing", NTHREADS);
   int rc = Py_FinalizeEx();
   finalized = 1;
-  say("MARK main: Py_FinalizeEx returned %d; watching the threads for 300 ms", rc);
-  sleep_ms(300);
+  say("MARK main: Py_FinalizeEx returned %d; watching the threads (up to 2 s)", rc);
+  sleep_ms(100);
+  /* Each thread gets until a common deadline to settle (crash, exit, park, pass); on a
+   * loaded machine a thread may not be scheduled for a while, and a short window would
+   * report it "blocked" although it is merely late. A thread blocked for good costs the
+   * full 2 s. */
+  long long end = now_ms() + 2000;
+  const char *st[NTHREADS];
   for (int i = 0; i < NTHREADS; i++) {
-    say("STATE looper%d %s", i, settle(tids[i], &passed[i], 200));
+    int left = (int)(end - now_ms());
+    st[i] = settle(tids[i], &passed[i], left > 0 ? left : 0);
   }
+  for (int i = 0; i < NTHREADS; i++) say("STATE looper%d %s", i, st[i]);
   say("main: exit 7");
   /* No join: on 3.6-3.8 threads wait forever in take_gil; the outcome above says so. */
   return 7;

@@ -322,8 +322,12 @@ def measure_pair_time(cases, lib, rounds, n, reps, cpu):
             # Alternate which one goes first so that drift within a round cancels.
             order = [None, lib] if rnd % 2 == 0 else [lib, None]
             got = {}
-            for pre in order:
-                got[pre] = run_pair(exe, n, reps, mode, pre)
+            try:
+                for pre in order:
+                    got[pre] = run_pair(exe, n, reps, mode, pre)
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                print("%s: round %d failed: %s" % (label, rnd + 1, str(e)[:300]))
+                continue
             res[label]["raw"].append(got[None][0])
             res[label]["guard"].append(got[lib][0])
             res[label]["ratio"].append(got[lib][0] / got[None][0])
@@ -332,6 +336,9 @@ def measure_pair_time(cases, lib, rounds, n, reps, cpu):
     rows, out = [], {}
     for label, _, _, _ in cases:
         r = res[label]
+        if not r["ratio"]:
+            rows.append([label, "failed", "-", "-", "-", "-"])
+            continue
         raw, gd, ratio = median(r["raw"]), median(r["guard"]), median(r["ratio"])
         spread = "%.3f-%.3f" % (min(r["ratio"]), max(r["ratio"]))
         rows.append([label, "%.2f" % raw, "%.2f" % gd, fmt_ratio(ratio), spread,
@@ -358,8 +365,14 @@ def measure_pair_instr(cases, lib, hop, n1, n2, jobs):
             for n in (n1, n2):
                 jobs_list.append((label, variant, n, [exe, str(n), "1", mode], pre))
     log("bench: pair instructions: %d callgrind runs, %d at a time" % (len(jobs_list), jobs))
+    def one(j):
+        try:
+            return callgrind_total(j[3], j[4])
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            print("%s (%s, N=%d): callgrind failed: %s" % (j[0], j[1], j[2], str(e)[:300]))
+            return None
     with ThreadPoolExecutor(max_workers=jobs) as ex:
-        totals = list(ex.map(lambda j: callgrind_total(j[3], j[4]), jobs_list))
+        totals = list(ex.map(one, jobs_list))
     got = {}
     for (label, variant, n, _, _), tot in zip(jobs_list, totals):
         got[(label, variant, n)] = tot
@@ -368,8 +381,12 @@ def measure_pair_instr(cases, lib, hop, n1, n2, jobs):
     for label, _, mode, _ in cases:
         per = {}
         for variant in ("raw", "hop", "guard"):
-            if (label, variant, n1) in got:
-                per[variant] = (got[(label, variant, n2)] - got[(label, variant, n1)]) / float(dn)
+            a, b = got.get((label, variant, n1)), got.get((label, variant, n2))
+            if a is not None and b is not None:
+                per[variant] = (b - a) / float(dn)
+        if "raw" not in per or "guard" not in per:
+            rows.append([label, "failed", "-", "-", "-", "-", "-"])
+            continue
         hop_s = "%.1f" % per["hop"] if "hop" in per else "-"
         hop_d = "%+.1f" % (per["hop"] - per["raw"]) if "hop" in per else "-"
         rows.append([label, "%.1f" % per["raw"], hop_s, "%.1f" % per["guard"], hop_d,
@@ -406,8 +423,14 @@ def measure_startup(targets, lib, runs, jobs, cpu):
     # Instructions first (parallel, unpinned: counts do not depend on scheduling).
     jl = [(t, pre) for t in runnable for pre in (None, lib)]
     log("bench: start-up instructions: %d callgrind runs" % len(jl))
+    def one(j):
+        try:
+            return callgrind_total([j[0].executable, "-c", "pass"], j[1])
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            print("%s: callgrind failed: %s" % (j[0].name, str(e)[:300]))
+            return None
     with ThreadPoolExecutor(max_workers=jobs) as ex:
-        tot = list(ex.map(lambda j: callgrind_total([j[0].executable, "-c", "pass"], j[1]), jl))
+        tot = list(ex.map(one, jl))
     instr = {}
     for (t, pre), n in zip(jl, tot):
         instr[(t.name, pre)] = n
@@ -417,9 +440,13 @@ def measure_startup(targets, lib, runs, jobs, cpu):
         log("bench: start-up time %s (%d x 2 runs)" % (t.name, runs))
         argv = [t.executable, "-c", "pass"]
         envs = {None: env_with(None), lib: env_with(lib)}
-        for pre in (None, lib):  # warm the page cache for both
-            spawn_time(argv, envs[pre])
         raw, gd, ratio, wall = [], [], [], []
+        try:
+            for pre in (None, lib):  # warm the page cache for both
+                spawn_time(argv, envs[pre])
+        except RuntimeError as e:
+            print("%s: start-up failed: %s" % (t.name, e))
+            continue
         for i in range(runs):
             order = (None, lib) if i % 2 == 0 else (lib, None)
             got = {}
@@ -433,8 +460,11 @@ def measure_startup(targets, lib, runs, jobs, cpu):
     pin(None)
     rows, out = [], {}
     for t in runnable:
-        r_ms, g_ms, ratio, wall = res[t.name]
         ir, ig = instr[(t.name, None)], instr[(t.name, lib)]
+        if t.name not in res or ir is None or ig is None:
+            rows.append([t.name, "failed"] + ["-"] * 7)
+            continue
+        r_ms, g_ms, ratio, wall = res[t.name]
         rows.append([t.name, "%.2f" % (r_ms * 1e3), "%.2f" % (g_ms * 1e3), fmt_ratio(ratio),
                      fmt_ratio(wall),
                      "%.2fM" % (ir / 1e6), "%.2fM" % (ig / 1e6), "%+.2fM" % ((ig - ir) / 1e6),
@@ -527,6 +557,26 @@ def profile(targets, lib, cases):
                  for ir, fn, obj in keep[:25]]
         table("profile: guard start-up work (inclusive), %s (PYTHONHASHSEED=0 LD_PRELOAD=%s %s)"
               % (t.name, lib, " ".join(argv)), ["function", "object", "Ir", "of total"], trows)
+        # The same without the guard, and the difference per function (self cost): this also
+        # shows work done for the guard outside its own code, e.g. ld.so binding the
+        # symbols of the libraries it pulls in.
+        raw_out = out[:-3] + ".raw.cg"
+        raw_argv = argv[:3] + ["--callgrind-out-file=" + raw_out] + argv[4:]
+        subprocess.run(raw_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env=env_with(None))
+        raw_total, raw_rows = annotate(raw_out, False)
+        g_total, g_rows = annotate(out, False)
+        acc = {}
+        for sign, rr in ((-1, raw_rows), (1, g_rows)):
+            for ir, fn, obj in rr:
+                k = (fn, obj.rsplit("/", 1)[-1])
+                acc[k] = acc.get(k, 0) + sign * ir
+        top = sorted(acc.items(), key=lambda kv: -abs(kv[1]))[:15]
+        table("profile: start-up, guard minus no guard, self cost per function, %s "
+              "(total %+d of %d; the no-guard run: %s)" % (t.name, g_total - raw_total, raw_total,
+                                                           " ".join(raw_argv)),
+              ["function", "object", "delta Ir"],
+              [[fn[:90], obj[:24] or "inlined header lines", "%+d" % d] for (fn, obj), d in top])
 
 
 def main(argv=None):

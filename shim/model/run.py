@@ -166,7 +166,7 @@ STEP = re.compile(r"^\s*(\d+):\s+proc\s+(\d+)\s+\((\w+):\d+\)\s+\S+:(\d+)\s+\(st
 VAR = re.compile(r"^\s+(\S+) = (\S+)\s*$")
 
 
-SHOWN = re.compile(r"^(g_epoch|gil|rt_gen|rt_fin|rt_alive|mem_owner\[\d\]|parked\[\d\]|done\[\d\]|"
+SHOWN = re.compile(r"^(g_epoch|gil|rt_gen|rt_fin|rt_init|rt_alive|released|fallback|inflight|window\[\d\]|mem_owner\[\d\]|parked\[\d\]|done\[\d\]|"
                    r"\w+\.(e|h_ts|h_epoch|t_fin_gen|my_ts|fin_seen))$")
 PHASES = {0: "RUNNING", 1: "FINALIZING", 2: "FINALIZED"}
 THREADS = {"1": "Main", "2": "Worker", "3": "Native", "0": "free"}

@@ -508,8 +508,9 @@ def annotate(cgfile, inclusive):
             if rows:
                 break  # end of the summary block
             continue
-        fn = m.group(2).split(":", 1)[1] if ":" in m.group(2) else m.group(2)
-        rows.append((int(m.group(1).replace(",", "")), fn, m.group(3) or ""))
+        src, _, fn = m.group(2).partition(":")
+        # Lines inlined from another file have no object; keep the file in its place.
+        rows.append((int(m.group(1).replace(",", "")), fn or src, m.group(3) or "@" + src))
     return total, rows
 
 
@@ -531,17 +532,22 @@ def profile(targets, lib, cases):
         # Self cost per function in the guard, and in anonymous code (the entry patches'
         # stubs and trampolines have no symbol: "???" objects).
         _, rows = annotate(out, False)
-        rows = [r for r in rows if "libpyfinguard" in r[2] or not r[2] or r[2] == "???"]
+        # The guard's own lines inlined from its headers or libstdc++'s count too.
+        rows = [r for r in rows if "libpyfinguard" in r[2] or r[2] == "???" or
+                (r[2].startswith("@") and ("/shim/" in r[2] or "/c++/" in r[2]))]
         per = pairs_executed(n)
+
         def where(obj):
             if obj == "???":
                 return "anonymous: patch stub/trampoline"
-            return obj.rsplit("/", 1)[-1][:24] if obj else "inlined header lines"
+            if obj.startswith("@"):
+                return "inlined: " + obj.rsplit("/", 1)[-1][:20]
+            return obj.rsplit("/", 1)[-1][:24]
         trows = [[fn[:70], where(obj), "%d" % ir, "%.1f" % (ir / float(per))]
                  for ir, fn, obj in rows if ir / float(per) >= 0.5]
         table("profile: guard code per pair, %s (PYTHONHASHSEED=0 LD_PRELOAD=%s %s)"
-              % (label, lib, " ".join(argv)), ["function (file-level self cost)", "object", "Ir",
-                                              "Ir/pair"], trows)
+              % (label, lib, " ".join(argv)), ["function (self cost)", "object", "Ir",
+                                              "Ir / pairs run"], trows)
     for t in targets:
         if not t.can_run:
             continue
@@ -569,14 +575,15 @@ def profile(targets, lib, cases):
         acc = {}
         for sign, rr in ((-1, raw_rows), (1, g_rows)):
             for ir, fn, obj in rr:
-                k = (fn, obj.rsplit("/", 1)[-1])
+                k = (fn, "inlined: " + obj.rsplit("/", 1)[-1] if obj.startswith("@")
+                     else obj.rsplit("/", 1)[-1])
                 acc[k] = acc.get(k, 0) + sign * ir
         top = sorted(acc.items(), key=lambda kv: -abs(kv[1]))[:15]
         table("profile: start-up, guard minus no guard, self cost per function, %s "
               "(total %+d of %d; the no-guard run: %s)" % (t.name, g_total - raw_total, raw_total,
                                                            " ".join(raw_argv)),
               ["function", "object", "delta Ir"],
-              [[fn[:90], obj[:24] or "inlined header lines", "%+d" % d] for (fn, obj), d in top])
+              [[fn[:90], obj[:24], "%+d" % d] for (fn, obj), d in top])
 
 
 def main(argv=None):

@@ -26,7 +26,6 @@ constexpr int64_t kGateGraceNs = 20 * 1000000;
 // Threads admitted during FINALIZING that are still inside the real call (plus, for a
 // moment, threads checking whether they may enter). Futex word for the finalizer.
 std::atomic<int> g_inflight{0};
-__thread bool t_admitted;
 
 static_assert(sizeof(std::atomic<int>) == sizeof(int), "futex words");
 
@@ -82,27 +81,25 @@ void heavy_barrier() {
 bool any_window_open() {
   for (int i = 0; i < kMaxWindows; ++i) {
     int *w = g_windows[i].load(std::memory_order_acquire);
-    if (w && w != &t_window && __atomic_load_n(w, __ATOMIC_ACQUIRE)) return true;
+    if (w && w != &t_pt.window && __atomic_load_n(w, __ATOMIC_ACQUIRE)) return true;
   }
   return false;
 }
 
 void leave() {
-  t_admitted = false;
+  t_pt.admitted = false;
   if (g_inflight.fetch_sub(1) == 1) futex_wake(g_inflight);
 }
 
 }  // namespace
 
-__thread int t_window;
-__thread bool t_window_registered;
 
 void window_register_slow() {
-  t_window_registered = true;  // also when the table is full: do not retry every call
+  t_pt.mode |= 1;  // also when the table is full: do not retry every call
   pthread_once(&g_window_once, make_key);
   for (int i = 0; i < kMaxWindows; ++i) {
     int *expected = nullptr;
-    if (g_windows[i].compare_exchange_strong(expected, &t_window)) {
+    if (g_windows[i].compare_exchange_strong(expected, &t_pt.window)) {
       pthread_setspecific(g_window_key, reinterpret_cast<void *>(intptr_t(i) + 1));
       return;
     }
@@ -132,11 +129,11 @@ void gate_drain_windows(void *(*save)(void), void (*restore)(void *)) {
 
 void gate_atfork_child() {
   for (int i = 0; i < kMaxWindows; ++i)
-    if (g_windows[i].load() != &t_window) g_windows[i].store(nullptr);
+    if (g_windows[i].load() != &t_pt.window) g_windows[i].store(nullptr);
   g_inflight.store(0);
   g_released.store(0);
   g_fallback.store(0);
-  t_admitted = false;
+  t_pt.admitted = false;
 }
 
 void gate_admit(Fn api, uint64_t e) {
@@ -145,15 +142,15 @@ void gate_admit(Fn api, uint64_t e) {
     // Dekker-style with gate_finalizer_reacquiring(): we announce ourselves, then read
     // g_released; the finalizer clears g_released, then reads g_inflight. With seq_cst
     // at least one of the two sees the other, so no thread enters unseen.
-    t_admitted = true;
+    t_pt.admitted = true;
     g_inflight.fetch_add(1);
     if ((g_released.load() || g_fallback.load()) && g_epoch.load() == e && !runtime_is_finalizing()) {
-      __atomic_store_n(&t_window, 1, __ATOMIC_RELAXED);  // closed again by the hook
+      __atomic_store_n(&t_pt.window, 1, __ATOMIC_RELAXED);  // closed again by the hook
       return;
     }
     leave();
     // Not inside the real call while waiting here: the finalizer must not wait for us.
-    __atomic_store_n(&t_window, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&t_pt.window, 0, __ATOMIC_RELEASE);
     uint64_t now = g_epoch.load();
     if (now != e) park(api, e, gen_of(now) != gen_of(e) ? Reason::stale_ts : Reason::finalized);
     if (runtime_is_finalizing()) park(api, e, Reason::finalizing);
@@ -169,11 +166,11 @@ void gate_admit(Fn api, uint64_t e) {
 }
 
 void gate_leave() {
-  if (t_admitted) leave();
+  if (t_pt.admitted) leave();
 }
 
 void gate_forget_this_thread() {
-  __atomic_store_n(&t_window, 0, __ATOMIC_RELEASE);  // it will never come out of the call
+  __atomic_store_n(&t_pt.window, 0, __ATOMIC_RELEASE);  // it will never come out of the call
   gate_leave();
 }
 

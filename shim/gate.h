@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "interpose.h"
+#include "state.h"
 
 namespace pfg {
 
@@ -45,13 +46,10 @@ void gate_phase_changed();
 // park(): a thread that parks (or exits) inside an admitted call leaves the gate.
 void gate_forget_this_thread();
 
-// The window word of this thread (1 while inside a real acquiring call) and whether
-// this thread is registered, so that the finalizer can see its word.
-extern __thread int t_window;
-extern __thread bool t_window_registered;
-void window_register_slow();  // registers this thread (cold)
+// Registers this thread's window word (t_pt.window) so that the finalizer sees it.
+void window_register_slow();  // cold
 inline void window_register() {
-  if (__builtin_expect(!t_window_registered, 0)) window_register_slow();
+  if (__builtin_expect(!(t_pt.mode & 1), 0)) window_register_slow();
 }
 
 // The finalizer, right after storing FINALIZING, holding the GIL: waits until every

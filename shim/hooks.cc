@@ -33,13 +33,13 @@ __attribute__((noinline, cold)) bool decide(Fn api, void *ts, uint64_t e, bool a
   //    finalization or after (an embedder's main thread calling into a finalized
   //    runtime gets CPython's own behaviour, as without the guard). While finalizing it
   //    waits, before taking the GIL back, for the threads it let in (gate.h).
-  if (t_finalizer_gen == gen_of(e)) {
+  if (t_pt.finalizer_gen == gen_of(e)) {
     if (acquiring && phase_of(e) == kFinalizing) gate_finalizer_reacquiring();
     return false;
   }
   // 2. A thread state saved under an earlier runtime: freed at that finalization, its
   //    address possibly reused by the current one. Never dereferenced.
-  const Handle h = t_handle;
+  const Handle h = t_pt.h;
   if (ts && h.epoch != 0 && h.ts == ts && gen_of(h.epoch) != gen_of(e))
     park(api, e, Reason::stale_ts);
   switch (phase_of(e)) {
@@ -61,48 +61,65 @@ __attribute__((noinline, cold)) bool decide(Fn api, void *ts, uint64_t e, bool a
 // closed when the call returns. Plain TLS stores; the finalizer's membarrier supplies
 // the fence, the signal fence keeps the compiler from moving the load above the store.
 inline void window_open() {
-  __atomic_store_n(&t_window, 1, __ATOMIC_RELAXED);
+  __atomic_store_n(&t_pt.window, 1, __ATOMIC_RELAXED);
   std::atomic_signal_fence(std::memory_order_seq_cst);
 }
-inline void window_close() { __atomic_store_n(&t_window, 0, __ATOMIC_RELEASE); }
+inline void window_close() { __atomic_store_n(&t_pt.window, 0, __ATOMIC_RELEASE); }
 
 // Restore/Acquire fast path: the handle was saved in this epoch and it is RUNNING.
-inline bool handle_current(uint64_t e) { return ((t_handle.epoch ^ e) | phase_of(e)) == 0; }
+inline bool handle_current(uint64_t e) { return ((t_pt.h.epoch ^ e) | phase_of(e)) == 0; }
 
-// CPython's own PyEval_RestoreThread inside PyGILState_Ensure: the Ensure hook has
-// decided and opened the window already. The finalizer still has to wait for the
-// threads it let in before it takes the GIL back.
-__attribute__((noinline)) void restore_in_gilstate(void *ts) {
-  uint64_t e = g_epoch.load();
-  if (phase_of(e) == kFinalizing && t_finalizer_gen == gen_of(e)) gate_finalizer_reacquiring();
+// PyEval_SaveThread while FINALIZING: the finalizer releasing the GIL opens the gate.
+__attribute__((noinline, cold)) void save_slow(uint64_t e) {
+  if (t_pt.finalizer_gen == gen_of(e)) gate_finalizer_released();
+}
+
+// Everything PyEval_RestoreThread does off its fast path.
+__attribute__((noinline, cold)) void restore_slow(void *ts, uint64_t e) {
+  PerThread &pt = t_pt;
+  if (in_gilstate()) {
+    // CPython's own call inside PyGILState_Ensure: the Ensure hook has decided and
+    // opened the window. A finalizer still waits for the threads it let in before it
+    // takes the GIL back.
+    if (phase_of(e) == kFinalizing && pt.finalizer_gen == gen_of(e)) gate_finalizer_reacquiring();
+    PFG_REAL(PyEval_RestoreThread)(ts);
+    return;
+  }
+  window_register();
+  window_open();
+  e = g_epoch.load();  // re-read after opening the window (the drain's Dekker pairing)
+  const bool admitted = decide(fn_PyEval_RestoreThread, ts, e, true);
+  if (pt.h.ts == ts) pt.h.epoch = 0;
   PFG_REAL(PyEval_RestoreThread)(ts);
+  window_close();
+  if (admitted) gate_leave();
 }
 
 }  // namespace
 
 extern "C" {
 
+// The hot pair. Fast paths: one GOT load for this thread's block, one load of g_epoch,
+// a handful of compares and stores; everything else is in restore_slow().
 __attribute__((visibility("hidden"))) void *pfg_hook_PyEval_SaveThread(void) {
-  window_register();  // every later Restore of this thread is then seen by a finalizer
-  uint64_t e = g_epoch.load();
+  const uint64_t e = g_epoch.load();  // before the release: see docs/design.md
   void *ts = PFG_REAL(PyEval_SaveThread)();
-  if (PFG_LIKELY(!t_in_gilstate)) t_handle = {ts, e};
-  if (PFG_UNLIKELY(phase_of(e) == kFinalizing) && t_finalizer_gen == gen_of(e)) gate_finalizer_released();
+  PerThread &pt = t_pt;
+  pt.h = {ts, e};  // inside a GILState hook too: that hook restores the caller's handle
+  if (PFG_UNLIKELY(e & 1)) save_slow(e);  // FINALIZING, the only odd phase
   return ts;
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_PyEval_RestoreThread(void *ts) {
-  if (PFG_UNLIKELY(t_in_gilstate)) return restore_in_gilstate(ts);
-  window_open();
-  uint64_t e = g_epoch.load();
-  bool admitted = false;
-  {
-    if (PFG_UNLIKELY(!handle_current(e))) admitted = decide(fn_PyEval_RestoreThread, ts, e, true);
-    if (t_handle.ts == ts) t_handle.epoch = 0;
-  }
-  PFG_REAL(PyEval_RestoreThread)(ts);
-  window_close();
-  if (PFG_UNLIKELY(admitted)) gate_leave();
+  PerThread &pt = t_pt;
+  const uint64_t e = g_epoch.load();
+  // Saved in this very epoch, and RUNNING. No window here (a tail call, no frame): the
+  // gap between this check and CPython's own checks in take_gil is a few instructions
+  // (docs/limitations.md). Inside a GILState hook the same test holds: that hook
+  // restores the caller's handle afterwards.
+  if (PFG_UNLIKELY(((pt.h.epoch ^ e) | phase_of(e)) != 0)) return restore_slow(ts, e);
+  pt.h.epoch = 0;
+  return PFG_REAL(PyEval_RestoreThread)(ts);
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_PyEval_AcquireThread(void *ts) {
@@ -111,7 +128,7 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyEval_AcquireThread(void *t
   uint64_t e = g_epoch.load();
   bool admitted = false;
   if (PFG_UNLIKELY(!handle_current(e))) admitted = decide(fn_PyEval_AcquireThread, ts, e, true);
-  if (t_handle.ts == ts) t_handle.epoch = 0;
+  if (t_pt.h.ts == ts) t_pt.h.epoch = 0;
   PFG_REAL(PyEval_AcquireThread)(ts);
   window_close();
   if (PFG_UNLIKELY(admitted)) gate_leave();
@@ -137,9 +154,11 @@ __attribute__((visibility("hidden"))) int pfg_hook_PyGILState_Ensure(void) {
   uint64_t e = g_epoch.load();
   bool admitted = false;
   if (PFG_UNLIKELY(phase_of(e) != kRunning)) admitted = decide(fn_PyGILState_Ensure, nullptr, e, true);
-  ++t_in_gilstate;
+  const Handle outer = t_pt.h;  // CPython's own switches inside may overwrite it
+  t_pt.mode += 2;
   int st = PFG_REAL(PyGILState_Ensure)();
-  --t_in_gilstate;
+  t_pt.mode -= 2;
+  t_pt.h = outer;
   window_close();
   if (PFG_UNLIKELY(admitted)) gate_leave();
   return st;
@@ -148,15 +167,17 @@ __attribute__((visibility("hidden"))) int pfg_hook_PyGILState_Ensure(void) {
 __attribute__((visibility("hidden"))) void pfg_hook_PyGILState_Release(int st) {
   uint64_t e = g_epoch.load();
   if (PFG_UNLIKELY(phase_of(e) != kRunning)) decide(fn_PyGILState_Release, nullptr, e, false);
-  ++t_in_gilstate;
+  const Handle outer = t_pt.h;
+  t_pt.mode += 2;
   PFG_REAL(PyGILState_Release)(st);
-  --t_in_gilstate;
+  t_pt.mode -= 2;
+  t_pt.h = outer;
 }
 
 // Finalization: mark this thread as the finalizer of the current generation before
 // announcing FINALIZING, so that it can never see itself as a late thread.
 __attribute__((visibility("hidden"))) int pfg_hook_Py_FinalizeEx(void) {
-  t_finalizer_gen = gen_of(g_epoch.load());
+  t_pt.finalizer_gen = gen_of(g_epoch.load());
   begin_finalizing();
   gate_drain_windows(PFG_REAL(PyEval_SaveThread), PFG_REAL(PyEval_RestoreThread));
   int rc = PFG_REAL(Py_FinalizeEx)();
@@ -165,7 +186,7 @@ __attribute__((visibility("hidden"))) int pfg_hook_Py_FinalizeEx(void) {
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_Py_Finalize(void) {
-  t_finalizer_gen = gen_of(g_epoch.load());
+  t_pt.finalizer_gen = gen_of(g_epoch.load());
   begin_finalizing();
   gate_drain_windows(PFG_REAL(PyEval_SaveThread), PFG_REAL(PyEval_RestoreThread));
   PFG_REAL(Py_Finalize)();
@@ -174,28 +195,44 @@ __attribute__((visibility("hidden"))) void pfg_hook_Py_Finalize(void) {
 
 // 3.13's Py_Exit finalizes through an internal function, not Py_FinalizeEx.
 __attribute__((visibility("hidden"))) void pfg_hook_Py_Exit(int status) {
-  t_finalizer_gen = gen_of(g_epoch.load());
+  t_pt.finalizer_gen = gen_of(g_epoch.load());
   begin_finalizing();
   gate_drain_windows(PFG_REAL(PyEval_SaveThread), PFG_REAL(PyEval_RestoreThread));
   PFG_REAL(Py_Exit)(status);
   __builtin_unreachable();
 }
 
-// (Re-)initialization: a new generation starts before the runtime exists, so every
-// handle of the previous runtime is stale before any of its addresses can be reused.
+// (Re-)initialization. Py_Initialize* start the new generation only once the runtime
+// exists: until then the thread that initializes passes as the previous runtime's
+// finalizer, and every other thread still sees FINALIZED and parks -- announcing the
+// new generation first let a PyGILState_Ensure into a half-built runtime (found by the
+// model, docs/model.md F7). Py_Main/Py_BytesMain run the whole program inside the real
+// call, so they announce it first.
+}  // extern "C"
+
+template <typename F>
+static inline auto initializing(F &&real) {
+  const uint64_t e = g_epoch.load();
+  if (phase_of(e) == kRunning) return real();
+  t_pt.finalizer_gen = gen_of(e);
+  struct Done {
+    ~Done() { begin_generation(); }
+  } done;
+  return real();
+}
+
+extern "C" {
+
 __attribute__((visibility("hidden"))) void pfg_hook_Py_Initialize(void) {
-  begin_generation();
-  PFG_REAL(Py_Initialize)();
+  initializing([] { PFG_REAL(Py_Initialize)(); });
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_Py_InitializeEx(int initsigs) {
-  begin_generation();
-  PFG_REAL(Py_InitializeEx)(initsigs);
+  initializing([=] { PFG_REAL(Py_InitializeEx)(initsigs); });
 }
 
 __attribute__((visibility("hidden"))) PyStatusABI pfg_hook_Py_InitializeFromConfig(const void *config) {
-  begin_generation();
-  return PFG_REAL(Py_InitializeFromConfig)(config);
+  return initializing([=] { return PFG_REAL(Py_InitializeFromConfig)(config); });
 }
 
 __attribute__((visibility("hidden"))) int pfg_hook_Py_Main(int argc, wchar_t **argv) {
@@ -222,8 +259,8 @@ __attribute__((visibility("hidden"))) void pfg_hook_pthread_exit(void *retval) {
     // a non-daemon thread may get there just after Py_FinalizeEx, having waited for
     // it, went on (tests/scenarios/h_ordinary.py). A thread inside one of our
     // acquiring hooks (window open) is being terminated whatever its TSS says.
-    if (t_finalizer_gen != gen_of(e) && runtime_is_finalizing() &&
-        (t_window || !runtime_thread_ending_normally()))
+    if (t_pt.finalizer_gen != gen_of(e) && runtime_is_finalizing() &&
+        (t_pt.window || !runtime_thread_ending_normally()))
       park(fn_pthread_exit, e, Reason::thread_exit);
   }
   PFG_REAL(pthread_exit)(retval);
@@ -231,9 +268,12 @@ __attribute__((visibility("hidden"))) void pfg_hook_pthread_exit(void *retval) {
 }
 
 // Joins complete when their target is parked: it will never run again. The plain path
-// costs one load each when nothing was parked and Python is not finalizing.
+// costs two loads when nothing was parked and the first runtime is running.
 __attribute__((visibility("hidden"))) int pfg_hook_pthread_join(pthread_t t, void **retval) {
-  if (PFG_LIKELY(g_parked_count.load() == 0 && phase_of(g_epoch.load()) == kRunning))
+  // Plain only while the first runtime runs and nothing parked: after a finalization
+  // (even once a new runtime RUNS again) a thread of the old one may park at any time,
+  // and a join already waiting on it must complete (docs/model.md F5).
+  if (PFG_LIKELY(g_parked_count.load() == 0 && g_epoch.load() == make_epoch(1, kRunning)))
     return PFG_REAL(pthread_join)(t, retval);
   return join_completing(t, retval);
 }

@@ -210,7 +210,7 @@ void cover(Fn f, void *def, const Image &im, const char *bypass, bool semantic) 
     return;
   }
   patch::Result r = patch::install(def, symbol_size(im, kFns[f].name, def), kFns[f].hook,
-                                   reinterpret_cast<void **>(&g_real[f]));
+                                   reinterpret_cast<void **>(&real_slot(f)));
   if (r.ok) {
     c.mech = Mech::entry_patch;
     snprintf(c.why, sizeof c.why, "%s (%s)", base, who);

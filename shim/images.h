@@ -49,7 +49,7 @@ struct Coverage {
 extern Coverage g_cover[fn_count];
 
 // Makes every caller of f (defined at def in image im) reach the guard: interposition
-// when it already does, else an entry patch. Fills g_real[f] and g_cover[f].
+// when it already does, else an entry patch. Fills the function's real slot and g_cover[f].
 // bypass: some callers reach the definition without passing the guard's symbol -- an
 // executable's definition wins lookup over ours, and a runtime loaded with dlopen is
 // called through addresses its host got from dlsym(handle, ...). Then only an entry

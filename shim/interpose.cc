@@ -18,12 +18,47 @@ const FnInfo kFns[fn_count] = {
 #include "intercepted.def"
 };
 
-std::atomic<void *> g_real[fn_count];
+// Resolver stubs and the slots they initialize (constant initialization: no static
+// constructor can run after ours and undo what detection stored).
+#define PFG_PY(ret, name, params, args)                                          \
+  ret stub_##name params { return reinterpret_cast<name##_fn>(resolve_missing(fn_##name)) args; } \
+  std::atomic<name##_fn> real_##name{&stub_##name};
+#define PFG_LIBC(ret, name, params, args) PFG_PY(ret, name, params, args)
+#include "intercepted.def"
+
+static_assert(sizeof(std::atomic<void *>) == sizeof(std::atomic<void (*)()>), "slot layout");
+
+// The slots are std::atomic<fn-pointer>; detection and patching treat them as
+// std::atomic<void *> (same size and representation), only on cold paths.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstrict-aliasing"
+std::atomic<void *> &real_slot(Fn f) {
+  switch (f) {
+#define PFG_PY(ret, name, params, args) \
+  case fn_##name: return *reinterpret_cast<std::atomic<void *> *>(&real_##name);
+#define PFG_LIBC(ret, name, params, args) PFG_PY(ret, name, params, args)
+#include "intercepted.def"
+    default: break;
+  }
+  __builtin_trap();
+}
+#pragma GCC diagnostic pop
+
+bool is_stub(Fn f, void *p) {
+  switch (f) {
+#define PFG_PY(ret, name, params, args) \
+  case fn_##name: return p == reinterpret_cast<void *>(&stub_##name);
+#define PFG_LIBC(ret, name, params, args) PFG_PY(ret, name, params, args)
+#include "intercepted.def"
+    default: return false;
+  }
+}
 
 void *set_real(Fn f, void *p) {
-  void *expected = nullptr;
-  if (p && g_real[f].compare_exchange_strong(expected, p)) return p;
-  return g_real[f].load();
+  std::atomic<void *> &slot = real_slot(f);
+  void *cur = slot.load();
+  if (p && is_stub(f, cur) && slot.compare_exchange_strong(cur, p)) return p;
+  return slot.load();
 }
 
 void resolve_libc() {
@@ -32,6 +67,8 @@ void resolve_libc() {
 }
 
 void *resolve_missing(Fn f) {
+  void *cur = real_slot(f).load();
+  if (!is_stub(f, cur)) return cur;
   void *p = dlsym(RTLD_NEXT, kFns[f].name);
   if (p && p != kFns[f].hook) return set_real(f, p);
   report_fatal("no definition of ", kFns[f].name, " after the guard's own");

@@ -29,22 +29,27 @@ struct FnInfo {
 };
 extern const FnInfo kFns[fn_count];
 
-// The original function: the next definition after ours (interposition), or the
-// trampoline of an entry patch. Published before the patch is written and never
-// changed afterwards, so hooks read it with a plain acquire load.
-extern std::atomic<void *> g_real[fn_count];
+// The original function of each intercepted name: the next definition after ours
+// (interposition), or the trampoline of an entry patch. One typed atomic per function,
+// constant-initialized to a resolver stub (interpose.cc), so it is never null -- even
+// for a call that arrives before our constructor has run -- and the hot paths carry no
+// check. Published before a patch is written and never changed afterwards.
+#define PFG_PY(ret, name, params, args) \
+  ret stub_##name params;                \
+  extern std::atomic<name##_fn> real_##name __attribute__((visibility("hidden")));
+#define PFG_LIBC(ret, name, params, args) PFG_PY(ret, name, params, args)
+#include "intercepted.def"
 
-// Cold path: resolve a slot that detection did not fill (e.g. a function first called
-// before its image was seen). Aborts with a message when there is no definition at all,
-// since a hook cannot invent the function it stands for.
+#define PFG_REAL(name) (::pfg::real_##name.load(std::memory_order_acquire))
+
+// Generic access by index (detection, patching): the slot as a void * cell.
+std::atomic<void *> &real_slot(Fn f);
+bool is_stub(Fn f, void *p);
+
+// Cold path of the stubs: resolve a slot that detection did not fill (a function
+// called before its image was seen). Aborts with a message when there is no definition
+// at all, since a hook cannot invent the function it stands for.
 void *resolve_missing(Fn f);
-
-inline void *real_ptr(Fn f) {
-  void *p = g_real[f].load(std::memory_order_acquire);
-  return __builtin_expect(p != nullptr, 1) ? p : resolve_missing(f);
-}
-
-#define PFG_REAL(name) (reinterpret_cast<::pfg::name##_fn>(::pfg::real_ptr(::pfg::fn_##name)))
 
 // At load: resolve the libc functions with dlsym(RTLD_NEXT). They are needed on paths
 // that run in dying threads (pthread_exit), where dlsym (loader lock) must not run.
@@ -53,7 +58,8 @@ void resolve_libc();
 // dlopen(file, mode) as if called from caller (dlopen.cc).
 void *dlopen_as_caller(const char *file, int mode, void *caller);
 
-// Set a slot if still empty (first definition wins). Returns the value now in the slot.
+// Set a slot if it still holds its resolver stub (first definition wins). Returns the
+// value now in the slot.
 void *set_real(Fn f, void *p);
 
 }  // namespace pfg

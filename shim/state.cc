@@ -9,9 +9,7 @@ namespace pfg {
 std::atomic<uint64_t> g_epoch{make_epoch(1, kRunning)};
 std::atomic<int64_t> g_finalize_start_ns{0};
 
-__thread Handle t_handle;
-__thread uint64_t t_finalizer_gen;
-__thread unsigned t_in_gilstate;
+__thread PerThread t_pt;
 
 int64_t monotonic_ns() {
   struct timespec ts;

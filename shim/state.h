@@ -24,7 +24,7 @@ inline uint64_t make_epoch(uint64_t gen, uint64_t phase) { return gen << 2 | pha
 // initializes; loaded on every hot path. All accesses are seq_cst: a thread whose load
 // still sees RUNNING is ordered before the finalizer's store (docs/model.md argues why
 // this is enough). On x86-64 the load is a plain mov.
-extern std::atomic<uint64_t> g_epoch;
+extern std::atomic<uint64_t> g_epoch __attribute__((visibility("hidden")));
 
 // CLOCK_MONOTONIC ns when the current finalization began (0: never). For reports.
 extern std::atomic<int64_t> g_finalize_start_ns;
@@ -38,17 +38,27 @@ struct Handle {
   uint64_t epoch;
 };
 
-// __thread (not thread_local): trivially initialized, no TLS wrapper calls, and
-// initial-exec (-ftls-model) so each access is one %fs-relative instruction.
-extern __thread Handle t_handle;
-// The generation this thread finalized (0: none). Set by the Py_FinalizeEx/Py_Finalize/
-// Py_Exit hooks before FINALIZING is stored. A generation, not a flag: the thread stays
-// the finalizer after Py_FinalizeEx returns, and stops being special when a new runtime
-// starts, without anyone having to clear another thread's TLS.
-extern __thread uint64_t t_finalizer_gen;
-// > 0 while this thread is inside the PyGILState_Ensure/Release hooks: the thread-state
-// switches CPython makes there are not the caller's save/restore pairs.
-extern __thread unsigned t_in_gilstate;
+// Everything the guard keeps per thread, in one initial-exec TLS block: each hook finds
+// it with a single GOT load and %fs-relative accesses (no TLS wrapper calls: __thread,
+// trivially initialized).
+struct PerThread {
+  Handle h;
+  // bit 0: registered for the finalizer's drain (gate.h); bits 1..: nesting depth of
+  // the PyGILState_Ensure/Release hooks, 2 per level. The thread states CPython switches
+  // inside those calls are not the caller's own save/restore pairs. mode == 1 is the
+  // common case the fast paths test with one compare.
+  uint32_t mode;
+  int window;              // 1 while inside a real acquiring call (gate.h)
+  bool admitted;           // admitted through the gate, not yet out of the real call
+  // The generation this thread finalized (0: none). Set by the Py_FinalizeEx/
+  // Py_Finalize/Py_Exit hooks before FINALIZING is stored. A generation, not a flag:
+  // the thread stays the finalizer after Py_FinalizeEx returns, and stops being special
+  // when a new runtime starts, without anyone having to clear another thread's TLS.
+  uint64_t finalizer_gen;
+};
+extern __thread PerThread t_pt __attribute__((visibility("hidden")));
+
+inline bool in_gilstate() { return t_pt.mode >> 1; }
 
 // Transitions. Called by the finalizing / initializing thread only.
 void begin_finalizing();  // RUNNING -> FINALIZING (same generation)

@@ -23,6 +23,7 @@ std::atomic<int> g_released{0};
 // on the gate admits like g_released (see gate_admit).
 std::atomic<int> g_fallback{0};
 constexpr int64_t kGateGraceNs = 20 * 1000000;
+bool g_grace;  // set once at detection (gate_init)
 // Threads admitted during FINALIZING that are still inside the real call (plus, for a
 // moment, threads checking whether they may enter). Futex word for the finalizer.
 std::atomic<int> g_inflight{0};
@@ -106,7 +107,8 @@ void window_register_slow() {
   }
 }
 
-void gate_init() {
+void gate_init(bool grace) {
+  g_grace = grace;
   pthread_once(&g_window_once, make_key);
   g_membarrier_ok = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
 }
@@ -159,7 +161,7 @@ void gate_admit(Fn api, uint64_t e) {
     // _Py_Finalize and PyMutex waits without PyEval_SaveThread), so a normal shutdown
     // would hang. After a grace period with CPython still before its point of no return,
     // the gate stays open for the rest of this finalization (docs/limitations.md).
-    if (monotonic_ns() - since >= kGateGraceNs) g_fallback.store(1);
+    if (g_grace && monotonic_ns() - since >= kGateGraceNs) g_fallback.store(1);
     // Nothing signals CPython's point of no return to us: re-check every 5 ms.
     futex_wait(g_released, 0, 5 * 1000000);
   }

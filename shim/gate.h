@@ -57,7 +57,11 @@ inline void window_register() {
 void gate_drain_windows(void *(*save)(void), void (*restore)(void *));
 
 // Once, when a runtime is detected (registers for membarrier's expedited command).
-void gate_init();
+// grace: the finalizer may release the GIL where the guard cannot see it (3.13+ detach
+// paths; LTO-inlined PyEval_SaveThread in builds without semantic interposition), so a
+// waiting thread is let in after a grace period rather than hanging a normal shutdown
+// (docs/model.md F8 shows what that costs; with every release visible there is none).
+void gate_init(bool grace);
 
 // fork(): only the forking thread survives in the child.
 void gate_atfork_child();

@@ -98,7 +98,7 @@ void take_over(void *scope, void *anchor) {
   }
   g_rt.image = idx;
   g_rt.late = scope != RTLD_DEFAULT && scope != RTLD_NEXT;
-  gate_init();
+  gate_init(g_rt.minor >= 13 || !g_rt.semantic);
   g_rt.present.store(true);
 }
 

@@ -11,8 +11,9 @@ PYTHONMALLOC=malloc hands Python's memory to malloc, where memcheck sees it free
 Checks, per interpreter:
   * with the guard: every scenario exits with its own status 7 and memcheck reports no
     "Invalid read"/"Invalid write" anywhere in the process;
-  * without the guard: the check can fail: `reinit` reports reads of freed thread-state
-    memory on every interpreter, and `ensure` an invalid read (then SIGSEGV).
+  * without the guard: the check can fail: `reinit` reports an invalid read (of freed
+    thread-state memory on every interpreter but sometimes 3.6), and `ensure` an invalid
+    read (then SIGSEGV).
 Only invalid reads and writes are counted. python-startup.supp suppresses CPython's known
 noise only: pymalloc's address_in_range() (valgrind-python.supp's ADDRESS_IN_RANGE), which
 matters for 3.6 embedders (3.6 reads PYTHONMALLOC only in Py_Main). Other start-up noise
@@ -90,8 +91,11 @@ def main():
             if g["invalid"] or g["status"] != "exit 7":
                 problems.append("%s %s with the guard: %s, %d invalid read/write" % (
                     it.name, sc, g["status"], g["invalid"]))
-            if sc == "reinit" and b["freed"] == 0:
-                problems.append("%s reinit without the guard: no use-after-free reported "
+            # Without the guard the stale thread must be caught doing something invalid:
+            # usually a read inside the freed thread state; on 3.6 (pymalloc on in
+            # embedders) it sometimes dies on a read of an address memcheck cannot place.
+            if sc == "reinit" and b["invalid"] == 0:
+                problems.append("%s reinit without the guard: no invalid access reported "
                                 "(the check could not fail)" % it.name)
             if sc == "ensure" and b["invalid"] == 0:
                 problems.append("%s ensure without the guard: no invalid read reported" % it.name)

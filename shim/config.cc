@@ -25,14 +25,7 @@ namespace {
 // non-printable bytes shown as '?', so garbage cannot garble the terminal.
 void complain(Writer &w, const char *name, const char *value, const char *expected) {
   if (w.len() > sizeof("pyfinguard: warning: ") - 1) w.str("; ");
-  w.str(name).str("='");
-  size_t n = strlen(value);
-  for (size_t i = 0; i < n && i < 40; ++i) {
-    char c = value[i];
-    w.chr(c >= 0x20 && c < 0x7f ? c : '?');
-  }
-  if (n > 40) w.str("...");
-  w.str("' ignored (").str(expected).str(")");
+  w.str(name).str("='").safe(value, 40).str("' ignored (").str(expected).str(")");
 }
 
 bool one_of(const char *v, const char *const *words) {

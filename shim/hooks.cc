@@ -69,9 +69,14 @@ inline void window_close() { __atomic_store_n(&t_pt.window, 0, __ATOMIC_RELEASE)
 // Restore/Acquire fast path: the handle was saved in this epoch and it is RUNNING.
 inline bool handle_current(uint64_t e) { return ((t_pt.h.epoch ^ e) | phase_of(e)) == 0; }
 
-// PyEval_SaveThread while FINALIZING: the finalizer releasing the GIL opens the gate.
-__attribute__((noinline, cold)) void save_slow(uint64_t e) {
-  if (t_pt.finalizer_gen == gen_of(e)) gate_finalizer_released();
+// PyEval_SaveThread when not RUNNING. The handle keeps the generation but gets phase
+// bits 3, which no g_epoch value has: the matching restore can never take the fast
+// path (which is a single compare because of this), and rule 2 of decide() still sees
+// the generation. While FINALIZING the finalizer's release opens the gate.
+__attribute__((noinline, cold)) void *save_slow(void *ts, uint64_t e) {
+  t_pt.h.epoch = e | 3;
+  if (phase_of(e) == kFinalizing && t_pt.finalizer_gen == gen_of(e)) gate_finalizer_released();
+  return ts;
 }
 
 // Everything PyEval_RestoreThread does off its fast path.
@@ -106,18 +111,19 @@ __attribute__((visibility("hidden"))) void *pfg_hook_PyEval_SaveThread(void) {
   void *ts = PFG_REAL(PyEval_SaveThread)();
   PerThread &pt = t_pt;
   pt.h = {ts, e};  // inside a GILState hook too: that hook restores the caller's handle
-  if (PFG_UNLIKELY(e & 1)) save_slow(e);  // FINALIZING, the only odd phase
+  if (PFG_UNLIKELY(phase_of(e) != kRunning)) return save_slow(ts, e);
   return ts;
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_PyEval_RestoreThread(void *ts) {
   PerThread &pt = t_pt;
   const uint64_t e = g_epoch.load();
-  // Saved in this very epoch, and RUNNING. No window here (a tail call, no frame): the
-  // gap between this check and CPython's own checks in take_gil is a few instructions
+  // Saved in this very epoch, which was RUNNING (a save in any other phase stores phase
+  // bits 3: save_slow), so one compare. No window here (a tail call, no frame): the gap
+  // between this check and CPython's own checks in take_gil is a few instructions
   // (docs/limitations.md). Inside a GILState hook the same test holds: that hook
   // restores the caller's handle afterwards.
-  if (PFG_UNLIKELY(((pt.h.epoch ^ e) | phase_of(e)) != 0)) return restore_slow(ts, e);
+  if (PFG_UNLIKELY(pt.h.epoch != e)) return restore_slow(ts, e);
   pt.h.epoch = 0;
   return PFG_REAL(PyEval_RestoreThread)(ts);
 }

@@ -23,6 +23,13 @@ Writer &Writer::str(const char *s) {
   return *this;
 }
 
+Writer &Writer::safe(const char *s, size_t max) {
+  size_t i = 0;
+  for (; s[i] && i < max; ++i) chr(s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?');
+  if (s[i]) str("...");
+  return *this;
+}
+
 Writer &Writer::chr(char c) {
   if (n_ == sizeof buf_) flush();
   buf_[n_++] = c;
@@ -167,7 +174,7 @@ void report_exit_summary() {
   Writer w(2);
   w.str("pyfinguard: ").dec(n).str(n == 1 ? " thread" : " threads")
       .str(" parked after Python finalization, ").dec(present).str(" still present at exit");
-  if (g_config.log_file) w.str(" (reports in ").str(g_config.log_path).str(")");
+  if (g_config.log_file) w.str(" (reports in ").safe(g_config.log_path, 200).str(")");
   w.chr('\n');
 }
 

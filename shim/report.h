@@ -14,6 +14,9 @@ class Writer {
   explicit Writer(int fd) : fd_(fd) {}
   ~Writer() { flush(); }
   Writer &str(const char *s);
+  // Like str(), at most max bytes, non-printable bytes shown as '?' and "..." when cut:
+  // for text from the environment, which must not garble a terminal or forge lines.
+  Writer &safe(const char *s, size_t max);
   Writer &chr(char c);
   Writer &dec(int64_t v);
   Writer &hex(uint64_t v);  // 0x-prefixed

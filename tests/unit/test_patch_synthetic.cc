@@ -351,7 +351,24 @@ void run_all(Code &code) {
   run_refused(code, "R3: loop rel8 at +0", 0x480, 6, "'loop'");
   run_refused(code, "R4: jrcxz rel8 at +0", 0x4C0, 6, "'jrcxz'");
   run_refused(code, "R5: int3 at entry", 0x500, 6, "int3");
-  run_refused(code, "R6: RIP-relative operands 4 GiB apart", 0x540, 15, "out of rel32 reach");
+  // R6: only the first instruction (7 bytes) is relocated, so whether its operand, 2 GiB
+  // away, is in reach depends on which side of the code the trampoline arena lands
+  // (ASLR): refused, or patched with the trampoline on the operand's side. Both are right.
+  {
+    void *entry = code.base + 0x540;
+    pfg::patch::Result chk = pfg::patch::check(entry, 15);
+    if (chk.ok) {
+      void *real = nullptr;
+      pfg::patch::Result r = pfg::patch::install(entry, 15, g_hooks[0], &real);
+      uintptr_t target = reinterpret_cast<uintptr_t>(entry) + 7 + 0x7fffff00;
+      EXPECT(r.ok && real == r.trampoline, "R6: check said yes, install said '%s'", r.why);
+      EXPECT(r.ok && dist(reinterpret_cast<uintptr_t>(r.trampoline), target) < (int64_t{1} << 31),
+             "R6: patched but the trampoline %p cannot reach the operand", r.trampoline);
+      printf("  ok   %-44s patched (arena on the operand's side)\n", "R6: RIP-relative operand 2 GiB away");
+    } else {
+      run_refused(code, "R6: RIP-relative operand 2 GiB away", 0x540, 15, "out of rel32 reach");
+    }
+  }
   run_refused(code, "R7: xbegin rel32", 0x580, 8, "xbegin");
   // Without a symbol size the scan cannot see the backward branch: documented limit.
   pfg::patch::Result lim = pfg::patch::check(code.base + 0x440, 0);

@@ -10,7 +10,7 @@ environment cannot hold); a word that is almost right ("Park", "stderr " ...); a
 a directory that does not exist; the largest value execve(2) accepts (one environment
 string is limited to MAX_ARG_STRLEN = 128 KiB by the kernel: a 1 MiB value cannot reach
 any program, the harness records that E2BIG); and all variables garbage at once.
-Hosts: /bin/true, sh -c 'exit 3', ls -la on files nobody changes, pyenv 3.11 and Debian's static python3.11
+Hosts: /bin/true, sh -c 'exit 3', ls -la on files nobody changes, gcc --version, pyenv 3.11 and Debian's static python3.11
 (print, exit 5), and Debian python3.11 with a late native thread that the guard parks
 (pfgstress.late_at_exit, exit 5).
 Per cell, compared with the same host without the guard: same exit status, same stdout, and
@@ -45,7 +45,8 @@ def values(var):
 
 def hosts():
     out = [("/bin/true", ["/bin/true"], {}), ("sh -c 'exit 3'", ["sh", "-c", "exit 3"], {}),
-           ("ls -la", ["ls", "-la", "--time-style=+", "/usr/bin/true", "/usr/share/common-licenses"], {})]
+           ("ls -la", ["ls", "-la", "--time-style=+", "/usr/bin/true", "/usr/share/common-licenses"], {}),
+           ("gcc --version", ["gcc", "--version"], {})]
     usable, _ = common.pick_interpreters()
     for it in usable:
         if it.name.startswith("pyenv-3.11") or it.kind == "static exe":

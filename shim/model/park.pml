@@ -3,8 +3,8 @@
  *
  * docs/model.md explains the model, its abstractions, the properties and the runs;
  * shim/model/run.py runs every configuration.  Names in comments are the C++ functions
- * in shim/hooks.cc, shim/state.cc, shim/gate.cc and shim/park.cc (as of commit 20bf27c)
- * that each piece models.
+ * in shim/hooks.cc, shim/state.cc, shim/gate.cc, shim/runtime.cc and shim/park.cc (as of
+ * commit 5b1804b) that each piece models.
  *
  * Selected with -D on the spin command line:
  *   PYGEN   38  CPython <= 3.8   (exit_thread_if_finalizing after acquiring the GIL;
@@ -15,8 +15,9 @@
  *                                 PyThread_exit_thread() -> pthread_exit)
  *           314 CPython 3.14     (the same checks, then PyThread_hang_thread())
  *   REINIT  1: the embedder may call Py_Initialize again after Py_FinalizeEx
- *   ASCODED the guard exactly as shim/ is written today (the findings in docs/model.md);
- *           without it, the guard with the fixes proposed there
+ *   ASCODED the guard exactly as shim/ is written today (F5 and F7 fixed there; F3 open;
+ *           RestoreThread's fast path without a window; the gate's grace on for 3.14);
+ *           without it, the recommended protocol: the code plus the open fixes
  *   ASSUME_* environment assumptions that exclude windows the guard cannot close
  *           (on by default; GAP_* turns one off)
  *   NO_GATE the protocol before commit 2de512a (no windows, drain or admission gate)
@@ -31,19 +32,27 @@
 #define REINIT 1
 #endif
 
-/* ---- the proposed fixes (docs/model.md, "Findings"); ASCODED or a MUT_ turns one off */
-#ifndef ASCODED
+/* ---- fixes in the code (docs/model.md, "Findings"); a MUT_ turns one off */
 #ifndef MUT_JOIN_FASTPATH
-#define FIX_JOIN_GEN      /* F5: plain pthread_join only while nothing was ever finalized */
+#define FIX_JOIN_GEN      /* F5 (fixed in ad8e768): plain pthread_join only while nothing was ever finalized */
 #endif
+#ifndef MUT_INIT_EARLY
+#define FIX_INIT_AFTER    /* F7 (fixed in ad8e768): the new generation is announced after Py_Initialize returns */
+#endif
+/* ---- proposed, not in the code; ASCODED, a MUT_ or a GAP_ turns one off */
+#ifndef ASCODED
 #ifndef MUT_NO_HANG_HOOK
 #define FIX_HANG_HOOK     /* F3: PyThread_hang_thread (3.14) is intercepted and parks */
+#endif
+#ifndef GAP_RESTORE_FAST
+#define FIX_RESTORE_WINDOW /* F9: PyEval_RestoreThread's fast path opens the window too */
 #endif
 /* F1 (join of a thread stuck in a finalized <= 3.8 runtime's take_gil) needed a fix
  * before the gate; with the gate's drain no hooked thread is left in take_gil at the
  * point of no return. -DFIX_STUCK_JOIN models that fix; the results do not change. */
-#ifndef MUT_INIT_EARLY
-#define FIX_INIT_AFTER    /* F7: the new generation is announced after Py_Initialize returns */
+#else
+#if PYGEN == 314
+#define GAP_GATE_GRACE    /* gate_init(minor >= 13 || !semantic): the grace is on for 3.13+ */
 #endif
 #endif
 
@@ -103,7 +112,7 @@ byte g_epoch = EPOCH(1, RUNNING);
 byte parked_count;          /* g_parked_count */
 bool parked[NPROC];         /* the g_parked registry (is_parked_thread) */
 byte acq_gen[NPROC];        /* FIX_STUCK_JOIN: generation of a guarded acquisition in progress */
-bool window[NPROC];         /* t_window (gate.h): inside a real acquiring call */
+bool window[NPROC];         /* t_pt.window (gate.h): inside a real acquiring call */
 bool released;              /* g_released: the finalizer waits with the GIL released */
 bool fallback;              /* g_fallback: the gate's 20 ms grace has expired */
 byte inflight;              /* g_inflight: admitted threads still inside the real call */
@@ -254,7 +263,7 @@ inline pthread_exit_hook(why) {
 #elif defined(MUT_EXIT_PHASE)
   :: t_fin_gen != GEN(e) && (PHASE(e) != RUNNING || fin_seen) ->   /* before ed21215 (F4) */
 #else
-  /* runtime_is_finalizing() && (t_window || !runtime_thread_ending_normally()) */
+  /* runtime_is_finalizing() && (t_pt.window || !runtime_thread_ending_normally()) */
   :: t_fin_gen != GEN(e) && fin_seen && (window[_pid] || why != NORMAL) ->
 #endif
      /* P6: a thread ending normally is parked only if it got there after the point
@@ -335,19 +344,26 @@ inline save_thread() {
   LOAD_EPOCH(0);
 #endif
   h_ts = my_ts; h_epoch = e;
+  if                                     /* save_slow(): outside RUNNING the handle gets */
+  :: PHASE(e) != RUNNING ->              /* phase bits 3, which no g_epoch value has */
+     h_epoch = EPOCH(GEN(e), 3);
 #ifndef NO_GATE
-  if                                     /* gate_finalizer_released() */
-  :: PHASE(e) == FINALIZING && t_fin_gen == GEN(e) -> released = 1
+     if                                  /* gate_finalizer_released() */
+     :: PHASE(e) == FINALIZING && t_fin_gen == GEN(e) -> released = 1
+     :: else -> skip
+     fi
+#else
+     skip
+#endif
   :: else -> skip
   fi
-#endif
 }
 
-/* handle_current(e) */
+/* handle_current(e): one compare, since a save outside RUNNING stores phase bits 3 */
 #ifdef MUT_FAST_NOGEN
 #define HANDLE_CURRENT (h_epoch != 0 && PHASE(h_epoch) == RUNNING && PHASE(e) == RUNNING)
 #else
-#define HANDLE_CURRENT (h_epoch == e && PHASE(e) == RUNNING)
+#define HANDLE_CURRENT (h_epoch == e)
 #endif
 
 /* window_close(); if (admitted) gate_leave(); */
@@ -361,8 +377,8 @@ inline save_thread() {
 #define ACQ_END skip
 #endif
 
-/* pfg_hook_PyEval_RestoreThread / pfg_hook_PyEval_AcquireThread (same policy). */
-#define RESTORE_THREAD(ts, n) \
+/* pfg_hook_PyEval_AcquireThread: window opened before the load, then the policy. */
+#define ACQUIRE_THREAD(ts, n) \
   WINDOW_OPEN; \
   LOAD_EPOCH(1); ACQ_BEGIN; \
   if \
@@ -374,9 +390,32 @@ inline save_thread() {
   :: h_ts == ts -> h_epoch = 0 \
   :: else -> skip \
   fi; \
+  TAKE_GIL(ts, n);            /* real PyEval_AcquireThread/RestoreThread: take_gil + swap */ \
+  GATE_LEAVE; \
+  ACQ_END
+
+/* pfg_hook_PyEval_RestoreThread.  The recommended protocol (FIX_RESTORE_WINDOW) is
+ * AcquireThread's.  As coded since aa6d798: load g_epoch with no window; handle saved in
+ * this epoch -> fast path, real call without a window; otherwise restore_slow(): open
+ * the window, load g_epoch again, decide(). */
+#ifdef FIX_RESTORE_WINDOW
+#define RESTORE_THREAD(ts, n) ACQUIRE_THREAD(ts, n)
+#else
+#define RESTORE_THREAD(ts, n) \
+  LOAD_EPOCH(1); \
+  if \
+  :: !HANDLE_CURRENT -> WINDOW_OPEN; LOAD_EPOCH(1); ACQ_BEGIN; decide(ts, 1) \
+  :: else -> skip             /* fast path: no window */ \
+  fi; \
+  PASSED(); \
+  if \
+  :: h_ts == ts -> h_epoch = 0 \
+  :: else -> skip \
+  fi; \
   TAKE_GIL(ts, n);            /* real PyEval_RestoreThread: take_gil + swap */ \
   GATE_LEAVE; \
   ACQ_END
+#endif
 
 /* The main thread lets other threads run: Py_BEGIN/END_ALLOW_THREADS around I/O, the
  * switch interval, threading's join during shutdown, __del__ doing I/O during GC. */
@@ -504,7 +543,7 @@ active proctype Main() {
   if
   :: skip
   :: REINIT_ALLOWED ->
-     /* pfg_hook_Py_Initialize: begin_generation() */
+     /* pfg_hook_Py_Initialize*: initializing(), begin_generation() */
      e = g_epoch;
 #ifdef MUT_INIT_NO_BUMP
 #define NEXT_GEN GEN(e)
@@ -558,7 +597,7 @@ active proctype Worker() {
   bool my_late, fin_seen, admitted, ok;
 
   inited;
-  RESTORE_THREAD(my_ts, w1);                    /* PyEval_AcquireThread in t_bootstrap */
+  ACQUIRE_THREAD(my_ts, w1);                    /* PyEval_AcquireThread in t_bootstrap */
   run_python();
   if
   :: atomic {                                  /* eval loop: drop_gil ... take_gil */
@@ -618,7 +657,7 @@ active proctype Native() {
 #ifdef ASSUME_ENSURE_WINDOW
   };
 #endif
-  TAKE_GIL(my_ts, n1);                          /* its PyEval_RestoreThread (t_in_gilstate) */
+  TAKE_GIL(my_ts, n1);                          /* its PyEval_RestoreThread (in_gilstate()) */
   GATE_LEAVE;
   ACQ_END;
   run_python();

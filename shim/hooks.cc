@@ -74,6 +74,8 @@ inline bool handle_current(uint64_t e) { return ((t_pt.h.epoch ^ e) | phase_of(e
 // path (which is a single compare because of this), and rule 2 of decide() still sees
 // the generation. While FINALIZING the finalizer's release opens the gate.
 __attribute__((noinline, cold)) void *save_slow(void *ts, uint64_t e) {
+  window_register();
+  if (phase_of(e) == kRunning) return ts;  // registered now; the handle stands
   t_pt.h.epoch = e | 3;
   if (phase_of(e) == kFinalizing && t_pt.finalizer_gen == gen_of(e)) gate_finalizer_released();
   return ts;
@@ -88,10 +90,10 @@ __attribute__((noinline, cold)) void restore_slow(void *ts, uint64_t e) {
     // takes the GIL back.
     if (phase_of(e) == kFinalizing && pt.finalizer_gen == gen_of(e)) gate_finalizer_reacquiring();
     PFG_REAL(PyEval_RestoreThread)(ts);
+    window_close();
     return;
   }
   window_register();
-  window_open();
   e = g_epoch.load();  // re-read after opening the window (the drain's Dekker pairing)
   const bool admitted = decide(fn_PyEval_RestoreThread, ts, e, true);
   if (pt.h.ts == ts) pt.h.epoch = 0;
@@ -111,21 +113,28 @@ __attribute__((visibility("hidden"))) void *pfg_hook_PyEval_SaveThread(void) {
   void *ts = PFG_REAL(PyEval_SaveThread)();
   PerThread &pt = t_pt;
   pt.h = {ts, e};  // inside a GILState hook too: that hook restores the caller's handle
-  if (PFG_UNLIKELY(phase_of(e) != kRunning)) return save_slow(ts, e);
+  // Not RUNNING, or a thread not yet registered for the drain (its first save): the
+  // handle must not let the restore take the fast path before the thread's window is
+  // visible to a finalizer.
+  if (PFG_UNLIKELY(phase_of(e) != kRunning || !(pt.mode & 1))) return save_slow(ts, e);
   return ts;
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_PyEval_RestoreThread(void *ts) {
   PerThread &pt = t_pt;
+  // The window is open on the fast path too: without it a restore that read RUNNING just
+  // before finalization began is invisible to the drain, and on <= 3.8, whose finalizer
+  // never releases the GIL again, it would wait in take_gil for ever instead of being
+  // let through or parked (docs/model.md F9). That costs the tail call.
+  window_open();
   const uint64_t e = g_epoch.load();
   // Saved in this very epoch, which was RUNNING (a save in any other phase stores phase
-  // bits 3: save_slow), so one compare. No window here (a tail call, no frame): the gap
-  // between this check and CPython's own checks in take_gil is a few instructions
-  // (docs/limitations.md). Inside a GILState hook the same test holds: that hook
-  // restores the caller's handle afterwards.
+  // bits 3: save_slow), by a registered thread, so one compare. Inside a GILState hook
+  // the same test holds: that hook restores the caller's handle afterwards.
   if (PFG_UNLIKELY(pt.h.epoch != e)) return restore_slow(ts, e);
   pt.h.epoch = 0;
-  return PFG_REAL(PyEval_RestoreThread)(ts);
+  PFG_REAL(PyEval_RestoreThread)(ts);
+  window_close();
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_PyEval_AcquireThread(void *ts) {

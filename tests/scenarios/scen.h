@@ -1,4 +1,4 @@
-/* Helpers shared by the scenario programs (tests/scenarios/*.c, *.cc).
+/* Helpers shared by the scenario programs (tests/scenarios) and tests/stress.
  *
  * Every scenario reports what became of its threads on stdout with lines
  *     STATE <thread-name> <passed|gone|parked|blocked>

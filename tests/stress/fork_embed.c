@@ -16,28 +16,22 @@
 #include <time.h>
 #include <unistd.h>
 
-static int ready[2], wake[2];
-static void gate_open(int *g) {
-  char c = 'x';
-  while (write(g[1], &c, 1) < 0 && errno == EINTR) {}
-}
-static void gate_wait(int *g) {
-  char c;
-  while (read(g[0], &c, 1) < 0 && errno == EINTR) {}
-}
+#include "scen.h"
+
+static gate_t ready, wake;  /* pipes: waits are real blocking read(2)s */
 
 static void *saver(void *arg) {
   (void)arg;
   PyGILState_Ensure();
   PyThreadState *ts = PyEval_SaveThread();
-  gate_open(ready);
-  gate_wait(wake);
+  gate_open(&ready);
+  gate_wait(&wake);
   PyEval_RestoreThread(ts);
   return NULL;
 }
 static void *late(void *arg) {
   (void)arg;
-  gate_wait(wake);
+  gate_wait(&wake);
   PyGILState_Ensure();
   return NULL;
 }
@@ -48,7 +42,9 @@ static unsigned parked(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2 || pipe(ready) != 0 || pipe(wake) != 0) return 90;
+  if (argc < 2) return 90;
+  gate_init(&ready);
+  gate_init(&wake);
   Py_InitializeEx(0);
 #if PY_VERSION_HEX < 0x03070000
   PyEval_InitThreads();
@@ -57,11 +53,11 @@ int main(int argc, char **argv) {
   pthread_create(&t1, NULL, saver, NULL);
   pthread_create(&t2, NULL, late, NULL);
   PyThreadState *mts = PyEval_SaveThread();
-  gate_wait(ready);
+  gate_wait(&ready);
   PyEval_RestoreThread(mts);
   Py_FinalizeEx();
-  gate_open(wake);
-  gate_open(wake);
+  gate_open(&wake);
+  gate_open(&wake);
   for (int i = 0; i < 200 && parked() < 2; i++) {
     struct timespec ms = {0, 10000000};
     nanosleep(&ms, NULL);

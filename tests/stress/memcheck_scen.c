@@ -18,27 +18,16 @@
 #include <time.h>
 #include <unistd.h>
 
-static int ready[2], wake[2];
+#include "scen.h"
 
-static void gate_open(int *g) {
-  char c = 'x';
-  while (write(g[1], &c, 1) < 0 && errno == EINTR) {}
-}
-static void gate_wait(int *g) {
-  char c;
-  while (read(g[0], &c, 1) < 0 && errno == EINTR) {}
-}
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-}
+static gate_t ready, wake;  /* pipes: waits are real blocking read(2)s */
 
 static void *saver(void *arg) {
   (void)arg;
   PyGILState_Ensure();
   PyThreadState *ts = PyEval_SaveThread();
-  gate_open(ready);
-  gate_wait(wake);
+  gate_open(&ready);
+  gate_wait(&wake);
   PyEval_RestoreThread(ts);   /* ts was freed by Py_FinalizeEx */
   fprintf(stderr, "memcheck_scen: worker PASSED PyEval_RestoreThread\n");
   PyEval_SaveThread();
@@ -47,8 +36,8 @@ static void *saver(void *arg) {
 
 static void *late(void *arg) {
   (void)arg;
-  gate_open(ready);
-  gate_wait(wake);
+  gate_open(&ready);
+  gate_wait(&wake);
   PyGILState_STATE g = PyGILState_Ensure();
   fprintf(stderr, "memcheck_scen: native thread PASSED PyGILState_Ensure\n");
   PyGILState_Release(g);
@@ -57,7 +46,8 @@ static void *late(void *arg) {
 
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "restore";
-  if (pipe(ready) != 0 || pipe(wake) != 0) return 90;
+  gate_init(&ready);
+  gate_init(&wake);
   Py_InitializeEx(0);
 #if PY_VERSION_HEX < 0x03070000
   PyEval_InitThreads();
@@ -66,17 +56,17 @@ int main(int argc, char **argv) {
   int is_late = strcmp(mode, "ensure") == 0;
   pthread_create(&t, NULL, is_late ? late : saver, NULL);
   PyThreadState *mts = PyEval_SaveThread();
-  gate_wait(ready);
+  gate_wait(&ready);
   PyEval_RestoreThread(mts);
   Py_FinalizeEx();
   if (strcmp(mode, "reinit") == 0) {
     Py_InitializeEx(0);
-    gate_open(wake);
+    gate_open(&wake);
     /* The second runtime drops the GIL so that the stale worker can get at it. */
     PyRun_SimpleString("import time\nfor _ in range(10):\n    time.sleep(0.05)\n");
     Py_FinalizeEx();
   } else {
-    gate_open(wake);
+    gate_open(&wake);
   }
   sleep_ms(1500);  /* the woken thread crashes, passes, is parked or blocks meanwhile */
   fprintf(stderr, "memcheck_scen: %s: main exits 7\n", mode);

@@ -38,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "scen.h"  /* say(): one write(2) per line (tests/scenarios) */
+
 static uint64_t rng_state;
 /* splitmix64: each thread gets its own stream derived from the seed. */
 static uint64_t mix(uint64_t *s) {
@@ -74,19 +76,6 @@ static void native_work(uint64_t *s) {
 
 static volatile long long t_start_us;  /* set just before threads start */
 static volatile int stop_creating;
-
-static void say(const char *fmt, ...) {
-  char buf[256];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
-  va_end(ap);
-  if (n < 0) return;
-  if (n > (int)sizeof buf - 2) n = (int)sizeof buf - 2;
-  buf[n++] = '\n';
-  ssize_t w = write(1, buf, (size_t)n);
-  (void)w;
-}
 
 static void *saver(void *arg) {
   uint64_t s = (uint64_t)(uintptr_t)arg;

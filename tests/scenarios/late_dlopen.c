@@ -21,7 +21,7 @@ typedef void (*void_t)(void);
 static save_t save;
 static restore_t restore;
 static ensure_t ensure;
-static gate_t wake_worker, wake_native, worker_ready;
+static gate_t wake_worker, wake_native, worker_ready, native_ready;
 static int worker_tid, native_tid;
 static volatile int worker_passed, native_passed;
 
@@ -48,6 +48,7 @@ static void *worker(void *arg) {
 static void *native(void *arg) {
   (void)arg;
   native_tid = scen_tid();
+  gate_open(&native_ready);
   gate_wait(&wake_native);
   say("native: first PyGILState_Ensure after finalization");
   ensure();
@@ -69,6 +70,7 @@ int main(int argc, char **argv) {
   gate_init(&wake_worker);
   gate_init(&wake_native);
   gate_init(&worker_ready);
+  gate_init(&native_ready);
 
   initex(0);
   void_t init_threads = (void_t)dlsym(h, "PyEval_InitThreads");  /* needed on 3.6 */
@@ -79,6 +81,7 @@ int main(int argc, char **argv) {
   pthread_create(&w, NULL, worker, NULL);
   pthread_create(&n, NULL, native, NULL);
   gate_wait(&worker_ready);
+  gate_wait(&native_ready);  /* its tid is known before anyone looks for it */
   restore(mts);
   say("main: finalizing");
   int rc = fini();

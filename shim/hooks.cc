@@ -102,6 +102,15 @@ __attribute__((noinline, cold)) void restore_slow(void *ts, uint64_t e) {
   if (admitted) gate_leave();
 }
 
+// Entering Py_FinalizeEx/Py_Finalize/Py_Exit (they nest: Py_Exit -> Py_FinalizeEx).
+// Mark this thread as the finalizer of the current generation before announcing
+// FINALIZING, so that it can never see itself as a late thread; on the transition
+// itself, let every window opened while RUNNING close (gate.h).
+void finalizer_enter() {
+  t_pt.finalizer_gen = gen_of(g_epoch.load());
+  if (begin_finalizing()) gate_drain_windows(PFG_REAL(PyEval_SaveThread), PFG_REAL(PyEval_RestoreThread));
+}
+
 }  // namespace
 
 extern "C" {
@@ -189,30 +198,22 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyGILState_Release(int st) {
   t_pt.h = outer;
 }
 
-// Finalization: mark this thread as the finalizer of the current generation before
-// announcing FINALIZING, so that it can never see itself as a late thread.
 __attribute__((visibility("hidden"))) int pfg_hook_Py_FinalizeEx(void) {
-  t_pt.finalizer_gen = gen_of(g_epoch.load());
-  begin_finalizing();
-  gate_drain_windows(PFG_REAL(PyEval_SaveThread), PFG_REAL(PyEval_RestoreThread));
+  finalizer_enter();
   int rc = PFG_REAL(Py_FinalizeEx)();
   end_finalizing();
   return rc;
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_Py_Finalize(void) {
-  t_pt.finalizer_gen = gen_of(g_epoch.load());
-  begin_finalizing();
-  gate_drain_windows(PFG_REAL(PyEval_SaveThread), PFG_REAL(PyEval_RestoreThread));
+  finalizer_enter();
   PFG_REAL(Py_Finalize)();
   end_finalizing();
 }
 
 // 3.13's Py_Exit finalizes through an internal function, not Py_FinalizeEx.
 __attribute__((visibility("hidden"))) void pfg_hook_Py_Exit(int status) {
-  t_pt.finalizer_gen = gen_of(g_epoch.load());
-  begin_finalizing();
-  gate_drain_windows(PFG_REAL(PyEval_SaveThread), PFG_REAL(PyEval_RestoreThread));
+  finalizer_enter();
   PFG_REAL(Py_Exit)(status);
   __builtin_unreachable();
 }

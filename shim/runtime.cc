@@ -120,8 +120,6 @@ void runtime_detect_in(void *handle) {
   pthread_mutex_unlock(&g_detect_mu);
 }
 
-bool runtime_present() { return g_rt.present.load(); }
-
 bool runtime_thread_ending_normally() {
   if (g_rt.minor >= 10 || !g_rt.this_thread_state) return false;
   // Reads the runtime's TSS slot for this thread (static data, pthread_getspecific):

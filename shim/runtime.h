@@ -20,8 +20,6 @@ void runtime_detect_in(void *handle);
 //   3.6:      _Py_Finalizing (a PyThreadState *, non-NULL while finalizing)
 bool runtime_is_finalizing();
 
-bool runtime_present();
-
 // Is the calling thread at its normal end? CPython <= 3.9 ends every thread with
 // PyThread_exit_thread() after deleting its thread state (t_bootstrap; bpo-44434 removed
 // that call in 3.10). False on 3.10+, where only finalization calls it.

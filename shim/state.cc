@@ -17,11 +17,12 @@ int64_t monotonic_ns() {
   return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-void begin_finalizing() {
+bool begin_finalizing() {
   uint64_t e = g_epoch.load();
-  if (phase_of(e) != kRunning) return;  // nested (Py_Exit -> Py_FinalizeEx) or repeated
+  if (phase_of(e) != kRunning) return false;  // nested (Py_Exit -> Py_FinalizeEx) or repeated
   g_finalize_start_ns.store(monotonic_ns());
   g_epoch.store(make_epoch(gen_of(e), kFinalizing));
+  return true;
 }
 
 void end_finalizing() {

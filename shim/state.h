@@ -61,7 +61,7 @@ extern __thread PerThread t_pt __attribute__((visibility("hidden")));
 inline bool in_gilstate() { return t_pt.mode >> 1; }
 
 // Transitions. Called by the finalizing / initializing thread only.
-void begin_finalizing();  // RUNNING -> FINALIZING (same generation)
+bool begin_finalizing();  // RUNNING -> FINALIZING (same generation); false if not RUNNING
 void end_finalizing();    // -> FINALIZED
 void begin_generation();  // FINALIZING/FINALIZED -> (gen + 1) | RUNNING
 

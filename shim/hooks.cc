@@ -9,6 +9,7 @@
 #include <dlfcn.h>
 
 #include "gate.h"
+#include "gilwait.h"
 #include "images.h"
 #include "interpose.h"
 #include "park.h"
@@ -281,6 +282,20 @@ __attribute__((visibility("hidden"))) void pfg_hook_pthread_exit(void *retval) {
   }
   PFG_REAL(pthread_exit)(retval);
   __builtin_unreachable();
+}
+
+// CPython's own GIL waits (gilwait.h): every pthread_cond_timedwait in the process comes
+// here; only Python text's -- take_gil() -- is more than a range check and a call.
+__attribute__((visibility("hidden"))) int pfg_hook_pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m,
+                                                                          const struct timespec *abstime) {
+  if (PFG_LIKELY(!in_python_text(reinterpret_cast<uintptr_t>(__builtin_return_address(0)))))
+    return PFG_REAL(pthread_cond_timedwait)(c, m, abstime);
+  return gil_wait(c, m, abstime);
+}
+
+__attribute__((visibility("hidden"))) int pfg_hook_pthread_cond_destroy(pthread_cond_t *c) {
+  if (in_python_text(reinterpret_cast<uintptr_t>(__builtin_return_address(0)))) gil_cond_destroying(c);
+  return PFG_REAL(pthread_cond_destroy)(c);
 }
 
 // Joins complete when their target is parked: it will never run again. The plain path

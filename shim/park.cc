@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "gate.h"
+#include "gilwait.h"
 #include "report.h"
 
 namespace pfg {
@@ -26,6 +27,7 @@ const char *reason_text(Reason r) {
     case Reason::finalizing: return "runtime finalizing";
     case Reason::finalized: return "runtime finalized";
     case Reason::thread_exit: return "CPython terminating the thread";
+    case Reason::gil_wait: return "waiting in take_gil past the point of no return";
   }
   return "?";
 }
@@ -132,6 +134,7 @@ void park_atfork_child() {
   for (unsigned i = 0; i < kMaxParkRecords; ++i) g_parked[i].tid.store(0);
   g_parked_count.store(0);
   gate_atfork_child();
+  gilwait_atfork_child();
 }
 
 }  // namespace pfg

@@ -1,0 +1,120 @@
+#include "gilwait.h"
+
+#include <atomic>
+#include <cerrno>
+#include <ctime>
+
+#include "interpose.h"
+#include "park.h"
+#include "report.h"
+#include "runtime.h"
+#include "state.h"
+
+namespace pfg {
+namespace {
+
+// The condition variables Python text has waited on: the GIL's (one per runtime, or per
+// interpreter with its own GIL on 3.12+). A slot is claimed once per address with a CAS
+// and reused when the same address waits again (a re-created GIL usually has the same
+// static address); destroy frees it when nobody waits. No allocation, no lock: waiters
+// run this on their way into a futex sleep and, later, on the way to parking.
+struct CondSlot {
+  std::atomic<pthread_cond_t *> cond;
+  std::atomic<pthread_mutex_t *> mutex;
+  std::atomic<int> waiters;  // threads between entry and exit of gil_wait() on it
+};
+constexpr int kMaxConds = 32;
+CondSlot g_conds[kMaxConds];
+
+CondSlot *find_slot(pthread_cond_t *c) {
+  for (auto &s : g_conds)
+    if (s.cond.load() == c) return &s;
+  return nullptr;
+}
+
+CondSlot *claim_slot(pthread_cond_t *c) {
+  if (CondSlot *s = find_slot(c)) return s;
+  for (auto &s : g_conds) {
+    pthread_cond_t *expected = nullptr;
+    if (s.cond.compare_exchange_strong(expected, c) || expected == c) return &s;
+  }
+  return nullptr;  // more than kMaxConds GILs waited on at once: untracked (limitations.md)
+}
+
+// Is the runtime past its point of no return for a thread other than its finalizer?
+// FINALIZING alone is not enough: non-daemon threads are joined and atexit handlers run
+// then, and they need the GIL like any other time.
+bool late(uint64_t e) {
+  if (t_pt.finalizer_gen == gen_of(e)) return false;
+  const uint64_t ph = phase_of(e);
+  return ph == kFinalized || (ph == kFinalizing && runtime_is_finalizing());
+}
+
+[[noreturn]] void park_waiter(CondSlot *s, pthread_mutex_t *m, uint64_t e) {
+  // Leave the count first: the destroying thread waits for it to reach 0 and then for
+  // the mutex, which is released right after. Both are plain atomics and an unlock:
+  // nothing here allocates or takes a lock of ours.
+  if (s) s->waiters.fetch_sub(1);
+  pthread_mutex_unlock(m);  // CPython's GIL mutex, held since cond-wait semantics say so
+  park(fn_pthread_cond_timedwait, e, Reason::gil_wait);
+}
+
+}  // namespace
+
+int gil_wait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *abstime) {
+  CondSlot *s = claim_slot(c);
+  if (s) {
+    s->mutex.store(m);
+    s->waiters.fetch_add(1);  // seq_cst: ordered before the g_epoch load below
+  }
+  uint64_t e = g_epoch.load();
+  if (__builtin_expect(late(e), 0)) park_waiter(s, m, e);
+  const int rc = PFG_REAL(pthread_cond_timedwait)(c, m, abstime);
+  e = g_epoch.load();
+  if (__builtin_expect(late(e), 0)) park_waiter(s, m, e);
+  if (s) s->waiters.fetch_sub(1);
+  return rc;
+}
+
+void gil_cond_destroying(pthread_cond_t *c) {
+  CondSlot *s = find_slot(c);
+  if (!s) return;
+  const uint64_t e = g_epoch.load();
+  const uint64_t ph = phase_of(e);
+  if (ph == kFinalized || (ph == kFinalizing && runtime_is_finalizing())) {
+    // Wake the waiters (they re-check and park), then make sure nobody is between two
+    // waits holding the mutex: such a thread either waits again -- and parks on entry --
+    // or leaves take_gil(); both release the mutex. Bounded: a waiter that cannot come
+    // out (cancelled inside the wait, say) must not hang the finalizer; CPython then
+    // destroys the condition variable under it, as it would without the guard.
+    const int64_t deadline = monotonic_ns() + 500 * 1000000LL;
+    for (;;) {
+      if (s->waiters.load() == 0) {
+        pthread_mutex_t *m = s->mutex.load();
+        if (m && pthread_mutex_lock(m) == 0) pthread_mutex_unlock(m);
+        if (s->waiters.load() == 0) break;
+      }
+      if (monotonic_ns() > deadline) {
+        const int fd = log_fd();
+        if (fd >= 0)
+          Writer(fd).str("pyfinguard: warning: a thread waiting for the GIL did not park within "
+                         "500 ms of CPython destroying it; continuing\n");
+        break;
+      }
+      pthread_cond_broadcast(c);
+      struct timespec ms = {0, 1000000};
+      nanosleep(&ms, nullptr);
+    }
+  }
+  // Free the slot unless someone (a new runtime's thread) is waiting on the address.
+  if (s->waiters.load() == 0) {
+    pthread_cond_t *expected = c;
+    s->cond.compare_exchange_strong(expected, nullptr);
+  }
+}
+
+void gilwait_atfork_child() {
+  for (auto &s : g_conds) s.waiters.store(0);
+}
+
+}  // namespace pfg

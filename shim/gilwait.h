@@ -1,0 +1,37 @@
+// Threads waiting inside CPython's own take_gil() (docs/design.md, "GIL waiters").
+//
+// A thread that was already waiting for the GIL when finalization began -- through the
+// eval loop's periodic switch, which no hook sees, or through a hooked call that passed
+// its check while the runtime was RUNNING -- sleeps in pthread_cond_timedwait() on the
+// GIL's condition variable and re-checks every 5 ms. What it does when it wakes late is
+// CPython's bug, not ours to inherit: 3.10 resets a drop request through the freed
+// interpreter before it looks at the finalizing flag (docs/reliability.md K3), and once a
+// new runtime starts the flag is clear again, so a first-runtime waiter walks into the
+// second runtime with its freed thread state (K1; on <= 3.8 Py_Initialize even destroys
+// the old GIL under it: "destroy_gil: ... EBUSY", bpo-9901's comment in pylifecycle.c).
+//
+// So the guard intercepts the wait itself. CPython's only timed condition wait on Linux
+// is take_gil()'s (its locks use semaphores; drop_gil()'s switch wait is untimed), so a
+// pthread_cond_timedwait() called from Python's own text is a GIL wait. A waiter that
+// is not the finalizer parks -- before and after the real wait -- once the runtime is
+// past its point of no return, after unlocking the GIL mutex it holds (cond-wait
+// semantics), so that the finalizer and a later Py_Initialize find it free. And before
+// CPython destroys a condition variable that such waiters use (destroy_gil(): at the end
+// of finalization or at the next Py_Initialize, depending on the version), the
+// destroying thread wakes them and waits until they have parked.
+#pragma once
+#include <pthread.h>
+#include <ctime>
+
+namespace pfg {
+
+// pthread_cond_timedwait() called from Python text.
+int gil_wait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *abstime);
+
+// pthread_cond_destroy() called from Python text, before the real destroy.
+void gil_cond_destroying(pthread_cond_t *c);
+
+// fork(): the child has none of the parent's waiters.
+void gilwait_atfork_child();
+
+}  // namespace pfg

@@ -24,6 +24,11 @@ std::atomic<int> g_released{0};
 std::atomic<int> g_fallback{0};
 constexpr int64_t kGateGraceNs = 20 * 1000000;
 bool g_grace;  // set once at detection (gate_init)
+// 1 while the finalizer drains windows (gate_drain_windows). The grace must not open the
+// gate then: the finalizer waits in our own code, visibly, and every thread let in would
+// open a new window for it to wait on -- with threads looping through sleeps and
+// PyGILState_Ensure the drain never ended (3.13, tests/stress seed 660748: 13-60 s).
+std::atomic<int> g_draining{0};
 // Threads admitted during FINALIZING that are still inside the real call (plus, for a
 // moment, threads checking whether they may enter). Futex word for the finalizer.
 std::atomic<int> g_inflight{0};
@@ -115,8 +120,12 @@ void gate_init(bool grace) {
 
 void gate_drain_windows(void *(*save)(void), void (*restore)(void *)) {
   g_fallback.store(0);
+  g_draining.store(1);
   heavy_barrier();
-  if (!any_window_open()) return;
+  if (!any_window_open()) {
+    g_draining.store(0);
+    return;
+  }
   // Some thread is inside a real acquiring call it entered while RUNNING (waiting for
   // the GIL we hold, or about to). Let it through: release the GIL until every such
   // window has closed. New windows cannot open meanwhile -- they see FINALIZING and
@@ -126,6 +135,7 @@ void gate_drain_windows(void *(*save)(void), void (*restore)(void *)) {
     struct timespec ms = {0, 200000};
     nanosleep(&ms, nullptr);
   }
+  g_draining.store(0);
   restore(ts);
 }
 
@@ -135,6 +145,7 @@ void gate_atfork_child() {
   g_inflight.store(0);
   g_released.store(0);
   g_fallback.store(0);
+  g_draining.store(0);
   t_pt.admitted = false;
 }
 
@@ -146,7 +157,8 @@ void gate_admit(Fn api, uint64_t e) {
     // at least one of the two sees the other, so no thread enters unseen.
     t_pt.admitted = true;
     g_inflight.fetch_add(1);
-    if ((g_released.load() || g_fallback.load()) && g_epoch.load() == e && !runtime_is_finalizing()) {
+    if ((g_released.load() || (g_fallback.load() && !g_draining.load())) && g_epoch.load() == e &&
+        !runtime_is_finalizing()) {
       __atomic_store_n(&t_pt.window, 1, __ATOMIC_RELAXED);  // closed again by the hook
       return;
     }
@@ -161,7 +173,7 @@ void gate_admit(Fn api, uint64_t e) {
     // _Py_Finalize and PyMutex waits without PyEval_SaveThread), so a normal shutdown
     // would hang. After a grace period with CPython still before its point of no return,
     // the gate stays open for the rest of this finalization (docs/limitations.md).
-    if (g_grace && monotonic_ns() - since >= kGateGraceNs) g_fallback.store(1);
+    if (g_grace && !g_draining.load() && monotonic_ns() - since >= kGateGraceNs) g_fallback.store(1);
     // Nothing signals CPython's point of no return to us: re-check every 5 ms.
     futex_wait(g_released, 0, 5 * 1000000);
   }

@@ -51,6 +51,11 @@ void futex_wake(std::atomic<int> &a) {
 // tracked (its window race is then as without the drain; docs/limitations.md).
 constexpr int kMaxWindows = 8192;
 std::atomic<int *> g_windows[kMaxWindows];
+// 1 + the highest slot ever claimed: the drain scans only that far (a process with a
+// handful of threads scans a handful of slots, not 8192 at every exit). Raised with a
+// seq_cst CAS right after the slot's own CAS, both before the thread's first window
+// opens, so the drain's Dekker argument covers it like the slot.
+std::atomic<int> g_windows_used{0};
 pthread_key_t g_window_key;
 pthread_once_t g_window_once = PTHREAD_ONCE_INIT;
 bool g_membarrier_ok;
@@ -85,7 +90,8 @@ void heavy_barrier() {
 }
 
 bool any_window_open() {
-  for (int i = 0; i < kMaxWindows; ++i) {
+  const int used = g_windows_used.load();
+  for (int i = 0; i < used; ++i) {
     int *w = g_windows[i].load(std::memory_order_acquire);
     if (w && w != &t_pt.window && __atomic_load_n(w, __ATOMIC_ACQUIRE)) return true;
   }
@@ -106,6 +112,8 @@ void window_register_slow() {
   for (int i = 0; i < kMaxWindows; ++i) {
     int *expected = nullptr;
     if (g_windows[i].compare_exchange_strong(expected, &t_pt.window)) {
+      for (int u = g_windows_used.load(); u < i + 1 && !g_windows_used.compare_exchange_weak(u, i + 1);) {
+      }
       pthread_setspecific(g_window_key, reinterpret_cast<void *>(intptr_t(i) + 1));
       return;
     }

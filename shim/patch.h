@@ -30,6 +30,12 @@ Result check(const void *target, std::size_t fn_size);
 // is refused with a reason and nothing is written.
 Result install(void *target, std::size_t fn_size, void *hook, void **real_out);
 
+// Patches installed between batch_begin() and batch_end() share one reading of
+// /proc/self/maps (most of a patch's cost). For the entries of one image, taken over at
+// load time or after a dlopen; nothing else may change that image's mappings meanwhile.
+void batch_begin();
+void batch_end();
+
 // Architecture name and decoder, for reports ("x86-64 (Zydis 4.0)").
 const char *describe();
 

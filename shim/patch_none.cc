@@ -38,6 +38,9 @@ Result refused() {
 
 bool supported() { return false; }
 
+void batch_begin() {}
+void batch_end() {}
+
 Result check(const void *, std::size_t) { return refused(); }
 
 Result install(void *, std::size_t, void *, void **) { return refused(); }

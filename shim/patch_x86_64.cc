@@ -21,6 +21,7 @@
 
 #include <Zydis/Zydis.h>
 #include <cpuid.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/membarrier.h>
@@ -394,13 +395,50 @@ struct Survey {
   uintptr_t gaps[GapFinder::kMax];
 };
 
+// One reading of /proc/self/maps shared by the patches of a batch (patch::batch_begin):
+// a runtime's 14 entries in one image see the same mappings, and parsing the file 14
+// times was ~300,000 instructions of every static python's start-up. What the survey
+// takes from it does not go stale within a batch: the target's extent and protection
+// belong to a loaded image (page swaps keep r-x), and a gap another thread takes
+// meanwhile only makes new_arena()'s MAP_FIXED_NOREPLACE fail and look again. Dropped
+// when we map an arena. Guarded by g_lock, like all patcher state.
+struct MapsSnapshot {
+  static constexpr int kMax = 4096;
+  bool batch;  // inside batch_begin()/batch_end()
+  bool valid;
+  int n;
+  Mapping m[kMax];
+};
+MapsSnapshot g_snap;
+
+template <class F>
+bool for_each_mapping_batched(F &&f) {
+  if (!g_snap.batch) return for_each_mapping(f);
+  if (!g_snap.valid) {
+    int n = 0;
+    bool fits = true;
+    if (!for_each_mapping([&](const Mapping &m) {
+          if (n == MapsSnapshot::kMax) { fits = false; return false; }
+          g_snap.m[n++] = m;
+          return true;
+        }))
+      return false;
+    if (!fits) return for_each_mapping(f);
+    g_snap.n = n;
+    g_snap.valid = true;
+  }
+  for (int i = 0; i < g_snap.n; ++i)
+    if (!f(static_cast<const Mapping &>(g_snap.m[i]))) break;
+  return true;
+}
+
 bool survey(uintptr_t target, std::size_t fn_size, Survey &sv) {
   GapFinder gf(target, arena_len());
   bool ext_open = true;
   uintptr_t cur = target, end = target + fn_size;
   bool rx_bad = false, rx_done = fn_size == 0;
   sv.found = false;
-  bool ok = for_each_mapping([&](const Mapping &m) {
+  bool ok = for_each_mapping_batched([&](const Mapping &m) {
     gf.feed(m);
     if (!sv.found) {
       if (target >= m.start && target < m.end) { sv.ext = m; sv.found = true; }
@@ -440,6 +478,7 @@ Arena *new_arena(uintptr_t at, const uintptr_t *cand0, int n0) {
       uintptr_t a = reinterpret_cast<uintptr_t>(p);
       if (!in_reach(at, a, len)) { munmap(p, len); continue; }
       memset(p, 0xCC, len);  // int3 everywhere unused
+      g_snap.valid = false;  // a gap is gone
       Arena &ar = g_arenas[g_narenas++];
       ar.base = a;
       ar.len = len;
@@ -500,11 +539,54 @@ struct Plan {
   Survey sv;             // /proc/self/maps as seen by plan()
 };
 
-const ZydisDecoder *decoder() {
-  static ZydisDecoder d;
+// Zydis, loaded on first use (meson.build says why). Header types, dlsym'd functions.
+#ifndef PFG_ZYDIS_SONAME
+#define PFG_ZYDIS_SONAME "libZydis.so"
+#endif
+struct ZydisApi {
+  decltype(&ZydisDecoderInit) init;
+  decltype(&ZydisDecoderDecodeInstruction) decode;
+  decltype(&ZydisDecoderDecodeFull) decode_full;
+  decltype(&ZydisMnemonicGetString) mnemonic;
+  decltype(&ZydisGetVersion) version;
+  ZydisDecoder decoder;
+  char error[96];  // why it could not be loaded ("" when it was)
+};
+ZydisApi g_zydis;
+
+// Runs once, under pthread_once: at load time or from a dlopen of a runtime, never in a
+// dying thread. The libc dlopen, not the guard's exported one (which would re-enter
+// runtime detection, whose mutex our caller may hold).
+void load_zydis() {
+  using dlopen_fn = void *(*)(const char *, int);
+  auto real_dlopen = reinterpret_cast<dlopen_fn>(dlsym(RTLD_NEXT, "dlopen"));
+  void *h = nullptr;
+#ifdef PFG_ZYDIS_DIR
+  if (real_dlopen) h = real_dlopen(PFG_ZYDIS_DIR "/" PFG_ZYDIS_SONAME, RTLD_NOW | RTLD_LOCAL);
+#endif
+  if (!h && real_dlopen) h = real_dlopen(PFG_ZYDIS_SONAME, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char *e = dlerror();
+    snprintf(g_zydis.error, sizeof g_zydis.error, "cannot load %s: %s", PFG_ZYDIS_SONAME, e ? e : "no dlopen");
+    return;
+  }
+  g_zydis.init = reinterpret_cast<decltype(g_zydis.init)>(dlsym(h, "ZydisDecoderInit"));
+  g_zydis.decode = reinterpret_cast<decltype(g_zydis.decode)>(dlsym(h, "ZydisDecoderDecodeInstruction"));
+  g_zydis.decode_full = reinterpret_cast<decltype(g_zydis.decode_full)>(dlsym(h, "ZydisDecoderDecodeFull"));
+  g_zydis.mnemonic = reinterpret_cast<decltype(g_zydis.mnemonic)>(dlsym(h, "ZydisMnemonicGetString"));
+  g_zydis.version = reinterpret_cast<decltype(g_zydis.version)>(dlsym(h, "ZydisGetVersion"));
+  if (!g_zydis.init || !g_zydis.decode || !g_zydis.decode_full || !g_zydis.mnemonic || !g_zydis.version ||
+      !ZYAN_SUCCESS(g_zydis.init(&g_zydis.decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64))) {
+    snprintf(g_zydis.error, sizeof g_zydis.error, "%s lacks the Zydis 4 decoder API", PFG_ZYDIS_SONAME);
+    g_zydis.init = nullptr;
+  }
+}
+
+// The decoder, or nullptr (then g_zydis.error says why).
+const ZydisApi *zydis() {
   static pthread_once_t once = PTHREAD_ONCE_INIT;
-  pthread_once(&once, [] { ZydisDecoderInit(&d, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64); });
-  return &d;
+  pthread_once(&once, load_zydis);
+  return g_zydis.init ? &g_zydis : nullptr;
 }
 
 int64_t rel_imm(const ZydisDecodedInstruction &in, int i) {
@@ -562,14 +644,15 @@ bool may_branch_into(const uint8_t *b, std::size_t n, uintptr_t ip0, uintptr_t l
 }
 
 bool scan_function(const Plan &p, std::size_t fn_size, Result &r) {
-  const ZydisDecoder *dec = decoder();
+  const ZydisApi *z = zydis();
+  if (!z) { fail(r, "%s", g_zydis.error); return false; }
   const uint8_t *base = reinterpret_cast<const uint8_t *>(p.target);
   uintptr_t lo = p.at + 1, hi = p.at + p.covered;  // forbidden destinations [lo, hi)
   if (!may_branch_into(base, fn_size, p.target, lo, hi)) return true;
   std::size_t off = 0;
   while (off < fn_size) {
     ZydisDecodedInstruction in;
-    if (!ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(dec, nullptr, base + off, fn_size - off, &in))) {
+    if (!ZYAN_SUCCESS(z->decode(&z->decoder, nullptr, base + off, fn_size - off, &in))) {
       ++off;
       continue;
     }
@@ -578,7 +661,7 @@ bool scan_function(const Plan &p, std::size_t fn_size, Result &r) {
       uintptr_t dest = p.target + off + in.length + static_cast<uintptr_t>(rel_imm(in, i));
       if (dest >= lo && dest < hi) {
         fail(r, "branch into patched range at +%zu (%s at +%zu)", static_cast<std::size_t>(dest - p.target),
-             ZydisMnemonicGetString(in.mnemonic), off);
+             z->mnemonic(in.mnemonic), off);
         return false;
       }
     }
@@ -619,7 +702,8 @@ bool plan(const void *target_v, std::size_t fn_size, Plan &p, Result &r) {
   memcpy(p.code, reinterpret_cast<const void *>(p.at), ncopy);
   if (p.code[0] == 0xCC) { fail(r, "int3 at entry (a debugger breakpoint?)"); return false; }
 
-  const ZydisDecoder *dec = decoder();
+  const ZydisApi *z = zydis();
+  if (!z) { fail(r, "%s", g_zydis.error); return false; }
   p.n = 0;
   p.covered = 0;
   p.terminated = false;
@@ -627,7 +711,7 @@ bool plan(const void *target_v, std::size_t fn_size, Plan &p, Result &r) {
     ZydisDecodedInstruction in;
     ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
     unsigned off = p.covered;
-    if (!ZYAN_SUCCESS(ZydisDecoderDecodeFull(dec, p.code + off, ncopy - off, &in, ops))) {
+    if (!ZYAN_SUCCESS(z->decode_full(&z->decoder, p.code + off, ncopy - off, &in, ops))) {
       fail(r, "undecodable instruction at +%u", skip + off);
       return false;
     }
@@ -639,7 +723,7 @@ bool plan(const void *target_v, std::size_t fn_size, Plan &p, Result &r) {
     pi.disp_off = 0;
     pi.cc = 0;
     pi.abs = 0;
-    const char *mn = ZydisMnemonicGetString(in.mnemonic);
+    const char *mn = z->mnemonic(in.mnemonic);
     uintptr_t ip_next = p.at + off + in.length;
     bool rel_imm_seen = in.raw.imm[0].is_relative || in.raw.imm[1].is_relative;
     bool riprel = false;
@@ -846,6 +930,18 @@ bool check_locked(const void *target, std::size_t fn_size, Plan &p, Result &r) {
 
 bool supported() { return true; }
 
+void batch_begin() {
+  Locker lock;
+  g_snap.batch = true;
+  g_snap.valid = false;
+}
+
+void batch_end() {
+  Locker lock;
+  g_snap.batch = false;
+  g_snap.valid = false;
+}
+
 Result check(const void *target, std::size_t fn_size) {
   Result r = fresh();
   Locker lock;
@@ -948,12 +1044,18 @@ Result install(void *target, std::size_t fn_size, void *hook, void **real_out) {
 }
 
 const char *describe() {
-  static char buf[64];
+  static char buf[160];
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   pthread_once(&once, [] {
-    ZyanU64 v = ZydisGetVersion();
-    snprintf(buf, sizeof buf, "x86-64 (Zydis %u.%u.%u)", static_cast<unsigned>(v >> 48),
-             static_cast<unsigned>((v >> 32) & 0xFFFF), static_cast<unsigned>((v >> 16) & 0xFFFF));
+    const ZydisApi *z = zydis();
+    if (!z) {
+      snprintf(buf, sizeof buf, "x86-64 (no decoder: %s)", g_zydis.error);
+      return;
+    }
+    ZyanU64 v = z->version();
+    snprintf(buf, sizeof buf, "x86-64 (Zydis %u.%u.%u, %s)", static_cast<unsigned>(v >> 48),
+             static_cast<unsigned>((v >> 32) & 0xFFFF), static_cast<unsigned>((v >> 16) & 0xFFFF),
+             PFG_ZYDIS_SONAME);
   });
   return buf;
 }

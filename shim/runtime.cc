@@ -67,6 +67,7 @@ void take_over(void *scope, void *anchor) {
   // PyGILState_Ensure): a relocation for it means the library was built with semantic
   // interposition; none means -fno-semantic-interposition (Debian, Fedora, Docker).
   g_rt.semantic = !bypass && binds_via_relocation(im, fn_PyEval_RestoreThread);
+  patch::batch_begin();
   for (int i = 0; i < fn_count; ++i) {
     if (!kFns[i].python) continue;
     void *def = lookup(scope, kFns[i].name);
@@ -77,6 +78,7 @@ void take_over(void *scope, void *anchor) {
     }
     cover(Fn(i), def, im, bypass, g_rt.semantic);
   }
+  patch::batch_end();
   if (auto f = lookup(scope, "Py_IsFinalizing")) {
     g_rt.probe_fn = reinterpret_cast<int (*)(void)>(f);
     g_rt.probe_name = "Py_IsFinalizing";

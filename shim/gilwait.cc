@@ -50,13 +50,21 @@ bool late(uint64_t e) {
   return ph == kFinalized || (ph == kFinalizing && runtime_is_finalizing());
 }
 
+// A thread that last took the GIL in an earlier generation, waiting for the GIL now:
+// its thread state was freed with that runtime. It cannot be the thread that
+// initialized the current one (initializing() sets its acquired_epoch).
+bool stale(uint64_t e) {
+  const uint64_t a = t_pt.acquired_epoch;
+  return a != 0 && gen_of(a) != gen_of(e) && t_pt.finalizer_gen != gen_of(e);
+}
+
 [[noreturn]] void park_waiter(CondSlot *s, pthread_mutex_t *m, uint64_t e) {
   // Leave the count first: the destroying thread waits for it to reach 0 and then for
   // the mutex, which is released right after. Both are plain atomics and an unlock:
   // nothing here allocates or takes a lock of ours.
   if (s) s->waiters.fetch_sub(1);
   pthread_mutex_unlock(m);  // CPython's GIL mutex, held since cond-wait semantics say so
-  park(fn_pthread_cond_timedwait, e, Reason::gil_wait);
+  park(fn_pthread_cond_timedwait, e, stale(e) ? Reason::stale_ts : Reason::gil_wait);
 }
 
 }  // namespace
@@ -68,10 +76,10 @@ int gil_wait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *absti
     s->waiters.fetch_add(1);  // seq_cst: ordered before the g_epoch load below
   }
   uint64_t e = g_epoch.load();
-  if (__builtin_expect(late(e), 0)) park_waiter(s, m, e);
+  if (__builtin_expect(late(e) || stale(e), 0)) park_waiter(s, m, e);
   const int rc = PFG_REAL(pthread_cond_timedwait)(c, m, abstime);
   e = g_epoch.load();
-  if (__builtin_expect(late(e), 0)) park_waiter(s, m, e);
+  if (__builtin_expect(late(e) || stale(e), 0)) park_waiter(s, m, e);
   if (s) s->waiters.fetch_sub(1);
   return rc;
 }

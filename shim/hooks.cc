@@ -90,6 +90,7 @@ __attribute__((noinline, cold)) void restore_slow(void *ts, uint64_t e) {
     // opened the window. A finalizer still waits for the threads it let in before it
     // takes the GIL back.
     if (phase_of(e) == kFinalizing && pt.finalizer_gen == gen_of(e)) gate_finalizer_reacquiring();
+    pt.acquired_epoch = e;
     PFG_REAL(PyEval_RestoreThread)(ts);
     window_close();
     return;
@@ -98,6 +99,7 @@ __attribute__((noinline, cold)) void restore_slow(void *ts, uint64_t e) {
   e = g_epoch.load();  // re-read after opening the window (the drain's Dekker pairing)
   const bool admitted = decide(fn_PyEval_RestoreThread, ts, e, true);
   if (pt.h.ts == ts) pt.h.epoch = 0;
+  pt.acquired_epoch = e;
   PFG_REAL(PyEval_RestoreThread)(ts);
   window_close();
   if (admitted) gate_leave();
@@ -143,6 +145,7 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyEval_RestoreThread(void *t
   // the same test holds: that hook restores the caller's handle afterwards.
   if (PFG_UNLIKELY(pt.h.epoch != e)) return restore_slow(ts, e);
   pt.h.epoch = 0;
+  pt.acquired_epoch = e;
   PFG_REAL(PyEval_RestoreThread)(ts);
   window_close();
 }
@@ -154,6 +157,7 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyEval_AcquireThread(void *t
   bool admitted = false;
   if (PFG_UNLIKELY(!handle_current(e))) admitted = decide(fn_PyEval_AcquireThread, ts, e, true);
   if (t_pt.h.ts == ts) t_pt.h.epoch = 0;
+  t_pt.acquired_epoch = e;
   PFG_REAL(PyEval_AcquireThread)(ts);
   window_close();
   if (PFG_UNLIKELY(admitted)) gate_leave();
@@ -165,6 +169,7 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyEval_AcquireLock(void) {
   uint64_t e = g_epoch.load();
   bool admitted = false;
   if (PFG_UNLIKELY(phase_of(e) != kRunning)) admitted = decide(fn_PyEval_AcquireLock, nullptr, e, true);
+  t_pt.acquired_epoch = e;
   PFG_REAL(PyEval_AcquireLock)();
   window_close();
   if (PFG_UNLIKELY(admitted)) gate_leave();
@@ -181,6 +186,7 @@ __attribute__((visibility("hidden"))) int pfg_hook_PyGILState_Ensure(void) {
   if (PFG_UNLIKELY(phase_of(e) != kRunning)) admitted = decide(fn_PyGILState_Ensure, nullptr, e, true);
   const Handle outer = t_pt.h;  // CPython's own switches inside may overwrite it
   t_pt.mode += 2;
+  t_pt.acquired_epoch = e;
   int st = PFG_REAL(PyGILState_Ensure)();
   t_pt.mode -= 2;
   t_pt.h = outer;
@@ -233,7 +239,10 @@ static inline auto initializing(F &&real) {
   if (phase_of(e) == kRunning) return real();
   t_pt.finalizer_gen = gen_of(e);
   struct Done {
-    ~Done() { begin_generation(); }
+    ~Done() {
+      begin_generation();
+      t_pt.acquired_epoch = g_epoch.load();  // holds the new runtime's GIL
+    }
   } done;
   return real();
 }
@@ -254,11 +263,13 @@ __attribute__((visibility("hidden"))) PyStatusABI pfg_hook_Py_InitializeFromConf
 
 __attribute__((visibility("hidden"))) int pfg_hook_Py_Main(int argc, wchar_t **argv) {
   begin_generation();
+  t_pt.acquired_epoch = g_epoch.load();
   return PFG_REAL(Py_Main)(argc, argv);
 }
 
 __attribute__((visibility("hidden"))) int pfg_hook_Py_BytesMain(int argc, char **argv) {
   begin_generation();
+  t_pt.acquired_epoch = g_epoch.load();
   return PFG_REAL(Py_BytesMain)(argc, argv);
 }
 

@@ -55,6 +55,10 @@ struct PerThread {
   // the thread stays the finalizer after Py_FinalizeEx returns, and stops being special
   // when a new runtime starts, without anyone having to clear another thread's TLS.
   uint64_t finalizer_gen;
+  // g_epoch when this thread last took the GIL through a hook (0: never). A thread that
+  // took the GIL of one generation and is found waiting inside CPython's take_gil in a
+  // later one is a thread of the earlier runtime with a freed thread state (gilwait.cc).
+  uint64_t acquired_epoch;
 };
 extern __thread PerThread t_pt __attribute__((visibility("hidden")));
 

@@ -121,6 +121,12 @@ void gil_cond_destroying(pthread_cond_t *c) {
   }
 }
 
+bool gil_mutex_destroy_allowed() {
+  const uint64_t e = g_epoch.load();
+  const uint64_t ph = phase_of(e);
+  return !(ph == kFinalized || (ph == kFinalizing && runtime_is_finalizing()));
+}
+
 void gilwait_atfork_child() {
   for (auto &s : g_conds) s.waiters.store(0);
 }

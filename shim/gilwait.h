@@ -31,6 +31,14 @@ int gil_wait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *absti
 // pthread_cond_destroy() called from Python text, before the real destroy.
 void gil_cond_destroying(pthread_cond_t *c);
 
+// pthread_mutex_destroy() called from Python text: false to skip it. Past the point of
+// no return CPython's destroy_gil() destroys the GIL mutex while a thread of the old
+// runtime may be between the eval loop's drop_gil() and take_gil(), about to lock it
+// ("PyMUTEX_LOCK(gil_mutex) failed", 3.6/3.7 embed-reinit, 5 in 2,000 long runs). glibc's
+// destroy only marks the mutex invalid (it holds no resources), so the guard leaves it
+// valid: that thread then locks it, waits, and parks in gil_wait().
+bool gil_mutex_destroy_allowed();
+
 // fork(): the child has none of the parent's waiters.
 void gilwait_atfork_child();
 

@@ -309,6 +309,12 @@ __attribute__((visibility("hidden"))) int pfg_hook_pthread_cond_destroy(pthread_
   return PFG_REAL(pthread_cond_destroy)(c);
 }
 
+__attribute__((visibility("hidden"))) int pfg_hook_pthread_mutex_destroy(pthread_mutex_t *m) {
+  if (in_python_text(reinterpret_cast<uintptr_t>(__builtin_return_address(0))) && !gil_mutex_destroy_allowed())
+    return 0;
+  return PFG_REAL(pthread_mutex_destroy)(m);
+}
+
 // Joins complete when their target is parked: it will never run again. The plain path
 // costs two loads when nothing was parked and the first runtime is running.
 __attribute__((visibility("hidden"))) int pfg_hook_pthread_join(pthread_t t, void **retval) {

@@ -8,7 +8,7 @@
 
 namespace pfg {
 
-Config g_config = {false, false, Mode::park, false, true, false, {0}};
+Config g_config = {false, false, Mode::park, false, true, false, false, {0}};
 
 const char *mode_name(Mode m) {
   switch (m) {
@@ -65,6 +65,7 @@ void config_load() {
     if (strcmp(v, "off") == 0) g_config.patch = false;
     else if (strcmp(v, "auto") != 0) complain(w, "PYFINGUARD_PATCH", v, "auto|off; using auto");
   }
+  if (const char *v = getenv("PYFINGUARD_LOG"); v && *v) g_config.log_set = true;
   if (const char *v = getenv("PYFINGUARD_LOG"); v && *v && strcmp(v, "stderr") != 0) {
     size_t n = strlen(v);
     if (n >= sizeof g_config.log_path) {

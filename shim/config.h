@@ -14,6 +14,7 @@ struct Config {
   bool quiet;      // PYFINGUARD_QUIET=1: no exit summary
   bool patch;      // PYFINGUARD_PATCH=auto|off
   bool log_file;   // PYFINGUARD_LOG=<path> (else stderr)
+  bool log_set;    // PYFINGUARD_LOG given at all (stderr or a path): report every park
   char log_path[PATH_MAX];
 };
 

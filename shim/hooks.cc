@@ -264,12 +264,14 @@ __attribute__((visibility("hidden"))) PyStatusABI pfg_hook_Py_InitializeFromConf
 __attribute__((visibility("hidden"))) int pfg_hook_Py_Main(int argc, wchar_t **argv) {
   begin_generation();
   t_pt.acquired_epoch = g_epoch.load();
+  g_main_generation.store(gen_of(t_pt.acquired_epoch));
   return PFG_REAL(Py_Main)(argc, argv);
 }
 
 __attribute__((visibility("hidden"))) int pfg_hook_Py_BytesMain(int argc, char **argv) {
   begin_generation();
   t_pt.acquired_epoch = g_epoch.load();
+  g_main_generation.store(gen_of(t_pt.acquired_epoch));
   return PFG_REAL(Py_BytesMain)(argc, argv);
 }
 

@@ -36,7 +36,24 @@ namespace {
 
 // Claims a slot and fills it. Lock-free (one fetch_add), so any number of threads can
 // park at once. tid is published last (release): readers skip slots still at 0.
-unsigned record(Fn api, uint64_t epoch) {
+// Routine: what CPython's own shutdown does to a thread anyway, silently (<= 3.13 ends
+// it from take_gil, 3.14 hangs it) -- a thread it was terminating, one reaching for the
+// GIL past the point of no return while Py_FinalizeEx runs, and, in the python
+// executable's own runtime (Py_Main/Py_BytesMain), a Python thread coming back from a
+// blocking call or waiting for the GIL between Py_FinalizeEx and the process exit: a
+// program's daemon threads. Not routine: a thread of an earlier runtime; a native
+// thread entering through PyGILState_Ensure/PyEval_AcquireThread after finalization;
+// any thread calling into a runtime an embedder finalized while the host goes on --
+// where CPython would let it use freed memory (docs/diagnostics.md).
+bool is_routine(Fn api, Reason why, uint64_t epoch) {
+  if (why == Reason::thread_exit) return true;
+  if (why == Reason::stale_ts) return false;
+  if (phase_of(epoch) == kFinalizing) return true;
+  return gen_of(epoch) == g_main_generation.load() &&
+         (api == fn_PyEval_RestoreThread || api == fn_pthread_cond_timedwait);
+}
+
+unsigned record(Fn api, uint64_t epoch, Reason why) {
   g_reports_in_flight.fetch_add(1);  // before the slot is counted: see report_exit_summary
   unsigned i = g_parked_count.fetch_add(1);
   if (i >= kMaxParkRecords) return i;  // counted, not described
@@ -46,6 +63,7 @@ unsigned record(Fn api, uint64_t epoch) {
   r.epoch = epoch;
   r.generation = gen_of(epoch);
   r.when_ns = monotonic_ns();
+  r.routine = is_routine(api, why, epoch);
   prctl(PR_GET_NAME, r.name, 0, 0, 0);
   r.tid.store(int(syscall(SYS_gettid)), std::memory_order_release);
   return i;
@@ -69,7 +87,7 @@ void park(Fn api, uint64_t epoch, Reason why) {
       PFG_REAL(pthread_exit)(nullptr);
       __builtin_unreachable();
     case Mode::abort: {
-      unsigned slot = record(api, epoch);
+      unsigned slot = record(api, epoch, why);
       if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
       g_reports_in_flight.fetch_sub(1);
       abort();
@@ -84,7 +102,7 @@ void park(Fn api, uint64_t epoch, Reason why) {
   pthread_sigmask(SIG_BLOCK, &all, nullptr);
   // Registered before the report, so that a joiner stops waiting for this thread even
   // while the report is still being written (the report may wait for the loader lock).
-  unsigned slot = record(api, epoch);
+  unsigned slot = record(api, epoch, why);
   if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
   g_reports_in_flight.fetch_sub(1);
   wait_forever();

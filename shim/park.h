@@ -16,6 +16,12 @@ struct ParkRecord {
   uint64_t epoch;        // g_epoch seen by the thread
   int64_t when_ns;       // CLOCK_MONOTONIC at park
   char name[16];         // thread name (prctl)
+  // Stopped during CPython's own finalization, where CPython stops such a thread too,
+  // silently (<= 3.13: pthread_exit from take_gil; 3.14: hangs it). Reported only with
+  // PYFINGUARD_LOG set (report.cc). Everything else -- a thread reaching for the GIL
+  // after Py_FinalizeEx returned or in a later runtime, where CPython would let it use
+  // freed memory -- is always reported.
+  bool routine;
 };
 
 constexpr unsigned kMaxParkRecords = 4096;

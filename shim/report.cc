@@ -131,7 +131,12 @@ void backtrace(Writer &w) {
 
 }  // namespace
 
+// Reports written (or attempted): the exit summary is printed only when there was one.
+std::atomic<unsigned> g_reported{0};
+
 void report_park(const ParkRecord &r, const char *what) {
+  if (r.routine && !g_config.log_set && g_config.mode != Mode::abort) return;
+  g_reported.fetch_add(1);
   int fd = log_fd();
   if (fd < 0) return;
   Writer w(fd);
@@ -156,6 +161,9 @@ void report_exit_summary() {
   }
   unsigned n = g_parked_count.load();
   if (g_config.quiet || g_config.secure) return;
+  // Only routine parks (CPython's own shutdown of its threads) and no PYFINGUARD_LOG:
+  // nothing was reported, and a program's stderr stays exactly as without the guard.
+  if (g_reported.load() == 0) return;
   unsigned present = 0, described = n < kMaxParkRecords ? n : kMaxParkRecords;
   for (unsigned i = 0; i < described; ++i) {
     int tid = g_parked[i].tid.load();

@@ -10,6 +10,7 @@ std::atomic<uint64_t> g_epoch{make_epoch(1, kRunning)};
 std::atomic<int64_t> g_finalize_start_ns{0};
 
 __thread PerThread t_pt;
+std::atomic<uint64_t> g_main_generation{0};
 
 int64_t monotonic_ns() {
   struct timespec ts;

@@ -26,6 +26,10 @@ inline uint64_t make_epoch(uint64_t gen, uint64_t phase) { return gen << 2 | pha
 // this is enough). On x86-64 the load is a plain mov.
 extern std::atomic<uint64_t> g_epoch __attribute__((visibility("hidden")));
 
+// The generation whose runtime Py_Main/Py_BytesMain run (0: none): the python
+// executable's own, which ends with the process. For reports (park.cc).
+extern std::atomic<uint64_t> g_main_generation;
+
 // CLOCK_MONOTONIC ns when the current finalization began (0: never). For reports.
 extern std::atomic<int64_t> g_finalize_start_ns;
 

@@ -386,7 +386,9 @@ def run_cell(sc, it, lib, build_dir, timeout, slow_timeout):
                 i + 1, o, "|".join(sorted(allowed))), r, base_env))
             break
     if lib:
-        g_env = dict(base_env, LD_PRELOAD=lib)
+        # Every park reported (routine ones too: docs/diagnostics.md): the summary line
+        # says how many threads parked and how many are still present.
+        g_env = dict(base_env, LD_PRELOAD=lib, PYFINGUARD_LOG="stderr")
         for i in range(sc.repeat):
             r = run(cmd, g_env, slow_timeout, SCEN)
             if sc.ordinary:

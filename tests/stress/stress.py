@@ -174,6 +174,8 @@ def race(a):
         jobs = []
         for guard, n in ((True, runs), (False, base_runs)):
             env = common.guard_env(lib, guard, extra)
+            if guard:
+                env["PYFINGUARD_LOG"] = "stderr"  # every park reported: the caught-at column
             for i in range(n):
                 cmd = argv + [str(seed + i)] + tail
                 jobs.append((guard, cmd, pool.submit(one, cmd, env, a.timeout,

@@ -10,6 +10,11 @@ Four measurements, one table each (docs/performance.md explains method and cavea
                    interleaved in one invocation, all pinned to one CPU; medians and the
                    median of the per-round ratios. Target (issue 2 item 7, issue 3 item 6):
                    ratio <= 1.03.
+  1b. pair A/B    the same pair in ONE process, alternating loops through libpython's own
+                   definitions and through the preloaded wrapper (pair.c mode ab:LIB), for
+                   the guard and for a do-nothing interposer; median over processes of
+                   each process's median per-round ratio. Same GIL, same memory layout,
+                   so far less noise than 1; only where the guard interposes.
   2. pair instr    instructions per pair with valgrind --tool=callgrind (deterministic):
                    totals for two loop lengths, differenced, divided by the difference of
                    the pair counts. Without the guard, with a do-nothing interposer
@@ -356,6 +361,58 @@ def measure_pair_time(cases, lib, rounds, n, reps, cpu):
     return out
 
 
+def run_ab(exe, n, reps, libpython, preload):
+    r = subprocess.run([exe, str(n), str(reps), "ab:" + libpython], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=env_with(preload), timeout=600)
+    m = re.search(r"ABRESULT raw=([\d.]+) wrapped=([\d.]+) ratio=([\d.]+)", r.stdout.decode())
+    if r.returncode != 0 or not m:
+        raise RuntimeError("%s ab failed (status %d): %s" % (
+            exe, r.returncode, r.stderr.decode(errors="replace")[-500:]))
+    return float(m.group(1)), float(m.group(2)), float(m.group(3))
+
+
+def measure_pair_ab(cases, lib, hop, procs, n, reps, cpu):
+    """1b: in-process A/B, guard and do-nothing interposer, interposed cases only."""
+    pin(cpu)
+    ab_cases = [c for c in cases if c[2] == "plt" and c[0].endswith("[plt: interpose]")]
+    res = {c[0]: {"guard": [], "hop": [], "raw_ns": [], "guard_ns": []} for c in ab_cases}
+    for p in range(procs):
+        log("bench: pair A/B process %d/%d" % (p + 1, procs))
+        for label, exe, _, t in ab_cases:
+            order = [("guard", lib), ("hop", hop)] if p % 2 == 0 else [("hop", hop), ("guard", lib)]
+            try:
+                for name, pre in order:
+                    raw, wrapped, ratio = run_ab(exe, n, reps, t.libpython, pre)
+                    res[label][name].append(ratio)
+                    if name == "guard":
+                        res[label]["raw_ns"].append(raw)
+                        res[label]["guard_ns"].append(wrapped)
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                print("%s: A/B process %d failed: %s" % (label, p + 1, str(e)[:300]))
+    pin(None)
+    rows, out = [], {}
+    for label, _, _, _ in ab_cases:
+        r = res[label]
+        if not r["guard"] or not r["hop"]:
+            rows.append([label, "failed", "-", "-", "-", "-", "-"])
+            continue
+        g, h = median(r["guard"]), median(r["hop"])
+        rows.append([label, "%.2f" % median(r["raw_ns"]), "%.2f" % median(r["guard_ns"]), fmt_ratio(g),
+                     "%.3f-%.3f" % (min(r["guard"]), max(r["guard"])), fmt_ratio(h),
+                     "%.3f-%.3f" % (min(r["hop"]), max(r["hop"]))])
+        out[label] = {"ratio": g, "hop_ratio": h, "per_process": r}
+    table("1b. the pair in one process: %d rounds of %d pairs each way per process (thread CPU "
+          "time), alternating; median over %d processes of each process's median ratio; pinned "
+          "to CPU %s" % (reps, n, procs, cpu),
+          ["interpreter [path]", "raw ns", "guard ns", "guard ratio", "guard range",
+           "do-nothing interposer ratio", "its range"], rows)
+    for label in out:
+        if out[label]["ratio"] > PAIR_TARGET:
+            target_missed("in-process pair ratio %.3f > %.2f on %s (a do-nothing interposer: %.3f)"
+                          % (out[label]["ratio"], PAIR_TARGET, label, out[label]["hop_ratio"]))
+    return out
+
+
 def measure_pair_instr(cases, lib, hop, n1, n2, jobs):
     jobs_list = []
     for label, exe, mode, _ in cases:
@@ -597,11 +654,12 @@ def main(argv=None):
     ap.add_argument("--lib", default=os.path.join(REPO, "build", "shim", "libpyfinguard.so"),
                     help="the guard library (default: <repo>/build/shim/libpyfinguard.so, "
                          "built with meson if missing)")
-    ap.add_argument("--only", choices=["pair-time", "pair-instr", "startup", "profile"],
+    ap.add_argument("--only", choices=["pair-time", "pair-ab", "pair-instr", "startup", "profile"],
                     action="append",
                     help="run only these measurements (repeatable; default: all but profile, which "
                          "breaks the guard's instructions down with callgrind_annotate)")
     ap.add_argument("--rounds", type=int, help="pair time rounds (default 15, quick 5)")
+    ap.add_argument("--ab-procs", type=int, help="pair A/B processes each (default 21, quick 7)")
     ap.add_argument("--startup-runs", type=int, help="start-up runs each (default 40, quick 10)")
     ap.add_argument("--cpu", type=int, default=None,
                     help="CPU to pin timed runs to (default: the last one)")
@@ -621,7 +679,8 @@ def main(argv=None):
     n, reps = (100000, 5) if a.quick else (200000, 15)
     n1, n2 = (50000, 100000) if a.quick else (100000, 200000)
     jobs = max(1, min(2, len(ALL_CPUS or [0])))
-    only = set(a.only or ["pair-time", "pair-instr", "startup"])
+    only = set(a.only or ["pair-time", "pair-ab", "pair-instr", "startup"])
+    ab_procs = a.ab_procs or (7 if a.quick else 21)
 
     lib = ensure_lib(a.lib)
     targets, source = discover()
@@ -637,9 +696,11 @@ def main(argv=None):
 
     results = {"lib": lib, "interpreters": [t.name for t in targets]}
     started = time.time()
-    cases = pair_cases(targets, lib) if only & {"pair-time", "pair-instr", "profile"} else []
+    cases = pair_cases(targets, lib) if only & {"pair-time", "pair-ab", "pair-instr", "profile"} else []
     if cases and "pair-time" in only:
         results["pair_time"] = measure_pair_time(cases, lib, rounds, n, reps, cpu)
+    if cases and "pair-ab" in only:
+        results["pair_ab"] = measure_pair_ab(cases, lib, build_null_hop(), ab_procs, 20000, 41, cpu)
     if cases and "pair-instr" in only:
         results["pair_instr"] = measure_pair_instr(cases, lib, build_null_hop(), n1, n2, jobs)
     if "startup" in only:

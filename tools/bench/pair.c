@@ -21,6 +21,14 @@
  *                  built with -fno-semantic-interposition (Debian's libpython3.11) the guard
  *                  entry-patches those definitions, so this measures entry jump + wrapper +
  *                  trampoline.
+ *   ab:<LIB>       both in one process, for a library the preloaded wrapper interposes
+ *                  (not patches): each of REPS rounds times N pairs through <LIB>'s own
+ *                  definitions ("raw") and N through the PLT-bound ones ("wrapped"), in
+ *                  alternating order, and prints
+ *                    ab <i> <raw cpu ns/pair> <wrapped cpu ns/pair>
+ *                    ABRESULT raw=<median> wrapped=<median> ratio=<median of per-round ratios>
+ *                  Same process, same GIL, same memory layout: what differs is only the
+ *                  wrapper, so the ratio is far steadier than one taken across processes.
  *
  * With PAIR_DESCRIBE=1 in the environment it also prints the guard's coverage lines for the
  * two functions (pyfinguard_describe, when a guard is loaded), so the benchmark can say
@@ -81,9 +89,51 @@ static void describe(void) {
       printf("describe: %s\n", line);
 }
 
+/* mode ab:<LIB> (see the top of this file). */
+static int ab_rounds(long n, int reps, const char *lib) {
+  void *h = dlopen(lib, RTLD_NOW | RTLD_NOLOAD);
+  if (!h) {
+    fprintf(stderr, "pair: %s is not loaded: %s\n", lib, dlerror());
+    return 2;
+  }
+  save_fn volatile raw_save = (save_fn)dlsym(h, "PyEval_SaveThread");
+  restore_fn volatile raw_restore = (restore_fn)dlsym(h, "PyEval_RestoreThread");
+  save_fn volatile w_save = PyEval_SaveThread;
+  restore_fn volatile w_restore = PyEval_RestoreThread;
+  if (!raw_save || !raw_restore) {
+    fprintf(stderr, "pair: dlsym in %s failed\n", lib);
+    return 2;
+  }
+  pairs(n / 10 + 1, raw_save, raw_restore);
+  pairs(n / 10 + 1, w_save, w_restore);
+  double *a = calloc((size_t)reps, sizeof *a), *b = calloc((size_t)reps, sizeof *b),
+         *q = calloc((size_t)reps, sizeof *q);
+  if (!a || !b || !q) return 2;
+  for (int i = 0; i < reps; i++) {
+    for (int k = 0; k < 2; k++) {
+      int wrapped = (i + k) % 2; /* alternate which goes first */
+      double c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+      if (wrapped) pairs(n, w_save, w_restore);
+      else pairs(n, raw_save, raw_restore);
+      double dt = (now_ns(CLOCK_THREAD_CPUTIME_ID) - c0) / (double)n;
+      if (wrapped) b[i] = dt;
+      else a[i] = dt;
+    }
+    q[i] = b[i] / a[i];
+    printf("ab %d %.3f %.3f\n", i, a[i], b[i]);
+  }
+  printf("ABRESULT raw=%.3f wrapped=%.3f ratio=%.4f n=%ld reps=%d\n", median_of(a, reps),
+         median_of(b, reps), median_of(q, reps), n, reps);
+  free(a);
+  free(b);
+  free(q);
+  fflush(stdout);
+  return Py_FinalizeEx() < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: %s N [REPS] [plt|direct:LIB]\n", argv[0]);
+    fprintf(stderr, "usage: %s N [REPS] [plt|direct:LIB|ab:LIB]\n", argv[0]);
     return 2;
   }
   long n = atol(argv[1]);
@@ -117,10 +167,12 @@ int main(int argc, char **argv) {
       fprintf(stderr, "pair: dlsym in %s failed\n", mode + 7);
       return 2;
     }
-  } else if (strcmp(mode, "plt") != 0) {
+  } else if (strcmp(mode, "plt") != 0 && strncmp(mode, "ab:", 3) != 0) {
     fprintf(stderr, "pair: unknown mode %s\n", mode);
     return 2;
   }
+
+  if (strncmp(mode, "ab:", 3) == 0) return ab_rounds(n, reps, mode + 3);
 
   pairs(n / 10 + 1, save, restore);
   double *r = calloc((size_t)reps, sizeof *r), *c = calloc((size_t)reps, sizeof *c);

@@ -275,6 +275,14 @@ __attribute__((visibility("hidden"))) int pfg_hook_Py_BytesMain(int argc, char *
   return PFG_REAL(Py_BytesMain)(argc, argv);
 }
 
+// CPython 3.7's Programs/python.c calls _Py_UnixMain (Py_BytesMain's predecessor).
+__attribute__((visibility("hidden"))) int pfg_hook__Py_UnixMain(int argc, char **argv) {
+  begin_generation();
+  t_pt.acquired_epoch = g_epoch.load();
+  g_main_generation.store(gen_of(t_pt.acquired_epoch));
+  return PFG_REAL(_Py_UnixMain)(argc, argv);
+}
+
 // CPython 3.9-3.13 terminate a late thread from take_gil() (after releasing the GIL
 // mutex), <= 3.8 from exit_thread_if_finalizing() after dropping the GIL: both through
 // PyThread_exit_thread() -> pthread_exit(). Unwinding C++ frames from there aborts

@@ -50,13 +50,8 @@ TIMEOUT = 8.0  # s; a run takes 0.1-0.5 s (2 s under valgrind-free load), so onl
 KNOWN = {
     # (scenario, version prefix) -> "Kn: text" for a guard bug that is understood and
     # documented in docs/reliability.md but not fixed: its failures are listed as KNOWN
-    # and not counted unless --strict. K1-K3 are fixed (the take_gil wait hooks, the late
-    # announcement of a new generation).
-    # K9 (open). 3.6 only: 2 of 1,000 guarded embed-reinit runs at fa2d497 crash in the
-    # SECOND runtime's main thread (PyUnicode_InternInPlace, PyObject_Str, tupledealloc)
-    # although every first-runtime thread is parked; a late native thread had used the
-    # second runtime and exited. Seeds 663205/663377 repeat it in 1-2 of 60 runs.
-    ("embed-reinit", "3.6"): "K9: 3.6 second runtime corrupted after re-initialization (mechanism not identified)",
+    # and not counted unless --strict. None at present: K1-K3 are fixed (the take_gil
+    # wait hooks, the late announcement of a new generation), K9 was the test program's.
 }
 
 

@@ -211,6 +211,12 @@ int main(int argc, char **argv) {
   if (reinit) {
     sleep_us((long)rnd(s, 5000));
     Py_InitializeEx(0);
+#if PY_VERSION_HEX < 0x03070000
+    /* 3.6 creates a runtime's GIL only here: without it a late native thread's first
+     * PyGILState_Ensure creates it while this thread runs bytecode without holding it,
+     * and both run the second runtime at once (was K9: "second runtime corrupted"). */
+    PyEval_InitThreads();
+#endif
     /* Drops the GIL repeatedly so that stale first-runtime threads get at it. */
     PyRun_SimpleString("import time\nfor _ in range(20):\n    time.sleep(0.001)\n"
                        "junk = [str(i) for i in range(5000)]\n");

@@ -550,7 +550,7 @@ struct ZydisApi {
   decltype(&ZydisMnemonicGetString) mnemonic;
   decltype(&ZydisGetVersion) version;
   ZydisDecoder decoder;
-  char error[96];  // why it could not be loaded ("" when it was)
+  char error[144];  // why it could not be loaded ("" when it was)
 };
 ZydisApi g_zydis;
 
@@ -1044,7 +1044,7 @@ Result install(void *target, std::size_t fn_size, void *hook, void **real_out) {
 }
 
 const char *describe() {
-  static char buf[160];
+  static char buf[224];
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   pthread_once(&once, [] {
     const ZydisApi *z = zydis();

@@ -233,6 +233,15 @@ __attribute__((visibility("hidden"))) void pfg_hook_Py_Exit(int status) {
 // call, so they announce it first.
 }  // extern "C"
 
+// Py_Main/Py_BytesMain/_Py_UnixMain: the python executable's own runtime, whose whole
+// program runs inside the real call. Announce its generation first and remember it
+// (park.cc: what happens to its threads at exit is routine).
+static void main_starts() {
+  begin_generation();
+  t_pt.acquired_epoch = g_epoch.load();
+  g_main_generation.store(gen_of(t_pt.acquired_epoch));
+}
+
 template <typename F>
 static inline auto initializing(F &&real) {
   const uint64_t e = g_epoch.load();
@@ -262,24 +271,18 @@ __attribute__((visibility("hidden"))) PyStatusABI pfg_hook_Py_InitializeFromConf
 }
 
 __attribute__((visibility("hidden"))) int pfg_hook_Py_Main(int argc, wchar_t **argv) {
-  begin_generation();
-  t_pt.acquired_epoch = g_epoch.load();
-  g_main_generation.store(gen_of(t_pt.acquired_epoch));
+  main_starts();
   return PFG_REAL(Py_Main)(argc, argv);
 }
 
 __attribute__((visibility("hidden"))) int pfg_hook_Py_BytesMain(int argc, char **argv) {
-  begin_generation();
-  t_pt.acquired_epoch = g_epoch.load();
-  g_main_generation.store(gen_of(t_pt.acquired_epoch));
+  main_starts();
   return PFG_REAL(Py_BytesMain)(argc, argv);
 }
 
 // CPython 3.7's Programs/python.c calls _Py_UnixMain (Py_BytesMain's predecessor).
 __attribute__((visibility("hidden"))) int pfg_hook__Py_UnixMain(int argc, char **argv) {
-  begin_generation();
-  t_pt.acquired_epoch = g_epoch.load();
-  g_main_generation.store(gen_of(t_pt.acquired_epoch));
+  main_starts();
   return PFG_REAL(_Py_UnixMain)(argc, argv);
 }
 

@@ -1,5 +1,6 @@
-# Ordinary shutdowns, run by tests/stress/ordinary.py: nothing here reaches for the GIL
-# after finalization, so the guard must park nothing and print nothing.
+# Ordinary shutdowns, run by tests/stress/ordinary.py: nothing here but "daemon-exit"
+# reaches for the GIL after finalization, so the guard must park nothing and print
+# nothing; "daemon-exit" is parked, silently.
 #   python ordinary_progs.py NAME
 import atexit
 import os
@@ -54,5 +55,31 @@ if name == "fork-exit":
     _, st = os.waitpid(pid, 0)
     print("child status", st >> 8, flush=True)
     sys.exit(8)
+
+if name == "daemon-exit":
+    # CPython's test_4_daemon_threads, shortened: daemon threads doing I/O and tiny sleeps,
+    # and a few running bytecode, when the program exits. The guard parks those that come back after CPython's point
+    # of no return -- routine parks: counted, not printed unless PYFINGUARD_LOG is set
+    # (docs/diagnostics.md), so stderr stays exactly as without the guard.
+    started = set()
+
+    def io_loop():
+        while True:
+            with open(__file__, "rb") as f, open(os.devnull, "wb") as null:
+                null.write(f.read(200))
+            time.sleep(0.0005)
+            started.add(threading.current_thread())
+    def spin():
+        # Runs bytecode: at exit it waits for the GIL inside take_gil, so some thread is
+        # always caught however fast finalization is.
+        started.add(threading.current_thread())
+        while True:
+            sum(range(100))
+    for i in range(20):
+        threading.Thread(target=spin if i % 4 == 0 else io_loop, daemon=True).start()
+    while len(started) < 20:
+        time.sleep(0.001)
+    print("daemons running", flush=True)
+    sys.exit(9)
 
 sys.exit("unknown program " + name)

@@ -65,10 +65,12 @@ void config_load() {
     if (strcmp(v, "off") == 0) g_config.patch = false;
     else if (strcmp(v, "auto") != 0) complain(w, "PYFINGUARD_PATCH", v, "auto|off; using auto");
   }
-  if (const char *v = getenv("PYFINGUARD_LOG"); v && *v) g_config.log_set = true;
-  if (const char *v = getenv("PYFINGUARD_LOG"); v && *v && strcmp(v, "stderr") != 0) {
+  if (const char *v = getenv("PYFINGUARD_LOG"); v && *v) {
+    g_config.log_set = true;  // stderr or a path: every park is reported
     size_t n = strlen(v);
-    if (n >= sizeof g_config.log_path) {
+    if (strcmp(v, "stderr") == 0) {
+      // the default destination
+    } else if (n >= sizeof g_config.log_path) {
       complain(w, "PYFINGUARD_LOG", v, "path too long; using stderr");
     } else {
       memcpy(g_config.log_path, v, n + 1);

@@ -41,14 +41,16 @@ CondSlot *claim_slot(pthread_cond_t *c) {
   return nullptr;  // more than kMaxConds GILs waited on at once: untracked (limitations.md)
 }
 
-// Is the runtime past its point of no return for a thread other than its finalizer?
-// FINALIZING alone is not enough: non-daemon threads are joined and atexit handlers run
-// then, and they need the GIL like any other time.
-bool late(uint64_t e) {
-  if (t_pt.finalizer_gen == gen_of(e)) return false;
+// Is the runtime past its point of no return? FINALIZING alone is not enough:
+// non-daemon threads are joined and atexit handlers run then, and they need the GIL
+// like any other time.
+bool past_point_of_no_return(uint64_t e) {
   const uint64_t ph = phase_of(e);
   return ph == kFinalized || (ph == kFinalizing && runtime_is_finalizing());
 }
+
+// ... for a thread other than its finalizer.
+bool late(uint64_t e) { return t_pt.finalizer_gen != gen_of(e) && past_point_of_no_return(e); }
 
 // A thread that last took the GIL in an earlier generation, waiting for the GIL now:
 // its thread state was freed with that runtime. It cannot be the thread that
@@ -87,9 +89,7 @@ int gil_wait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *absti
 void gil_cond_destroying(pthread_cond_t *c) {
   CondSlot *s = find_slot(c);
   if (!s) return;
-  const uint64_t e = g_epoch.load();
-  const uint64_t ph = phase_of(e);
-  if (ph == kFinalized || (ph == kFinalizing && runtime_is_finalizing())) {
+  if (past_point_of_no_return(g_epoch.load())) {
     // Wake the waiters (they re-check and park), then make sure nobody is between two
     // waits holding the mutex: such a thread either waits again -- and parks on entry --
     // or leaves take_gil(); both release the mutex. Bounded: a waiter that cannot come
@@ -121,11 +121,7 @@ void gil_cond_destroying(pthread_cond_t *c) {
   }
 }
 
-bool gil_mutex_destroy_allowed() {
-  const uint64_t e = g_epoch.load();
-  const uint64_t ph = phase_of(e);
-  return !(ph == kFinalized || (ph == kFinalizing && runtime_is_finalizing()));
-}
+bool gil_mutex_destroy_allowed() { return !past_point_of_no_return(g_epoch.load()); }
 
 void gilwait_atfork_child() {
   for (auto &s : g_conds) s.waiters.store(0);

@@ -18,6 +18,9 @@
 
 #define PFG_LIKELY(x) __builtin_expect(!!(x), 1)
 #define PFG_UNLIKELY(x) __builtin_expect(!!(x), 0)
+// The hook's caller is CPython's own code (libpython, or a static python executable).
+// A macro: __builtin_return_address(0) must be the hook's own return address.
+#define PFG_CALLED_FROM_PYTHON() in_python_text(reinterpret_cast<uintptr_t>(__builtin_return_address(0)))
 #define PFG_EXPORT_ALIAS(ret, name, params) \
   extern "C" __attribute__((visibility("default"), alias("pfg_hook_" #name))) ret name params;
 
@@ -292,8 +295,7 @@ __attribute__((visibility("hidden"))) int pfg_hook__Py_UnixMain(int argc, char *
 // (noexcept destructors), and the seed's open race -- finalization starting while the
 // thread waits in take_gil (bpo-33608) -- ends exactly here. Park instead.
 __attribute__((visibility("hidden"))) void pfg_hook_pthread_exit(void *retval) {
-  uintptr_t caller = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
-  if (in_python_text(caller)) {
+  if (PFG_CALLED_FROM_PYTHON()) {
     uint64_t e = g_epoch.load();
     // CPython's own flags, not our phase, and not a thread at its normal end: <= 3.9
     // end every thread with PyThread_exit_thread() after deleting its thread state, and
@@ -312,18 +314,18 @@ __attribute__((visibility("hidden"))) void pfg_hook_pthread_exit(void *retval) {
 // here; only Python text's -- take_gil() -- is more than a range check and a call.
 __attribute__((visibility("hidden"))) int pfg_hook_pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m,
                                                                           const struct timespec *abstime) {
-  if (PFG_LIKELY(!in_python_text(reinterpret_cast<uintptr_t>(__builtin_return_address(0)))))
+  if (PFG_LIKELY(!PFG_CALLED_FROM_PYTHON()))
     return PFG_REAL(pthread_cond_timedwait)(c, m, abstime);
   return gil_wait(c, m, abstime);
 }
 
 __attribute__((visibility("hidden"))) int pfg_hook_pthread_cond_destroy(pthread_cond_t *c) {
-  if (in_python_text(reinterpret_cast<uintptr_t>(__builtin_return_address(0)))) gil_cond_destroying(c);
+  if (PFG_CALLED_FROM_PYTHON()) gil_cond_destroying(c);
   return PFG_REAL(pthread_cond_destroy)(c);
 }
 
 __attribute__((visibility("hidden"))) int pfg_hook_pthread_mutex_destroy(pthread_mutex_t *m) {
-  if (in_python_text(reinterpret_cast<uintptr_t>(__builtin_return_address(0))) && !gil_mutex_destroy_allowed())
+  if (PFG_CALLED_FROM_PYTHON() && !gil_mutex_destroy_allowed())
     return 0;
   return PFG_REAL(pthread_mutex_destroy)(m);
 }

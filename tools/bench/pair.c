@@ -89,21 +89,32 @@ static void describe(void) {
       printf("describe: %s\n", line);
 }
 
-/* mode ab:<LIB> (see the top of this file). */
-static int ab_rounds(long n, int reps, const char *lib) {
+/* The definitions inside the already-loaded lib itself (dlsym on its handle). 0 on
+ * success, else 2 with a message. */
+static int own_definitions(const char *lib, save_fn *save, restore_fn *restore) {
   void *h = dlopen(lib, RTLD_NOW | RTLD_NOLOAD);
   if (!h) {
     fprintf(stderr, "pair: %s is not loaded: %s\n", lib, dlerror());
     return 2;
   }
-  save_fn volatile raw_save = (save_fn)dlsym(h, "PyEval_SaveThread");
-  restore_fn volatile raw_restore = (restore_fn)dlsym(h, "PyEval_RestoreThread");
-  save_fn volatile w_save = PyEval_SaveThread;
-  restore_fn volatile w_restore = PyEval_RestoreThread;
-  if (!raw_save || !raw_restore) {
+  *save = (save_fn)dlsym(h, "PyEval_SaveThread");
+  *restore = (restore_fn)dlsym(h, "PyEval_RestoreThread");
+  if (!*save || !*restore) {
     fprintf(stderr, "pair: dlsym in %s failed\n", lib);
     return 2;
   }
+  return 0;
+}
+
+/* mode ab:<LIB> (see the top of this file). */
+static int ab_rounds(long n, int reps, const char *lib) {
+  save_fn s;
+  restore_fn r;
+  if (own_definitions(lib, &s, &r)) return 2;
+  save_fn volatile raw_save = s;
+  restore_fn volatile raw_restore = r;
+  save_fn volatile w_save = PyEval_SaveThread;
+  restore_fn volatile w_restore = PyEval_RestoreThread;
   pairs(n / 10 + 1, raw_save, raw_restore);
   pairs(n / 10 + 1, w_save, w_restore);
   double *a = calloc((size_t)reps, sizeof *a), *b = calloc((size_t)reps, sizeof *b),
@@ -156,17 +167,11 @@ int main(int argc, char **argv) {
   save_fn volatile save = PyEval_SaveThread;
   restore_fn volatile restore = PyEval_RestoreThread;
   if (strncmp(mode, "direct:", 7) == 0) {
-    void *h = dlopen(mode + 7, RTLD_NOW | RTLD_NOLOAD);
-    if (!h) {
-      fprintf(stderr, "pair: %s is not loaded: %s\n", mode + 7, dlerror());
-      return 2;
-    }
-    save = (save_fn)dlsym(h, "PyEval_SaveThread");
-    restore = (restore_fn)dlsym(h, "PyEval_RestoreThread");
-    if (!save || !restore) {
-      fprintf(stderr, "pair: dlsym in %s failed\n", mode + 7);
-      return 2;
-    }
+    save_fn s;
+    restore_fn r;
+    if (own_definitions(mode + 7, &s, &r)) return 2;
+    save = s;
+    restore = r;
   } else if (strcmp(mode, "plt") != 0 && strncmp(mode, "ab:", 3) != 0) {
     fprintf(stderr, "pair: unknown mode %s\n", mode);
     return 2;

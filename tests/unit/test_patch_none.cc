@@ -6,18 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int g_failed, g_passed;
-#define EXPECT(cond, ...)                                      \
-  do {                                                         \
-    if (cond) {                                                \
-      ++g_passed;                                              \
-    } else {                                                   \
-      ++g_failed;                                              \
-      printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);   \
-      printf(__VA_ARGS__);                                     \
-      printf("\n");                                            \
-    }                                                          \
-  } while (0)
+#include "expect.h"
 
 static long target(long x) { return x + 1; }
 static long hook(long x) { return x + 2; }
@@ -39,6 +28,5 @@ int main() {
   EXPECT(memcmp(before, reinterpret_cast<const void *>(&target), sizeof before) == 0, "bytes changed");
   EXPECT(target(1) == 2, "target still works");
   printf("patch_none: describe '%s', refusal '%s'\n", d, r.why);
-  printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed ? 1 : 0;
+  return EXPECT_SUMMARY();
 }

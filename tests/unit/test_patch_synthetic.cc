@@ -19,21 +19,9 @@
 
 #include <initializer_list>
 
+#include "expect.h"
+
 namespace {
-
-int g_failed, g_passed;
-
-#define EXPECT(cond, ...)                                                  \
-  do {                                                                     \
-    if (cond) {                                                            \
-      ++g_passed;                                                          \
-    } else {                                                               \
-      ++g_failed;                                                          \
-      printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);               \
-      printf(__VA_ARGS__);                                                 \
-      printf("\n");                                                        \
-    }                                                                      \
-  } while (0)
 
 using Fn = long (*)(long, long);
 
@@ -447,6 +435,5 @@ int main() {
   }
   run_bad_addresses();
 
-  printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed ? 1 : 0;
+  return EXPECT_SUMMARY();
 }

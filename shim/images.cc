@@ -159,7 +159,7 @@ uint64_t relocated_fns(const Image &im) {
   for (int t = 0; t < 2; ++t) {
     auto *r = reinterpret_cast<const ElfW(Rela) *>(di.rela[t]);
     // The linker sorts relative relocations first and counts them in DT_RELACOUNT
-    // (-z combreloc, the default): most of a libpython's ~60,000 entries.
+    // (-z combreloc, the default): most of a libpython's entries.
     const size_t n = di.relasz[t] / sizeof(ElfW(Rela));
     for (size_t i = t == 1 && di.relacount <= n ? di.relacount : 0; r && i < n; ++i) {
       uint32_t s = uint32_t(ELF64_R_SYM(r[i].r_info));

@@ -121,6 +121,13 @@ void gil_cond_destroying(pthread_cond_t *c) {
   }
 }
 
+void gil_wake_waiters() {
+  // pthread_cond_broadcast needs no mutex, allocates nothing and takes no lock of ours.
+  for (auto &s : g_conds)
+    if (pthread_cond_t *c = s.cond.load())
+      if (s.waiters.load() != 0) pthread_cond_broadcast(c);
+}
+
 bool gil_mutex_destroy_allowed() { return !past_point_of_no_return(g_epoch.load()); }
 
 void gilwait_atfork_child() {

@@ -31,6 +31,10 @@ int gil_wait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *absti
 // pthread_cond_destroy() called from Python text, before the real destroy.
 void gil_cond_destroying(pthread_cond_t *c);
 
+// Wakes every thread waiting on a GIL condition variable, so that it re-checks now (the
+// drain at the point of no return: window.h).
+void gil_wake_waiters();
+
 // pthread_mutex_destroy() called from Python text: false to skip it. Past the point of
 // no return CPython's destroy_gil() destroys the GIL mutex while a thread of the old
 // runtime may be between the eval loop's drop_gil() and take_gil(), about to lock it

@@ -8,8 +8,8 @@
 #include <cerrno>
 #include <dlfcn.h>
 
-#include "gate.h"
 #include "gilwait.h"
+#include "window.h"
 #include "images.h"
 #include "interpose.h"
 #include "park.h"
@@ -29,18 +29,15 @@ using namespace pfg;
 namespace {
 
 // The slow path: only reached when the phase is not RUNNING or the thread's handle
-// does not match the current epoch. Returns to let the call through (true: admitted
-// through the gate, call gate_leave() after the real call); parks otherwise.
-// acquiring: the call takes the GIL (all but PyGILState_Release).
-__attribute__((noinline, cold)) bool decide(Fn api, void *ts, uint64_t e, bool acquiring) {
+// does not match the current epoch. Returns to let the call through, at once; parks
+// otherwise. Up to CPython's own point of no return it never waits (issue 10): a thread
+// CPython would let run runs, and one that holds the GIL -- a nested PyGILState_Ensure
+// from a ctypes.PyDLL callback or tracemalloc's allocator hook -- is never held up.
+__attribute__((noinline, cold)) void decide(Fn api, void *ts, uint64_t e, bool from_cpython = false) {
   // 1. The thread that finalizes the current runtime is never parked, during
   //    finalization or after (an embedder's main thread calling into a finalized
-  //    runtime gets CPython's own behaviour, as without the guard). While finalizing it
-  //    waits, before taking the GIL back, for the threads it let in (gate.h).
-  if (t_pt.finalizer_gen == gen_of(e)) {
-    if (acquiring && phase_of(e) == kFinalizing) gate_finalizer_reacquiring();
-    return false;
-  }
+  //    runtime gets CPython's own behaviour, as without the guard).
+  if (t_pt.finalizer_gen == gen_of(e)) return;
   // 2. A thread state saved under an earlier runtime: freed at that finalization, its
   //    address possibly reused by the current one. Never dereferenced.
   const Handle h = t_pt.h;
@@ -48,27 +45,18 @@ __attribute__((noinline, cold)) bool decide(Fn api, void *ts, uint64_t e, bool a
     park(api, e, Reason::stale_ts);
   switch (phase_of(e)) {
     case kRunning:
-      return false;
+      return;
     case kFinalizing:
       // Threads still run while CPython joins non-daemon threads and calls atexit
-      // hooks; only past its own point of no return is the runtime gone for them.
-      if (runtime_is_finalizing()) park(api, e, Reason::finalizing);
-      if (!acquiring) return false;  // holds the GIL already
-      gate_admit(api, e);
-      return true;
+      // hooks; only past its own point of no return is the runtime gone for them. A
+      // thread that passes here and is still inside CPython's acquisition code when the
+      // finalizer crosses that point is covered by its window (window.h).
+      if (runtime_is_finalizing()) park(api, e, Reason::finalizing, from_cpython);
+      return;
     default:
-      park(api, e, Reason::finalized);
+      park(api, e, Reason::finalized, from_cpython);
   }
 }
-
-// The window around a real acquiring call (gate.h): opened before g_epoch is read,
-// closed when the call returns. Plain TLS stores; the finalizer's membarrier supplies
-// the fence, the signal fence keeps the compiler from moving the load above the store.
-inline void window_open() {
-  __atomic_store_n(&t_pt.window, 1, __ATOMIC_RELAXED);
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-}
-inline void window_close() { __atomic_store_n(&t_pt.window, 0, __ATOMIC_RELEASE); }
 
 // Restore/Acquire fast path: the handle was saved in this epoch and it is RUNNING.
 inline bool handle_current(uint64_t e) { return ((t_pt.h.epoch ^ e) | phase_of(e)) == 0; }
@@ -76,45 +64,47 @@ inline bool handle_current(uint64_t e) { return ((t_pt.h.epoch ^ e) | phase_of(e
 // PyEval_SaveThread when not RUNNING. The handle keeps the generation but gets phase
 // bits 3, which no g_epoch value has: the matching restore can never take the fast
 // path (which is a single compare because of this), and rule 2 of decide() still sees
-// the generation. While FINALIZING the finalizer's release opens the gate.
+// the generation.
 __attribute__((noinline, cold)) void *save_slow(void *ts, uint64_t e) {
   window_register();
-  if (phase_of(e) == kRunning) return ts;  // registered now; the handle stands
-  t_pt.h.epoch = e | 3;
-  if (phase_of(e) == kFinalizing && t_pt.finalizer_gen == gen_of(e)) gate_finalizer_released();
+  if (phase_of(e) != kRunning) t_pt.h.epoch = e | 3;
   return ts;
 }
 
 // Everything PyEval_RestoreThread does off its fast path.
 __attribute__((noinline, cold)) void restore_slow(void *ts, uint64_t e) {
   PerThread &pt = t_pt;
-  if (in_gilstate()) {
-    // CPython's own call inside PyGILState_Ensure: the Ensure hook has decided and
-    // opened the window. A finalizer still waits for the threads it let in before it
-    // takes the GIL back.
-    if (phase_of(e) == kFinalizing && pt.finalizer_gen == gen_of(e)) gate_finalizer_reacquiring();
-    pt.acquired_epoch = e;
-    PFG_REAL(PyEval_RestoreThread)(ts);
-    window_close();
-    return;
+  if (!in_gilstate()) {
+    // Inside PyGILState_Ensure this is CPython's own call: the Ensure hook has decided
+    // and opened the window.
+    window_register();
+    e = g_epoch.load();  // re-read after opening the window (the drain's Dekker pairing)
+    decide(fn_PyEval_RestoreThread, ts, e);
+    if (pt.h.ts == ts) pt.h.epoch = 0;
   }
-  window_register();
-  e = g_epoch.load();  // re-read after opening the window (the drain's Dekker pairing)
-  const bool admitted = decide(fn_PyEval_RestoreThread, ts, e, true);
-  if (pt.h.ts == ts) pt.h.epoch = 0;
   pt.acquired_epoch = e;
   PFG_REAL(PyEval_RestoreThread)(ts);
   window_close();
-  if (admitted) gate_leave();
 }
 
 // Entering Py_FinalizeEx/Py_Finalize/Py_Exit (they nest: Py_Exit -> Py_FinalizeEx).
 // Mark this thread as the finalizer of the current generation before announcing
-// FINALIZING, so that it can never see itself as a late thread; on the transition
-// itself, let every window opened while RUNNING close (gate.h).
+// FINALIZING, so that it can never see itself as a late thread. Nothing else happens
+// here: CPython is far from its point of no return (docs/design.md).
 void finalizer_enter() {
   t_pt.finalizer_gen = gen_of(g_epoch.load());
-  if (begin_finalizing()) gate_drain_windows(PFG_REAL(PyEval_SaveThread), PFG_REAL(PyEval_RestoreThread));
+  begin_finalizing();
+}
+
+// CPython calls PyThreadState_Clear on every other thread's state before it frees it,
+// and PyInterpreterState_Clear before it frees the rest (<= 3.8 frees thread states
+// there, under a lock it takes inside): the last moment before anything an acquiring
+// thread uses goes away. If this is the finalizer and CPython is past its point of no
+// return, let every open window close first (window.h). One load and a compare otherwise.
+inline void before_cpython_frees() {
+  const uint64_t e = g_epoch.load();
+  if (PFG_UNLIKELY(phase_of(e) == kFinalizing) && t_pt.finalizer_gen == gen_of(e) && runtime_is_finalizing())
+    drain_windows_once(gen_of(e));
 }
 
 }  // namespace
@@ -156,26 +146,24 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyEval_RestoreThread(void *t
 __attribute__((visibility("hidden"))) void pfg_hook_PyEval_AcquireThread(void *ts) {
   window_register();
   window_open();
-  uint64_t e = g_epoch.load();
-  bool admitted = false;
-  if (PFG_UNLIKELY(!handle_current(e))) admitted = decide(fn_PyEval_AcquireThread, ts, e, true);
+  const uint64_t e = g_epoch.load();
+  // A thread CPython starts (3.14's thread_run) takes its first GIL here: from_cpython
+  // tells a program's own late thread from an extension's (docs/diagnostics.md).
+  if (PFG_UNLIKELY(!handle_current(e))) decide(fn_PyEval_AcquireThread, ts, e, PFG_CALLED_FROM_PYTHON());
   if (t_pt.h.ts == ts) t_pt.h.epoch = 0;
   t_pt.acquired_epoch = e;
   PFG_REAL(PyEval_AcquireThread)(ts);
   window_close();
-  if (PFG_UNLIKELY(admitted)) gate_leave();
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_PyEval_AcquireLock(void) {
   window_register();
   window_open();
-  uint64_t e = g_epoch.load();
-  bool admitted = false;
-  if (PFG_UNLIKELY(phase_of(e) != kRunning)) admitted = decide(fn_PyEval_AcquireLock, nullptr, e, true);
+  const uint64_t e = g_epoch.load();
+  if (PFG_UNLIKELY(phase_of(e) != kRunning)) decide(fn_PyEval_AcquireLock, nullptr, e);
   t_pt.acquired_epoch = e;
   PFG_REAL(PyEval_AcquireLock)();
   window_close();
-  if (PFG_UNLIKELY(admitted)) gate_leave();
 }
 
 // CPython switches thread states inside Ensure/Release (calling RestoreThread and
@@ -184,9 +172,8 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyEval_AcquireLock(void) {
 __attribute__((visibility("hidden"))) int pfg_hook_PyGILState_Ensure(void) {
   window_register();
   window_open();
-  uint64_t e = g_epoch.load();
-  bool admitted = false;
-  if (PFG_UNLIKELY(phase_of(e) != kRunning)) admitted = decide(fn_PyGILState_Ensure, nullptr, e, true);
+  const uint64_t e = g_epoch.load();
+  if (PFG_UNLIKELY(phase_of(e) != kRunning)) decide(fn_PyGILState_Ensure, nullptr, e);
   const Handle outer = t_pt.h;  // CPython's own switches inside may overwrite it
   t_pt.mode += 2;
   t_pt.acquired_epoch = e;
@@ -194,13 +181,12 @@ __attribute__((visibility("hidden"))) int pfg_hook_PyGILState_Ensure(void) {
   t_pt.mode -= 2;
   t_pt.h = outer;
   window_close();
-  if (PFG_UNLIKELY(admitted)) gate_leave();
   return st;
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_PyGILState_Release(int st) {
   uint64_t e = g_epoch.load();
-  if (PFG_UNLIKELY(phase_of(e) != kRunning)) decide(fn_PyGILState_Release, nullptr, e, false);
+  if (PFG_UNLIKELY(phase_of(e) != kRunning)) decide(fn_PyGILState_Release, nullptr, e);
   const Handle outer = t_pt.h;
   t_pt.mode += 2;
   PFG_REAL(PyGILState_Release)(st);
@@ -226,6 +212,16 @@ __attribute__((visibility("hidden"))) void pfg_hook_Py_Exit(int status) {
   finalizer_enter();
   PFG_REAL(Py_Exit)(status);
   __builtin_unreachable();
+}
+
+__attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Clear(void *ts) {
+  before_cpython_frees();
+  PFG_REAL(PyThreadState_Clear)(ts);
+}
+
+__attribute__((visibility("hidden"))) void pfg_hook_PyInterpreterState_Clear(void *interp) {
+  before_cpython_frees();
+  PFG_REAL(PyInterpreterState_Clear)(interp);
 }
 
 // (Re-)initialization. Py_Initialize* start the new generation only once the runtime
@@ -308,6 +304,21 @@ __attribute__((visibility("hidden"))) void pfg_hook_pthread_exit(void *retval) {
   }
   PFG_REAL(pthread_exit)(retval);
   __builtin_unreachable();
+}
+
+// CPython >= 3.14 (and 3.13.x with the gh-87135 backport) no longer terminates a late
+// thread: PyThread_hang_thread() loops around pause() for ever. Such a thread is adopted:
+// parked like the ones the guard stops itself, so that it is counted and reported by the
+// same rules, PYFINGUARD_MODE applies, its window closes and a join on it completes.
+// signal.pause() from Python code reaches here too; before the point of no return, and
+// for the finalizer, it is the real pause().
+__attribute__((visibility("hidden"))) int pfg_hook_pause(void) {
+  if (PFG_CALLED_FROM_PYTHON()) {
+    const uint64_t e = g_epoch.load();
+    if (t_pt.finalizer_gen != gen_of(e) && phase_of(e) != kRunning && runtime_is_finalizing())
+      park(fn_pause, e, Reason::thread_hang);
+  }
+  return PFG_REAL(pause)();
 }
 
 // CPython's own GIL waits (gilwait.h): every pthread_cond_timedwait in the process comes

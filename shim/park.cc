@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "gate.h"
+#include "window.h"
 #include "gilwait.h"
 #include "report.h"
 
@@ -28,6 +28,7 @@ const char *reason_text(Reason r) {
     case Reason::finalized: return "runtime finalized";
     case Reason::thread_exit: return "CPython terminating the thread";
     case Reason::gil_wait: return "waiting in take_gil past the point of no return";
+    case Reason::thread_hang: return "CPython hanging the thread";
   }
   return "?";
 }
@@ -40,20 +41,21 @@ namespace {
 // it from take_gil, 3.14 hangs it) -- a thread it was terminating, one reaching for the
 // GIL past the point of no return while Py_FinalizeEx runs, and, in the python
 // executable's own runtime (Py_Main/Py_BytesMain), a Python thread coming back from a
-// blocking call or waiting for the GIL between Py_FinalizeEx and the process exit: a
-// program's daemon threads. Not routine: a thread of an earlier runtime; a native
+// blocking call, waiting for the GIL, or starting (CPython's own PyEval_AcquireThread
+// call) between Py_FinalizeEx and the process exit: a program's daemon threads. Not routine: a thread of an earlier runtime; a native
 // thread entering through PyGILState_Ensure/PyEval_AcquireThread after finalization;
 // any thread calling into a runtime an embedder finalized while the host goes on --
 // where CPython would let it use freed memory (docs/diagnostics.md).
-bool is_routine(Fn api, Reason why, uint64_t epoch) {
-  if (why == Reason::thread_exit) return true;
+bool is_routine(Fn api, Reason why, uint64_t epoch, bool from_cpython) {
+  if (why == Reason::thread_exit || why == Reason::thread_hang) return true;
   if (why == Reason::stale_ts) return false;
   if (phase_of(epoch) == kFinalizing) return true;
   return gen_of(epoch) == g_main_generation.load() &&
-         (api == fn_PyEval_RestoreThread || api == fn_pthread_cond_timedwait);
+         (api == fn_PyEval_RestoreThread || api == fn_pthread_cond_timedwait ||
+          (api == fn_PyEval_AcquireThread && from_cpython));
 }
 
-unsigned record(Fn api, uint64_t epoch, Reason why) {
+unsigned record(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
   g_reports_in_flight.fetch_add(1);  // before the slot is counted: see report_exit_summary
   unsigned i = g_parked_count.fetch_add(1);
   if (i >= kMaxParkRecords) return i;  // counted, not described
@@ -63,7 +65,7 @@ unsigned record(Fn api, uint64_t epoch, Reason why) {
   r.epoch = epoch;
   r.generation = gen_of(epoch);
   r.when_ns = monotonic_ns();
-  r.routine = is_routine(api, why, epoch);
+  r.routine = is_routine(api, why, epoch, from_cpython);
   prctl(PR_GET_NAME, r.name, 0, 0, 0);
   r.tid.store(int(syscall(SYS_gettid)), std::memory_order_release);
   return i;
@@ -79,15 +81,15 @@ unsigned record(Fn api, uint64_t epoch, Reason why) {
 
 }  // namespace
 
-void park(Fn api, uint64_t epoch, Reason why) {
-  gate_forget_this_thread();  // a finalizer may be waiting for this thread's call to end
+void park(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
+  window_close();  // it never comes out of its call: the drain must not wait for it
   switch (g_config.mode) {
     case Mode::exit:
       // For comparison with CPython <= 3.13: terminate the thread as take_gil() would.
       PFG_REAL(pthread_exit)(nullptr);
       __builtin_unreachable();
     case Mode::abort: {
-      unsigned slot = record(api, epoch, why);
+      unsigned slot = record(api, epoch, why, from_cpython);
       if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
       g_reports_in_flight.fetch_sub(1);
       abort();
@@ -102,7 +104,7 @@ void park(Fn api, uint64_t epoch, Reason why) {
   pthread_sigmask(SIG_BLOCK, &all, nullptr);
   // Registered before the report, so that a joiner stops waiting for this thread even
   // while the report is still being written (the report may wait for the loader lock).
-  unsigned slot = record(api, epoch, why);
+  unsigned slot = record(api, epoch, why, from_cpython);
   if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
   g_reports_in_flight.fetch_sub(1);
   wait_forever();
@@ -151,7 +153,7 @@ void park_atfork_child() {
   // Only the forking thread exists in the child. Its parent's parked threads are gone.
   for (unsigned i = 0; i < kMaxParkRecords; ++i) g_parked[i].tid.store(0);
   g_parked_count.store(0);
-  gate_atfork_child();
+  window_atfork_child();
   gilwait_atfork_child();
 }
 

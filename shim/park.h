@@ -32,11 +32,13 @@ extern std::atomic<unsigned> g_parked_count;  // slots handed out (may exceed th
 extern std::atomic<int> g_reports_in_flight;
 
 // Why the thread is being stopped; printed in the report.
-enum class Reason { stale_ts, finalizing, finalized, thread_exit, gil_wait };
+enum class Reason { stale_ts, finalizing, finalized, thread_exit, thread_hang, gil_wait };
 
 // The slow-path outcome for a late thread. PYFINGUARD_MODE=park: never returns (blocks
 // forever); exit: the real pthread_exit (CPython <= 3.13 behaviour); abort: abort().
-[[noreturn]] void park(Fn api, uint64_t epoch, Reason why);
+// from_cpython: the call came from CPython's own code (e.g. a new threading.Thread taking
+// its first GIL in PyEval_AcquireThread), not from an extension or an embedder.
+[[noreturn]] void park(Fn api, uint64_t epoch, Reason why, bool from_cpython = false);
 
 bool is_parked_thread(pthread_t t);
 bool is_parked_tid(int tid);

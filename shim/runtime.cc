@@ -8,7 +8,7 @@
 #include <pthread.h>
 
 #include "config.h"
-#include "gate.h"
+#include "window.h"
 #include "images.h"
 #include "interpose.h"
 #include "patch.h"
@@ -100,7 +100,7 @@ void take_over(void *scope, void *anchor) {
   }
   g_rt.image = idx;
   g_rt.late = scope != RTLD_DEFAULT && scope != RTLD_NEXT;
-  gate_init(g_rt.minor >= 13 || !g_rt.semantic);
+  window_init();
   g_rt.present.store(true);
 }
 

@@ -2,7 +2,6 @@
 
 #include <ctime>
 
-#include "gate.h"
 
 namespace pfg {
 
@@ -28,7 +27,6 @@ bool begin_finalizing() {
 
 void end_finalizing() {
   g_epoch.store(make_epoch(gen_of(g_epoch.load()), kFinalized));
-  gate_phase_changed();
 }
 
 void begin_generation() {
@@ -37,7 +35,6 @@ void begin_generation() {
   // From this store on every handle saved under the old runtime is stale, even when the
   // new runtime reuses the old thread states' addresses.
   g_epoch.store(make_epoch(gen_of(e) + 1, kRunning));
-  gate_phase_changed();
 }
 
 }  // namespace pfg

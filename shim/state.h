@@ -47,13 +47,12 @@ struct Handle {
 // trivially initialized).
 struct PerThread {
   Handle h;
-  // bit 0: registered for the finalizer's drain (gate.h); bits 1..: nesting depth of
+  // bit 0: registered for the finalizer's drain (window.h); bits 1..: nesting depth of
   // the PyGILState_Ensure/Release hooks, 2 per level. The thread states CPython switches
   // inside those calls are not the caller's own save/restore pairs. mode == 1 is the
   // common case the fast paths test with one compare.
   uint32_t mode;
-  int window;              // 1 while inside a real acquiring call (gate.h)
-  bool admitted;           // admitted through the gate, not yet out of the real call
+  int window;              // 1 while inside a real acquiring call (window.h)
   // The generation this thread finalized (0: none). Set by the Py_FinalizeEx/
   // Py_Finalize/Py_Exit hooks before FINALIZING is stored. A generation, not a flag:
   // the thread stays the finalizer after Py_FinalizeEx returns, and stops being special

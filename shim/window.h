@@ -1,0 +1,61 @@
+// Acquisition windows and the drain at CPython's point of no return.
+// docs/design.md ("Finalizing: windows and the drain") is the reference.
+//
+// Up to CPython's point of no return the guard changes nothing a thread can observe
+// (issue 10): no thread waits in the guard, nobody releases or takes the GIL for anyone.
+// Past it, a thread that *passed* its check before and is still inside CPython's
+// acquisition code (PyGILState_Ensure creating and binding a thread state, take_gil) can
+// be pre-empted there while the finalizer frees what that code uses (CPython gh-124619;
+// tests/scenarios/storm.c crashed in most runs on 3.10-3.13). So each acquiring hook
+// marks the real call with a per-thread window word -- two plain TLS stores, no fence --
+// and the finalizer, after CPython has crossed its point of no return and before CPython
+// frees the first thread state, issues a process-wide barrier (membarrier(2)) and waits,
+// holding the GIL, until every open window has closed or its thread has parked.
+//
+// The barrier makes the pair asymmetric Dekker: a thread stores its window, then reads
+// g_epoch and (while FINALIZING) CPython's flag; the finalizer's CPython stored that flag
+// before the barrier, and the scan reads the windows after it. Either the scan sees the
+// window, or the thread sees the flag and parks without entering CPython.
+//
+// Why the wait ends: past the point of no return, with the finalizer holding the GIL, a
+// thread inside a real acquisition can only go forward into take_gil, where CPython
+// itself stops it through a function the guard intercepts -- pthread_exit (3.9-3.13),
+// pause() in PyThread_hang_thread (3.14+, gh-87135), or the timed GIL wait (every
+// version; gilwait.h) -- and parks it, which closes its window. No other thread can hold
+// that GIL, so no window belongs to a thread the finalizer would need to run. Bounded all
+// the same (kDrainLimitNs): a thread stuck elsewhere must not hang the exit.
+#pragma once
+#include <atomic>
+#include <cstdint>
+
+#include "state.h"
+
+namespace pfg {
+
+// Registers this thread's window word (t_pt.window) so that the drain sees it.
+void window_register_slow();  // cold
+inline void window_register() {
+  if (__builtin_expect(!(t_pt.mode & 1), 0)) window_register_slow();
+}
+
+// The window around a real acquiring call: opened before g_epoch is read, closed when
+// the call returns. Plain TLS stores; the finalizer's membarrier supplies the fence, the
+// signal fence keeps the compiler from moving the load above the store.
+inline void window_open() {
+  __atomic_store_n(&t_pt.window, 1, __ATOMIC_RELAXED);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+}
+inline void window_close() { __atomic_store_n(&t_pt.window, 0, __ATOMIC_RELEASE); }
+
+// The finalizer, past CPython's point of no return, before CPython frees a thread state:
+// once per finalization (of generation gen), waits until every other window is closed.
+// Never releases or takes the GIL.
+void drain_windows_once(uint64_t gen);
+
+// Once, when a runtime is detected (registers for membarrier's expedited command).
+void window_init();
+
+// fork(): only the forking thread survives in the child.
+void window_atfork_child();
+
+}  // namespace pfg

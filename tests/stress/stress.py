@@ -2,7 +2,7 @@
 """pyfinguard reliability harness (docs/reliability.md).
 
     tests/stress/stress.py [race] [--runs N] [--long] [--seed S] [--only NAME...]
-    tests/stress/stress.py memcheck | churn | fork | security | badinput | ordinary | cpython-tests
+    tests/stress/stress.py memcheck | churn | fork | security | badinput | ordinary | drain | cpython-tests
 
 `race` (the default): each scenario N times per interpreter with timing drawn from a seed,
 so that finalization meets threads at every stage: before, during and after CPython's
@@ -39,6 +39,7 @@ SUBCOMMANDS = {
     "badinput": "badinput.py",
     "ordinary": "ordinary.py",
     "cpython-tests": "cpython_tests.py",
+    "drain": "drain.py",
 }
 
 SCENARIOS = ("embed", "embed-reinit", "python")

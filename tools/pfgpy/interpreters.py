@@ -195,24 +195,54 @@ def _candidates():
                     exe = os.path.realpath(p)
                     break
             out.append(("pyenv", v, exe))
-    for p in sorted(set(glob.glob("/usr/bin/python3.*") + glob.glob("/usr/local/bin/python3.*"))):
+    out.extend(_system_candidates())
+    return out
+
+
+def _os_release():
+    out = {}
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if "=" in line:
+                    k, v = line.rstrip("\n").split("=", 1)
+                    out[k] = v.strip().strip('"')
+    except OSError:
+        pass
+    return out
+
+
+def _distro():
+    """The label prefix of system interpreters: the os-release ID ("debian", "ubuntu"),
+    with "-sid" on Debian unstable (tools/sid-env's chroot), whose python3.X are other
+    builds than a stable release's and must not share its column names."""
+    osr = _os_release()
+    name = osr.get("ID") or "system"
+    if name == "debian":
+        try:
+            with open("/etc/debian_version") as f:
+                dv = f.read().strip()
+        except OSError:
+            dv = ""
+        # Unstable says "<next codename>/sid" there and has no VERSION_ID.
+        if dv.endswith("/sid") or ("VERSION_ID" not in osr and "sid" in osr.get("PRETTY_NAME", "")):
+            name = "debian-sid"
+    return name
+
+
+def _system_candidates():
+    """/usr/bin/python3.X and /usr/local/bin/python3.X executables (not -config scripts,
+    not the debug or free-threaded variants' config). Debian unstable ships several
+    minor versions side by side (python3.13, python3.14, python3.15)."""
+    out = []
+    for p in sorted(set(glob.glob("/usr/bin/python3.*") + glob.glob("/usr/local/bin/python3.*")),
+                    key=lambda p: (os.path.dirname(p), _version_key(os.path.basename(p)[6:]))):
         base = os.path.basename(p)
         # python3.11 yes; python3.11-config, python3.11m-config, python3.11-dbg-config no.
         if base.endswith("-config") or not os.access(p, os.X_OK) or os.path.isdir(p):
             continue
         out.append(("system", p, os.path.realpath(p)))
     return out
-
-
-def _distro():
-    try:
-        with open("/etc/os-release") as f:
-            for line in f:
-                if line.startswith("ID="):
-                    return line.split("=", 1)[1].strip().strip('"') or "system"
-    except OSError:
-        pass
-    return "system"
 
 
 def discover(include_skipped=True, timeout=20):
@@ -262,8 +292,10 @@ def discover(include_skipped=True, timeout=20):
 
     for exe, facts, lib in _system_libpythons([(e, f) for e, f, _ in sys_facts]):
         label = [l for e, f, l in sys_facts if e == exe][0]
-        vname = label.split("-", 1)[1].replace("python", "libpython")
-        it = Interpreter("%s-%s" % (label.split("-", 1)[0], vname), "embed-only",
+        # "debian-python3.11" -> "debian-libpython3.11", "debian-sid-python3.14" ->
+        # "debian-sid-libpython3.14"
+        head, _, base = label.rpartition("-")
+        it = Interpreter("%s-lib%s" % (head, base), "embed-only",
                          tuple(facts["version"]), exe, facts.get("include"),
                          os.path.dirname(lib), lib, facts.get("ext_suffix"), source="system")
         if it.version < MIN_VERSION:

@@ -82,7 +82,7 @@ unsigned record(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
 }  // namespace
 
 void park(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
-  window_close();  // it never comes out of its call: the drain must not wait for it
+  t_pt.window = 0;  // it never comes out of its calls, outer ones included: the drain must not wait for it
   switch (g_config.mode) {
     case Mode::exit:
       // For comparison with CPython <= 3.13: terminate the thread as take_gil() would.

@@ -52,7 +52,7 @@ struct PerThread {
   // inside those calls are not the caller's own save/restore pairs. mode == 1 is the
   // common case the fast paths test with one compare.
   uint32_t mode;
-  int window;              // 1 while inside a real acquiring call (window.h)
+  int window;              // real acquiring calls this thread is inside (window.h)
   // The generation this thread finalized (0: none). Set by the Py_FinalizeEx/
   // Py_Finalize/Py_Exit hooks before FINALIZING is stored. A generation, not a flag:
   // the thread stays the finalizer after Py_FinalizeEx returns, and stops being special

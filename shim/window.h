@@ -39,13 +39,23 @@ inline void window_register() {
 }
 
 // The window around a real acquiring call: opened before g_epoch is read, closed when
-// the call returns. Plain TLS stores; the finalizer's membarrier supplies the fence, the
-// signal fence keeps the compiler from moving the load above the store.
+// the call returns. Windows nest: tracemalloc's raw allocator hook calls
+// PyGILState_Ensure from inside PyThreadState_New, i.e. inside an outer Ensure's real
+// call, and CPython's own PyEval_RestoreThread runs inside PyGILState_Ensure. Closing the
+// inner one must leave the outer one open, or the drain frees the outer call's thread
+// state under it (found by the model: docs/model.md, gap-nested-window). So the word
+// counts open windows. Only its own thread writes it, so a plain increment -- one
+// `add` on the %fs-relative word, as cheap as the store it replaces -- is enough; the
+// drain reads it with an atomic load, the finalizer's membarrier supplies the fence, and
+// the signal fence keeps the compiler from moving the g_epoch load above the increment.
 inline void window_open() {
-  __atomic_store_n(&t_pt.window, 1, __ATOMIC_RELAXED);
+  ++t_pt.window;
   std::atomic_signal_fence(std::memory_order_seq_cst);
 }
-inline void window_close() { __atomic_store_n(&t_pt.window, 0, __ATOMIC_RELEASE); }
+inline void window_close() {
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  --t_pt.window;
+}
 
 // The finalizer, past CPython's point of no return, before CPython frees a thread state:
 // once per finalization (of generation gen), waits until every other window is closed.

@@ -1,10 +1,13 @@
 /*
  * pyfinguard's park protocol against CPython's finalization sequence, for spin.
  *
- * docs/model.md explains the model, its abstractions, the properties and the runs;
- * shim/model/run.py runs every configuration.  Names in comments are the C++ functions
- * in shim/hooks.cc, shim/state.cc, shim/gate.cc, shim/runtime.cc and shim/park.cc (as of
- * commit 5b1804b) that each piece models.
+ * The protocol of issue 10 ("do no harm"): up to CPython's point of no return (PONR) the
+ * guard only does thread-local bookkeeping and calls the real function; past it, a late
+ * thread parks; the finalizer drains the acquisition windows after the PONR, holding the
+ * GIL, before CPython frees any thread state.  docs/model.md explains the model, its
+ * abstractions, the properties and the runs; shim/model/run.py runs every configuration.
+ * Names in comments are the C++ functions of shim/ (hooks.cc, state.cc, window.cc,
+ * gilwait.cc, park.cc) that each piece models.
  *
  * Selected with -D on the spin command line:
  *   PYGEN   38  CPython <= 3.8   (exit_thread_if_finalizing after acquiring the GIL;
@@ -13,15 +16,19 @@
  *           313 CPython 3.9-3.13 (take_gil checks tstate_must_exit before waiting,
  *                                 after each timed wait and after acquiring, then
  *                                 PyThread_exit_thread() -> pthread_exit)
- *           314 CPython 3.14     (the same checks, then PyThread_hang_thread())
+ *           314 CPython 3.14     (the same checks, then PyThread_hang_thread() -> pause())
  *   REINIT  1: the embedder may call Py_Initialize again after Py_FinalizeEx
- *   ASCODED the guard exactly as shim/ is written today (F5 and F7 fixed there; F3 open;
- *           RestoreThread's fast path without a window; the gate's grace on for 3.14);
- *           without it, the recommended protocol: the code plus the open fixes
- *   ASSUME_* environment assumptions that exclude windows the guard cannot close
- *           (on by default; GAP_* turns one off)
- *   NO_GATE the protocol before commit 2de512a (no windows, drain or admission gate)
+ *   ASSUME_* environment assumptions (on by default; GAP_* turns one off)
+ *   OLD_DESIGN  the protocol before issue 10 (shim at 32a7d97): OLD_DRAIN + OLD_GATE
+ *   OLD_DRAIN   the drain at Py_FinalizeEx entry, releasing the GIL (real SaveThread)
+ *   OLD_GATE    the admission gate (gate_admit, g_released, g_inflight; grace off)
+ *   NO_P0       P0a-c not checked (to see what the old design does without them)
+ *   P0_STRICT   P0 for a native thread without a thread state against any live runtime,
+ *               whatever generation g_epoch still names (the re-initialization instant)
  *   CPY_FIN_RESET  CPython clears its finalizing flag on the way out of Py_FinalizeEx
+ *   TRACEMALLOC    the native thread's Ensure may run a nested Ensure/Release inside its
+ *                  real call (tracemalloc's raw allocator hook in PyThreadState_New)
+ *   FIX_NESTED_WINDOW  window_close() restores the window value window_open() found
  *   MUT_*   mutants: one check, store or step of the protocol dropped or reordered
  */
 
@@ -32,45 +39,31 @@
 #define REINIT 1
 #endif
 
-/* ---- fixes in the code (docs/model.md, "Findings"); a MUT_ turns one off */
-#ifndef MUT_JOIN_FASTPATH
-#define FIX_JOIN_GEN      /* F5 (fixed in ad8e768): plain pthread_join only while nothing was ever finalized */
-#endif
-#ifndef MUT_INIT_EARLY
-#define FIX_INIT_AFTER    /* F7 (fixed in ad8e768): the new generation is announced after Py_Initialize returns */
-#endif
-/* ---- proposed, not in the code; ASCODED, a MUT_ or a GAP_ turns one off */
-#ifndef ASCODED
-#ifndef MUT_NO_HANG_HOOK
-#define FIX_HANG_HOOK     /* F3: PyThread_hang_thread (3.14) is intercepted and parks */
-#endif
-#ifndef GAP_RESTORE_FAST
-#define FIX_RESTORE_WINDOW /* F9: PyEval_RestoreThread's fast path opens the window too */
-#endif
-/* F1 (join of a thread stuck in a finalized <= 3.8 runtime's take_gil) needed a fix
- * before the gate; with the gate's drain no hooked thread is left in take_gil at the
- * point of no return. -DFIX_STUCK_JOIN models that fix; the results do not change. */
-#else
-#if PYGEN == 314
-#define GAP_GATE_GRACE    /* gate_init(minor >= 13 || !semantic): the grace is on for 3.13+ */
-#endif
+#ifdef OLD_DESIGN
+#define OLD_DRAIN
+#define OLD_GATE
 #endif
 
-/* ---- environment assumptions (docs/model.md, "Gaps") */
+/* ---- fixes in the code that a MUT_ turns off */
+#ifndef MUT_JOIN_FASTPATH
+#define FIX_JOIN_GEN      /* plain pthread_join only while nothing was ever finalized */
+#endif
+#ifndef MUT_INIT_EARLY
+#define FIX_INIT_AFTER    /* the new generation is announced after Py_Initialize returns */
+#endif
+
+/* ---- environment assumptions (docs/model.md, "Assumptions and gaps") */
 #ifndef GAP_REINIT_INFLIGHT
-#define ASSUME_NO_INFLIGHT_REINIT /* F2: no thread is inside an acquisition at re-init */
+#define ASSUME_NO_INFLIGHT_REINIT /* A1: no thread is inside an acquisition at re-init */
 #endif
 #ifndef GAP_UNSTARTED
-#define ASSUME_STARTED_REINIT     /* F6: every thread of gen 1 started before re-init */
-#endif
-#if defined(NO_GATE) && !defined(GAP_ENSURE_WINDOW)
-#define ASSUME_ENSURE_WINDOW      /* G1: guard check + Ensure's first read not split */
-#endif
-#ifndef GAP_GATE_GRACE
-#define ASSUME_NO_GRACE           /* F8: no thread waits kGateGraceNs (20 ms) at the gate */
+#define ASSUME_STARTED_REINIT     /* A2: every thread of gen 1 started before re-init */
 #endif
 #ifndef GAP_TAKE_GIL_WINDOW
-#define ASSUME_TAKE_GIL_WINDOW    /* G2: take_gil's check + first tstate read not split */
+#define ASSUME_TAKE_GIL_WINDOW    /* A3: the eval loop's take_gil: check + first tstate read not split */
+#endif
+#ifndef GAP_DRAIN_BOUND
+#define ASSUME_DRAIN_COMPLETES    /* A4: the drain's 1 s bound never expires */
 #endif
 
 #ifdef ASSUME_NO_INFLIGHT_REINIT
@@ -107,19 +100,19 @@
 /* runtime_is_finalizing(): !Py_IsInitialized() || CPython's finalizing flag */
 #define PROBE (!rt_init || rt_fin)
 
-/* ---- the guard's shared state (shim/state.h, shim/park.h, shim/gate.h) */
+/* ---- the guard's shared state (shim/state.h, shim/park.h, shim/window.h) */
 byte g_epoch = EPOCH(1, RUNNING);
 byte parked_count;          /* g_parked_count */
 bool parked[NPROC];         /* the g_parked registry (is_parked_thread) */
-byte acq_gen[NPROC];        /* FIX_STUCK_JOIN: generation of a guarded acquisition in progress */
-bool window[NPROC];         /* t_pt.window (gate.h): inside a real acquiring call */
+bool window[NPROC];         /* t_pt.window: inside a real acquiring call (Main's is not scanned) */
+#ifdef OLD_GATE
 bool released;              /* g_released: the finalizer waits with the GIL released */
-bool fallback;              /* g_fallback: the gate's 20 ms grace has expired */
 byte inflight;              /* g_inflight: admitted threads still inside the real call */
+#endif
 
 /* ---- CPython's state */
 byte rt_gen = 1;            /* generation of the runtime CPython is running */
-bool rt_fin;                /* _PyRuntime finalizing != NULL: the point of no return */
+bool rt_fin;                /* _PyRuntime finalizing != NULL: set at the point of no return */
 bool rt_alive = 1;          /* interpreter + gilstate (autoInterpreterState) not freed */
 bool rt_init = 1;           /* Py_IsInitialized(): cleared at the point of no return */
 byte gil;                   /* holder pid + 1, GIL_FREE or GIL_DEAD */
@@ -131,7 +124,6 @@ bool inited;
 bool done[NPROC];           /* really terminated (pthread_exit or return) */
 bool in_cpython[NPROC];     /* inside any CPython GIL acquisition (or in transit to it) */
 bool started[NPROC];
-bool eval_wait[NPROC];      /* waiting in the eval loop's own take_gil (no hook sees it) */
 
 /* ------------------------------------------------------------------------------------
  * Properties, as assertions at the point where they can first be violated.
@@ -146,27 +138,41 @@ inline run_python() {
   assert(!rt_fin || _pid == MAIN)                /* P2: only the finalizer runs after the point of no return */
 }
 
-/* park() in shim/park.cc: record, block all signals, futex-wait forever. */
-inline park() {
-  assert(_pid != MAIN);                          /* P3: the finalizing thread is never parked */
-  atomic {
-    parked[_pid] = 1; parked_count++; acq_gen[_pid] = 0; in_cpython[_pid] = 0;
-    window[_pid] = 0;                    /* gate_forget_this_thread() */
-    if :: admitted -> admitted = 0; inflight-- :: else fi
-  };
-  goto end_parked
-}
+/* CPython of generation g is before its point of no return: the runtime is up, its
+ * finalizing flag not set.  A thread's generation (my_gen) is that of its thread state,
+ * or, for a native thread without one, that of the g_epoch it loaded. */
+#ifdef P0_STRICT
+/* also a native thread without a thread state, against whatever runtime is up */
+#define BEFORE_PONR(g) ((rt_gen == (g) || my_ts == NONE) && !rt_fin && rt_alive && rt_init)
+#else
+#define BEFORE_PONR(g) (rt_gen == (g) && !rt_fin && rt_alive)
+#endif
 
-/* gate_admit() (shim/gate.cc): during FINALIZING a thread enters the real acquiring
- * call only while the finalizer waits with the GIL released. */
+/* Every wait in guard code (park, the drain; in the mutants the gate, the old drain,
+ * decide() waiting) starts with GUARD_WAIT: the P0 properties. */
+#ifdef NO_P0
+#define GUARD_WAIT(g) skip
+#define GUARD_GIL skip
+#else
+#define GUARD_WAIT(g) \
+  assert(MAIN != _pid || !BEFORE_PONR(rt_gen));      /* P0b: the finalizer never waits before the PONR */ \
+  assert(gil != _pid + 1 || !BEFORE_PONR(g));        /* P0c: no GIL holder waits before the PONR */ \
+  assert(_pid == MAIN || !BEFORE_PONR(g))            /* P0a: no thread waits before the PONR */
+/* the guard itself releases or takes the finalizer's GIL (real SaveThread/RestoreThread) */
+#define GUARD_GIL assert(MAIN != _pid)               /* P0b */
+#endif
+
+/* park() in shim/park.cc: record, block all signals, futex-wait forever.  One copy per
+ * process (proc_tail() below); every call site jumps there. */
+#define park() goto parking
+
+#ifdef OLD_GATE
+/* gate_admit() (shim/gate.cc at 32a7d97, grace off): during FINALIZING a thread enters
+ * the real acquiring call only while the finalizer waits with the GIL released. */
 inline gate_admit() {
   do
   :: atomic { admitted = 1; inflight++ };
-#ifdef MUT_ADMIT_IGNORES_RELEASED
-     ok = 1;
-#else
-     ok = released || fallback;
-#endif
+     ok = released;
      if :: ok -> ok = (g_epoch == e) :: else fi;
      if :: ok -> ok = !PROBE :: else fi;
      if
@@ -176,33 +182,23 @@ inline gate_admit() {
         window[_pid] = 0;
         if :: g_epoch != e -> park() :: else -> skip fi;
         if :: PROBE -> park() :: else -> skip fi;
-#ifdef ASSUME_NO_GRACE
-        /* futex_wait(g_released, 0, 5 ms): re-check when it changes or times out */
-        (released || g_epoch != e || PROBE)
-#else
-        if                               /* waited kGateGraceNs: open for this finalization */
-        :: fallback = 1
-        :: (released || g_epoch != e || PROBE)
-        fi
-#endif
+        GUARD_WAIT(my_gen);
+        (released || g_epoch != e || PROBE)    /* futex_wait(g_released), 5 ms re-checks */
      fi
   od
 }
+#endif
 
 /* decide() in shim/hooks.cc; e is the caller's load of g_epoch, ts NONE for nullptr,
  * acq: the call takes the GIL. */
 inline decide(ts, acq) {
   if
   :: t_fin_gen == GEN(e) ->                                          /* 1. finalizer */
-#ifndef NO_GATE
+#ifdef OLD_GATE
      if
      :: acq && PHASE(e) == FINALIZING ->
         released = 0;                    /* gate_finalizer_reacquiring() */
-#ifndef MUT_NO_REACQUIRE_WAIT
-        (inflight == 0)
-#else
-        skip
-#endif
+        if :: inflight != 0 -> GUARD_WAIT(rt_gen); (inflight == 0) :: else -> skip fi
      :: else -> skip
      fi
 #else
@@ -221,11 +217,15 @@ inline decide(ts, acq) {
 #ifdef MUT_FINALIZING_NOASK
            skip
 #else
+#ifdef MUT_DECIDE_WAITS
+           /* holds the thread until CPython has decided (its PONR) or the phase changes */
+           if :: !PROBE -> GUARD_WAIT(my_gen); (PROBE || g_epoch != e) :: else -> skip fi;
+#endif
            if
-           :: PROBE -> park()            /* runtime_is_finalizing() */
-           :: else -> skip
+           :: PROBE -> park()            /* past the PONR: park */
+           :: else -> skip               /* before it: pass at once */
            fi;
-#ifndef NO_GATE
+#ifdef OLD_GATE
            if
            :: acq -> gate_admit()
            :: else -> skip               /* PyGILState_Release: holds the GIL already */
@@ -241,16 +241,34 @@ inline decide(ts, acq) {
 /* P4: a thread arriving after the point of no return never passes the guard. */
 #define PASSED() assert(!my_late)
 
+/* Windows (window.h): every acquiring hook stores window = 1 (relaxed TLS store +
+ * compiler fence) BEFORE it loads g_epoch, and 0 when the real call returns.  The
+ * finalizer's membarrier before its scan makes the pair an asymmetric Dekker; in this
+ * sequentially consistent model that is the order of the two statements.  Without the
+ * membarrier (MUT_NO_MEMBARRIER) x86-TSO may keep the store in the store buffer past the
+ * load: the window becomes visible only at the real call's first locked instruction. */
+#if defined(MUT_NO_WINDOW) || defined(MUT_NO_MEMBARRIER)
+#define WINDOW_OPEN skip
+#else
+#define WINDOW_OPEN window[_pid] = 1
+#endif
+#ifdef MUT_NO_MEMBARRIER
+#define WINDOW_VISIBLE window[_pid] = 1
+#else
+#define WINDOW_VISIBLE skip
+#endif
+#ifdef OLD_GATE
+#define WINDOW_CLOSE atomic { window[_pid] = 0; if :: admitted -> admitted = 0; inflight-- :: else fi }
+#else
+#define WINDOW_CLOSE window[_pid] = 0
+#endif
+
 /* The hook's load of g_epoch.  my_late is a ghost: was CPython past its point of no
  * return (or its runtime freed) at the instant of the load, and is this thread not the
  * finalizer?  Such a thread must end parked. */
-#if defined(NO_GATE) || defined(MUT_NO_WINDOW)
-#define WINDOW_OPEN skip
-#else
-#define WINDOW_OPEN window[_pid] = 1     /* window_open(), before the load */
-#endif
 #define LOAD_EPOCH(acq) \
   atomic { e = g_epoch; my_late = (rt_fin || !rt_alive) && t_fin_gen != rt_gen && _pid != MAIN; \
+           my_gen = (my_ts == NONE -> GEN(e) : my_gen); \
            started[_pid] = 1; in_cpython[_pid] = acq }
 
 /* pthread_exit hook (pfg_hook_pthread_exit); CPython's caller is always in its image. */
@@ -261,7 +279,7 @@ inline pthread_exit_hook(why) {
 #ifdef MUT_NO_EXIT_HOOK
   :: false -> skip
 #elif defined(MUT_EXIT_PHASE)
-  :: t_fin_gen != GEN(e) && (PHASE(e) != RUNNING || fin_seen) ->   /* before ed21215 (F4) */
+  :: t_fin_gen != GEN(e) && (PHASE(e) != RUNNING || fin_seen) ->   /* phase only */
 #else
   /* runtime_is_finalizing() && (t_pt.window || !runtime_thread_ending_normally()) */
   :: t_fin_gen != GEN(e) && fin_seen && (window[_pid] || why != NORMAL) ->
@@ -276,60 +294,85 @@ inline pthread_exit_hook(why) {
   fi
 }
 
+/* pause() hook (pfg_hook_pause), reached from PyThread_hang_thread() (3.14): a
+ * non-finalizer past the point of no return is adopted (parked); otherwise the real
+ * pause(), for ever. */
+inline pause_hook() {
+  e = g_epoch;
+#ifdef MUT_NO_PAUSE_HOOK
+  goto hung
+#else
+  if
+  :: t_fin_gen != GEN(e) && PHASE(e) != RUNNING && PROBE -> park()
+  :: else -> goto hung
+  fi
+#endif
+}
+
 /* Where CPython stops a late thread: PyThread_exit_thread() (<= 3.13), or
- * PyThread_hang_thread() (3.14), which FIX_HANG_HOOK intercepts like pthread_exit. */
-#if PYGEN == 314
-#ifdef FIX_HANG_HOOK
-#define CPY_EXIT() park()
-#else
-#define CPY_EXIT() goto hung
-#endif
-#else
-#define CPY_EXIT() pthread_exit_hook(FIN_EXIT)
-#endif
+ * PyThread_hang_thread() (3.14).  One copy per process (proc_tail()). */
+#define CPY_EXIT() goto cpy_exit
 
 #define MUST_EXIT (rt_fin && _pid != MAIN)   /* tstate_must_exit / exit_thread_if_finalizing */
 
+/* The take_gil wait hook (gilwait.cc, pthread_cond_timedwait from Python text): a thread
+ * that waits, or wakes from a wait, while the runtime is past its point of no return
+ * (FINALIZED, or FINALIZING with CPython's flag) parks unless it is the finalizer.  The
+ * drain broadcasts the GIL condition variables, so the wake-up is immediate; in the model
+ * a timed wait can end at any moment anyway. */
+#define WAIT_LATE (t_fin_gen != GEN(g_epoch) && \
+                   (PHASE(g_epoch) == FINALIZED || (PHASE(g_epoch) == FINALIZING && PROBE)))
+#ifdef MUT_NO_WAIT_HOOK
+#define WAIT_HOOK :: false -> skip
+#else
+#define WAIT_HOOK :: atomic { gil != GIL_FREE && WAIT_LATE -> park() }
+#endif
+
 /* CPython's take_gil() (+ the exit check of its caller in <= 3.8), for thread state ts.
  * n makes the wait's label unique: a thread waiting for the GIL when the process exits
- * is a valid end state (as without the guard). */
+ * is a valid end state (as without the guard; the joins catch the ones that matter). */
 #if PYGEN == 38
 #define TAKE_GIL(ts, n) \
   in_cpython[_pid] = 1; \
-  end_gilwait_##n: atomic { gil == GIL_FREE -> gil = _pid + 1 }; \
+  end_gilwait_##n: do \
+  :: atomic { gil == GIL_FREE -> gil = _pid + 1 }; break \
+  WAIT_HOOK \
+  od; \
   USE_TS(ts);          /* take_gil reads tstate->async_exc after acquiring */ \
   if \
   :: MUST_EXIT -> gil = GIL_FREE; CPY_EXIT() /* exit_thread_if_finalizing */ \
   :: else -> in_cpython[_pid] = 0 \
   fi
+#define TAKE_GIL_EVAL(ts, n) TAKE_GIL(ts, n)
 #else
-#ifdef ASSUME_TAKE_GIL_WINDOW
-#define TG_BEGIN atomic {
-#define TG_END }
-#else
-#define TG_BEGIN
-#define TG_END
-#endif
 #ifdef MUT_CPY_NO_FIRST_CHECK
 #define FIRST_CHECK :: false -> skip
 #else
 #define FIRST_CHECK :: MUST_EXIT -> CPY_EXIT()
 #endif
-#define TAKE_GIL(ts, n) \
+/* the check before taking the mutex, then the first read of the thread state
+ * (tstate->interp).  A hooked acquisition has its window open: the drain keeps the
+ * thread state alive across the two.  The eval loop's own switch has no window: A3. */
+#define FIRST(ts) if FIRST_CHECK :: else -> USE_TS(ts) fi
+#ifdef ASSUME_TAKE_GIL_WINDOW
+#define FIRST_EVAL(ts) atomic { FIRST(ts) }
+#else
+#define FIRST_EVAL(ts) FIRST(ts)
+#endif
+#define TAKE_GIL_WITH(ts, n, first) \
   in_cpython[_pid] = 1; \
-  TG_BEGIN \
-  if \
-  FIRST_CHECK                 /* before taking the mutex */ \
-  :: else -> USE_TS(ts)       /* tstate->interp */ \
-  fi TG_END; \
+  first; \
   end_gilwait_##n: do \
   :: atomic { gil == GIL_FREE -> gil = _pid + 1 }; break \
+  WAIT_HOOK \
   :: atomic { gil != GIL_FREE && MUST_EXIT } -> CPY_EXIT() /* after a timed wait */ \
   od; \
   if \
   :: MUST_EXIT -> gil = GIL_FREE; CPY_EXIT()  /* after acquiring */ \
   :: else -> USE_TS(ts); in_cpython[_pid] = 0 \
   fi
+#define TAKE_GIL(ts, n) TAKE_GIL_WITH(ts, n, FIRST(ts))
+#define TAKE_GIL_EVAL(ts, n) TAKE_GIL_WITH(ts, n, FIRST_EVAL(ts))
 #endif
 
 /* ---- the hooks (shim/hooks.cc) */
@@ -347,7 +390,7 @@ inline save_thread() {
   if                                     /* save_slow(): outside RUNNING the handle gets */
   :: PHASE(e) != RUNNING ->              /* phase bits 3, which no g_epoch value has */
      h_epoch = EPOCH(GEN(e), 3);
-#ifndef NO_GATE
+#ifdef OLD_GATE
      if                                  /* gate_finalizer_released() */
      :: PHASE(e) == FINALIZING && t_fin_gen == GEN(e) -> released = 1
      :: else -> skip
@@ -366,45 +409,32 @@ inline save_thread() {
 #define HANDLE_CURRENT (h_epoch == e)
 #endif
 
-/* window_close(); if (admitted) gate_leave(); */
-#define GATE_LEAVE atomic { window[_pid] = 0; if :: admitted -> admitted = 0; inflight-- :: else fi }
-
-#ifdef FIX_STUCK_JOIN
-#define ACQ_BEGIN acq_gen[_pid] = GEN(e)
-#define ACQ_END acq_gen[_pid] = 0
-#else
-#define ACQ_BEGIN skip
-#define ACQ_END skip
-#endif
-
-/* pfg_hook_PyEval_AcquireThread: window opened before the load, then the policy. */
+/* pfg_hook_PyEval_AcquireThread, and pfg_hook_PyEval_RestoreThread (fast path and
+ * restore_slow() alike): window opened before the load, then the policy. */
 #define ACQUIRE_THREAD(ts, n) \
   WINDOW_OPEN; \
-  LOAD_EPOCH(1); ACQ_BEGIN; \
+  LOAD_EPOCH(1); \
   if \
   :: !HANDLE_CURRENT -> decide(ts, 1) \
   :: else -> skip \
   fi; \
   PASSED(); \
+  WINDOW_VISIBLE; \
   if \
   :: h_ts == ts -> h_epoch = 0 \
   :: else -> skip \
   fi; \
   TAKE_GIL(ts, n);            /* real PyEval_AcquireThread/RestoreThread: take_gil + swap */ \
-  GATE_LEAVE; \
-  ACQ_END
+  WINDOW_CLOSE
 
-/* pfg_hook_PyEval_RestoreThread.  The recommended protocol (FIX_RESTORE_WINDOW) is
- * AcquireThread's.  As coded since aa6d798: load g_epoch with no window; handle saved in
- * this epoch -> fast path, real call without a window; otherwise restore_slow(): open
- * the window, load g_epoch again, decide(). */
-#ifdef FIX_RESTORE_WINDOW
+/* MUT_RESTORE_NOWINDOW: RestoreThread's fast path without a window */
+#ifndef MUT_RESTORE_NOWINDOW
 #define RESTORE_THREAD(ts, n) ACQUIRE_THREAD(ts, n)
 #else
 #define RESTORE_THREAD(ts, n) \
   LOAD_EPOCH(1); \
   if \
-  :: !HANDLE_CURRENT -> WINDOW_OPEN; LOAD_EPOCH(1); ACQ_BEGIN; decide(ts, 1) \
+  :: !HANDLE_CURRENT -> WINDOW_OPEN; LOAD_EPOCH(1); decide(ts, 1) \
   :: else -> skip             /* fast path: no window */ \
   fi; \
   PASSED(); \
@@ -412,10 +442,32 @@ inline save_thread() {
   :: h_ts == ts -> h_epoch = 0 \
   :: else -> skip \
   fi; \
-  TAKE_GIL(ts, n);            /* real PyEval_RestoreThread: take_gil + swap */ \
-  GATE_LEAVE; \
-  ACQ_END
+  TAKE_GIL(ts, n); \
+  WINDOW_CLOSE
 #endif
+
+/* pfg_hook_PyGILState_Ensure by a thread that already holds the GIL (a ctypes.PyDLL
+ * callback, tracemalloc's raw allocator hook): the real call only counts
+ * (gilstate_counter++); no GIL operation.  Then Python, then the matching Release. */
+#define NESTED_ENSURE \
+  WINDOW_OPEN; \
+  LOAD_EPOCH(1); \
+  if \
+  :: PHASE(e) != RUNNING -> decide(NONE, 1) \
+  :: else -> skip \
+  fi; \
+  PASSED(); \
+  WINDOW_VISIBLE; \
+  assert(gil == _pid + 1); USE_TS(my_ts);   /* real: PyGILState_GetThisThreadState, counter++ */ \
+  atomic { WINDOW_CLOSE; in_cpython[_pid] = 0 }; \
+  run_python(); \
+  LOAD_EPOCH(0);                            /* pfg_hook_PyGILState_Release */ \
+  if \
+  :: PHASE(e) != RUNNING -> decide(NONE, 0) \
+  :: else -> skip \
+  fi; \
+  PASSED(); \
+  USE_TS(my_ts)                             /* real: counter-- */
 
 /* The main thread lets other threads run: Py_BEGIN/END_ALLOW_THREADS around I/O, the
  * switch interval, threading's join during shutdown, __del__ doing I/O during GC. */
@@ -439,38 +491,81 @@ inline alloc_ts() {
 #else
 #define JOIN_PLAIN (parked_count == 0 && PHASE(g_epoch) == RUNNING)
 #endif
-#ifdef FIX_STUCK_JOIN
-/* <= 3.8 never releases the GIL of a finalized runtime: a target inside a guarded
- * acquisition of it can never return (re-initialization excepted, see F2). */
-#define STUCK(t) (PYGEN == 38 && acq_gen[t] != 0 && acq_gen[t] == GEN(g_epoch) && PHASE(g_epoch) == FINALIZED)
-#else
-#define STUCK(t) false
-#endif
 #ifdef MUT_NO_JOIN_COMPLETION
 #define COMPLETES(t) done[t]
 #else
-#define COMPLETES(t) (done[t] || parked[t] || STUCK(t))
-#endif
-#if PYGEN == 38 && !defined(GAP_EVAL_WAIT38)
-/* Out of the guard's reach (F1b): <= 3.8 never releases a finalized runtime's GIL, and a
- * thread waiting for it inside the eval loop called no hook; joining it hangs exactly as
- * without the guard.  The model lets the join end there instead of reporting it. */
-#define BASELINE_HANG(t) || (eval_wait[t] && rt_fin)
-#else
-#define BASELINE_HANG(t)
+#define COMPLETES(t) (done[t] || parked[t])
 #endif
 #define JOIN(t) \
   if \
   :: JOIN_PLAIN -> done[t]    /* real pthread_join: only a real exit ends it */ \
-  :: else -> COMPLETES(t) BASELINE_HANG(t) /* join_completing: polls is_parked_thread + timedjoin */ \
+  :: else -> COMPLETES(t)     /* join_completing: polls is_parked_thread + timedjoin */ \
   fi
+
+/* The drain (window.cc drain_windows_once), called by before_cpython_frees() in the hooks
+ * on PyThreadState_Clear (3.9+: _PyThreadState_DeleteExcept / _DeleteList call it on
+ * every other thread's state before freeing it) and PyInterpreterState_Clear (<= 3.8: at
+ * entry, before it takes HEAD_LOCK and before zapthreads): in the finalizer, once per
+ * finalization, when FINALIZING and CPython is past its point of no return.  membarrier,
+ * then wait HOLDING THE GIL until every window has closed or its thread has parked. */
+inline drain() {
+  if
+  :: t_fin_gen == GEN(g_epoch) && PHASE(g_epoch) == FINALIZING && PROBE ->
+     if
+     :: window[WORK] || window[NAT] ->
+        GUARD_WAIT(rt_gen);
+#ifdef MUT_DRAIN_RELEASES
+        GUARD_GIL; USE_TS(my_ts); gil = GIL_FREE;      /* real PyEval_SaveThread */
+#endif
+#ifdef ASSUME_DRAIN_COMPLETES
+        (!window[WORK] && !window[NAT]);
+#else
+        if
+        :: (!window[WORK] && !window[NAT])
+        :: skip                                       /* the 1 s bound expires */
+        fi;
+#endif
+#ifdef MUT_DRAIN_RELEASES
+        GUARD_GIL; TAKE_GIL(my_ts, m5)                /* real PyEval_RestoreThread */
+#else
+        skip
+#endif
+     :: else -> skip
+     fi
+  :: else -> skip
+  fi
+}
+
+/* The end of every process: CPython's exit of a late thread, and park().  Inlined once
+ * per process; the call sites jump to its labels. */
+inline proc_tail() {
+  goto finish;
+cpy_exit:
+#if PYGEN == 314
+  pause_hook();
+#else
+  pthread_exit_hook(FIN_EXIT);
+#endif
+parking:
+  assert(_pid != MAIN);                          /* P3: the finalizing thread is never parked */
+  GUARD_WAIT(my_gen);
+  atomic {
+    parked[_pid] = 1; parked_count++; in_cpython[_pid] = 0;
+    window[_pid] = 0;                            /* window_close(): the drain stops waiting for it */
+#ifdef OLD_GATE
+    if :: admitted -> admitted = 0; inflight-- :: else fi
+#endif
+  };
+end_parked:
+  false             /* parked: futex wait forever, all signals blocked */
+}
 
 /* ------------------------------------------------------------------------------------
  * The embedder's main thread: runs generation 1, finalizes it, maybe initializes
  * generation 2, then joins both other threads at exit.
  */
 active proctype Main() {
-  byte e, h_ts = NONE, h_epoch, t_fin_gen, my_ts = 0;
+  byte e, h_ts = NONE, h_epoch, t_fin_gen, my_ts = 0, my_gen = 1;
   bool my_late, fin_seen, admitted, ok;
 
   atomic {
@@ -484,7 +579,7 @@ active proctype Main() {
   :: skip
   fi;
 
-  /* pfg_hook_Py_FinalizeEx */
+  /* pfg_hook_Py_FinalizeEx: finalizer_enter() */
 #ifndef MUT_NO_FINALIZER_FLAG
   t_fin_gen = GEN(g_epoch);
 #endif
@@ -495,32 +590,50 @@ active proctype Main() {
 #endif
   :: else -> skip
   fi;
-#if !defined(NO_GATE) && !defined(MUT_NO_DRAIN)
-  /* gate_drain_windows(): membarrier, then let every window opened before the store
-   * close, with the GIL released through the real PyEval_SaveThread (the gate stays shut) */
+#ifdef OLD_DRAIN
+  /* gate_drain_windows() at 32a7d97: membarrier, then let every window opened before
+   * the store close, with the GIL released through the real PyEval_SaveThread */
   if
   :: window[WORK] || window[NAT] ->
-     USE_TS(my_ts); gil = GIL_FREE;
+     GUARD_GIL; USE_TS(my_ts); gil = GIL_FREE;
+     GUARD_WAIT(rt_gen);
      (!window[WORK] && !window[NAT]);
-     TAKE_GIL(my_ts, m0)
+     GUARD_GIL; TAKE_GIL(my_ts, m0)
   :: else -> skip
   fi;
 #endif
-  /* real Py_FinalizeEx */
+#ifdef MUT_DRAIN_BEFORE_PONR
+  /* the new drain (holding the GIL), but at Py_FinalizeEx's entry */
   if
-  :: MAIN_WINDOW(m2)       /* wait_for_thread_shutdown, atexit: threads still run */
+  :: t_fin_gen == GEN(g_epoch) ->
+     if
+     :: window[WORK] || window[NAT] -> GUARD_WAIT(rt_gen); (!window[WORK] && !window[NAT])
+     :: else -> skip
+     fi
+  :: else -> skip
+  fi;
+#endif
+  /* real Py_FinalizeEx: wait_for_thread_shutdown, atexit -- threads still run, and the
+   * finalizer may itself call PyGILState_Ensure under the GIL (an atexit callback
+   * through ctypes) */
+  if
+  :: MAIN_WINDOW(m2)
+  :: NESTED_ENSURE
   :: skip
   fi;
 #ifndef MUT_CPY_FREE_FIRST
 #ifndef MUT_CPY_NO_FINALIZING
-  atomic { rt_fin = 1; rt_init = 0 };           /* _PyRuntimeState_SetFinalizing, initialized = 0 */
+  atomic { rt_fin = 1; rt_init = 0 };           /* the PONR: _PyRuntimeState_SetFinalizing, initialized = 0 */
 #endif
   if
   :: MAIN_WINDOW(m3)       /* GC / __del__ doing I/O after the point of no return */
   :: skip
   fi;
 #endif
-  atomic {                                      /* zapthreads, interpreter delete */
+#if !defined(OLD_DRAIN) && !defined(MUT_NO_DRAIN) && !defined(MUT_DRAIN_BEFORE_PONR)
+  drain();                 /* first PyThreadState_Clear (3.9+) / PyInterpreterState_Clear entry (<= 3.8) */
+#endif
+  atomic {                                      /* thread states freed, interpreter deleted */
     if :: mem_gen[0] == rt_gen -> mem_owner[0] = 0 :: else fi;
     if :: mem_gen[1] == rt_gen -> mem_owner[1] = 0 :: else fi;
     if :: mem_gen[2] == rt_gen -> mem_owner[2] = 0 :: else fi;
@@ -536,8 +649,9 @@ active proctype Main() {
   rt_fin = 0;                                   /* _PyRuntimeState_Fini on the way out */
 #endif
   g_epoch = EPOCH(GEN(g_epoch), FINALIZED);    /* end_finalizing() */
+#ifdef OLD_GATE
   released = 0;                                 /* gate_phase_changed() */
-  fallback = 0;
+#endif
 
 #if REINIT
   if
@@ -555,7 +669,7 @@ active proctype Main() {
      t_fin_gen = GEN(e);
 #else
      if
-     :: PHASE(e) != RUNNING -> g_epoch = EPOCH(NEXT_GEN, RUNNING); released = 0
+     :: PHASE(e) != RUNNING -> g_epoch = EPOCH(NEXT_GEN, RUNNING)
      :: else -> skip
      fi;
 #endif
@@ -566,7 +680,7 @@ active proctype Main() {
      };
 #ifdef FIX_INIT_AFTER
      if
-     :: PHASE(e) != RUNNING -> g_epoch = EPOCH(NEXT_GEN, RUNNING); released = 0
+     :: PHASE(e) != RUNNING -> g_epoch = EPOCH(NEXT_GEN, RUNNING)
      :: else -> skip
      fi;
 #endif
@@ -578,22 +692,23 @@ active proctype Main() {
   /* exit(): a static destructor or the embedder joins its threads */
   JOIN(WORK);
   JOIN(NAT);
-end_parked:      /* unreachable for main (P3) */
-  false;            /* parked */
+  proc_tail();      /* unreachable for main (P3) */
 exited:
   false;            /* unreachable for main */
 hung:
-  false             /* unreachable for main */
+  false;            /* unreachable for main */
+finish:
+  skip
 }
 
 /* ------------------------------------------------------------------------------------
  * A Python thread of generation 1 (threading.Thread, or a C++ worker running Python):
- * starts through PyEval_AcquireThread (t_bootstrap), runs, releases the GIL around a
- * blocking call (the seed's scenario), maybe switches inside the eval loop (not
- * interposable), reacquires and ends.
+ * starts through PyEval_AcquireThread (t_bootstrap), runs, maybe switches inside the
+ * eval loop (not interposable), releases the GIL around a blocking call (the seed's
+ * scenario), reacquires and ends.
  */
 active proctype Worker() {
-  byte e, h_ts = NONE, h_epoch, t_fin_gen, my_ts = 1;
+  byte e, h_ts = NONE, h_epoch, t_fin_gen, my_ts = 1, my_gen = 1;
   bool my_late, fin_seen, admitted, ok;
 
   inited;
@@ -601,10 +716,9 @@ active proctype Worker() {
   run_python();
   if
   :: atomic {                                  /* eval loop: drop_gil ... take_gil */
-       gil = GIL_FREE; eval_wait[_pid] = 1; in_cpython[_pid] = 1
+       gil = GIL_FREE; in_cpython[_pid] = 1
      };
-     TAKE_GIL(my_ts, w2);
-     eval_wait[_pid] = 0;
+     TAKE_GIL_EVAL(my_ts, w2);
      run_python()
   :: skip
   fi;
@@ -619,9 +733,7 @@ active proctype Worker() {
   pthread_exit_hook(NORMAL);                    /* t_bootstrap's PyThread_exit_thread() */
 #endif
   done[_pid] = 1;
-  goto finish;
-end_parked:
-  false;            /* parked: futex wait forever, all signals blocked */
+  proc_tail();
 exited:
   atomic { done[_pid] = 1; in_cpython[_pid] = 0 };
   goto finish;
@@ -633,34 +745,66 @@ finish:
 
 /* ------------------------------------------------------------------------------------
  * A native thread (never created by Python) that calls PyGILState_Ensure at any time,
- * runs Python, and calls PyGILState_Release.
+ * runs Python, maybe calls PyGILState_Ensure again while it holds the GIL (nested), and
+ * calls PyGILState_Release.
  */
 active proctype Native() {
-  byte e, h_ts = NONE, h_epoch, t_fin_gen, my_ts = NONE;
-  bool my_late, fin_seen, admitted, ok;
+  byte e, h_ts = NONE, h_epoch, t_fin_gen, my_ts = NONE, my_gen;
+  bool my_late, fin_seen, admitted, ok, outer_win;
 
   inited;
   /* pfg_hook_PyGILState_Ensure */
   WINDOW_OPEN;
-#ifdef ASSUME_ENSURE_WINDOW
-  atomic {
-#endif
-  LOAD_EPOCH(1); ACQ_BEGIN;
+  LOAD_EPOCH(1);
   if
   :: PHASE(e) != RUNNING -> decide(NONE, 1)
   :: else -> skip
   fi;
   PASSED();
+  WINDOW_VISIBLE;
   /* real PyGILState_Ensure: PyThreadState_New(autoInterpreterState) */
+#ifdef TRACEMALLOC
+  if
+  :: /* tracemalloc's raw allocator hook, called by PyThreadState_New's PyMem_RawMalloc
+      * (TRACE_RAW_MALLOC): PyGILState_Ensure + Release inside the outer real Ensure, on a
+      * thread without a thread state, i.e. an acquisition nested in an open window */
+     atomic { outer_win = window[_pid]; window[_pid] = 1 };   /* window_open() */
+     LOAD_EPOCH(1);
+     if
+     :: PHASE(e) != RUNNING -> decide(NONE, 1)
+     :: else -> skip
+     fi;
+     PASSED();
+     assert(rt_alive);
+     alloc_ts();                                /* the inner Ensure's own thread state */
+     TAKE_GIL(my_ts, n0);
+#ifdef FIX_NESTED_WINDOW
+     window[_pid] = outer_win;                  /* window_close() restores the outer window */
+#else
+     window[_pid] = 0;                          /* window_close() as specified: 0 */
+#endif
+     run_python();                              /* tracemalloc_alloc() under the GIL */
+     LOAD_EPOCH(0);                             /* inner pfg_hook_PyGILState_Release */
+     if
+     :: PHASE(e) != RUNNING -> decide(NONE, 0)
+     :: else -> skip
+     fi;
+     PASSED();
+     atomic {                                   /* PyThreadState_Clear + DeleteCurrent */
+       USE_TS(my_ts); mem_owner[my_ts] = 0; gil = GIL_FREE; my_ts = NONE; in_cpython[_pid] = 1
+     }
+  :: skip
+  fi;
+#endif
   assert(rt_alive);                             /* P1: the interpreter is not freed */
   alloc_ts();
-#ifdef ASSUME_ENSURE_WINDOW
-  };
-#endif
   TAKE_GIL(my_ts, n1);                          /* its PyEval_RestoreThread (in_gilstate()) */
-  GATE_LEAVE;
-  ACQ_END;
+  WINDOW_CLOSE;
   run_python();
+  if
+  :: NESTED_ENSURE          /* a callback into Python while holding the GIL */
+  :: skip
+  fi;
   /* pfg_hook_PyGILState_Release */
   LOAD_EPOCH(0);
   if
@@ -672,9 +816,7 @@ active proctype Native() {
     USE_TS(my_ts); mem_owner[my_ts] = 0; gil = GIL_FREE
   };
   done[_pid] = 1;
-  goto finish;
-end_parked:
-  false;            /* parked: futex wait forever, all signals blocked */
+  proc_tail();
 exited:
   atomic { done[_pid] = 1; in_cpython[_pid] = 0 };
   goto finish;

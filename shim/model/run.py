@@ -3,10 +3,10 @@
 
 Each configuration is a set of -D flags and an expectation (per CPython generation where
 they differ):
-  verify          spin must explore the whole state space and find nothing (the protocol;
-                  the current code or a gap on the generations where it holds)
-  counterexample  a mutant, the current code (ASCODED) or a documented gap: spin must find
-                  a violation (a mutant that survives means the model cannot see that check)
+  verify          spin must explore the whole state space and find nothing (the protocol,
+                  a fix, or a mutant/gap on the generations where it does no harm)
+  counterexample  the old design, a mutant or a documented gap: spin must find a violation
+                  (a mutant that survives means the model cannot see that check)
 
 Usage:
   run.py                     run everything, exit 1 if any expectation fails
@@ -32,6 +32,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = os.path.join(HERE, "park.pml")
 GENS = {"38": "CPython <= 3.8", "313": "CPython 3.9-3.13", "314": "CPython 3.14"}
 ALL = ("38", "313", "314")
+# pan.c is compiled once per run and that dominates the time: clang -O0 takes half of
+# gcc -O0's time on it. $CC overrides.
+CC = os.environ.get("CC") or ("clang" if shutil.which("clang") else "gcc")
 
 
 class Config:
@@ -48,11 +51,39 @@ class Config:
 # name, -D flags, expectation, what it is.  docs/model.md describes each one.
 CONFIGS = [
     Config("protocol", [], "verify",
-           "the recommended protocol: shim/ at HEAD plus the open fixes F3 and F9, under assumptions A1 A2 A3 A5"),
-    Config("ascoded", ["ASCODED"], {"38": "counterexample", "313": "verify", "314": "counterexample"},
-           "shim/*.cc at 5b1804b: F5 F7 fixed; F3 open; Restore fast path without a window (F9); "
-           "gate grace on for 3.14, off for 3.9-3.13 (pyenv 3.9-3.12; 3.13 and static builds: gap-gate-grace)"),
-    # Mutants of the guard: each drops or reorders one check or store.
+           "the protocol of issue 10: no gate, decide() passes at once before the PONR, "
+           "drain after the PONR holding the GIL, pause() hook on 3.14; assumptions A1-A4"),
+    # The design before issue 10, and its two halves.
+    Config("old-design", ["OLD_DESIGN"], "counterexample",
+           "the protocol before issue 10 (gate grace off): drain at Py_FinalizeEx entry "
+           "releasing the GIL, and the admission gate"),
+    Config("old-design-no-p0", ["OLD_DESIGN", "NO_P0"], "counterexample",
+           "the same, P0 not checked: what the old design does to a nested PyGILState_Ensure"),
+    Config("mut-gate", ["OLD_GATE"], "counterexample",
+           "the admission gate kept (gate_admit waits during FINALIZING until the finalizer releases the GIL)"),
+    Config("mut-drain-at-entry", ["OLD_DRAIN"], "counterexample",
+           "the drain at Py_FinalizeEx entry, releasing the GIL (old drain), without the gate"),
+    Config("mut-drain-before-ponr", ["MUT_DRAIN_BEFORE_PONR"], "counterexample",
+           "the new drain (holding the GIL) but at Py_FinalizeEx entry, before the PONR"),
+    Config("mut-drain-releases-gil", ["MUT_DRAIN_RELEASES"], "counterexample",
+           "the drain releases the GIL while it waits (real SaveThread/RestoreThread)"),
+    Config("mut-decide-waits", ["MUT_DECIDE_WAITS"], "counterexample",
+           "decide() in FINALIZING waits until CPython is past its PONR instead of passing at once"),
+    # Mutants of the drain's ingredients.
+    Config("mut-no-drain", ["MUT_NO_DRAIN"], "counterexample",
+           "no drain: CPython frees thread states with windows open"),
+    Config("mut-no-window", ["MUT_NO_WINDOW"], "counterexample",
+           "acquiring hooks do not open a window"),
+    Config("mut-no-membarrier", ["MUT_NO_MEMBARRIER"], "counterexample",
+           "no membarrier before the scan: the window store may become visible after the g_epoch/flag load (x86-TSO)"),
+    Config("mut-restore-nowindow", ["MUT_RESTORE_NOWINDOW"], {"38": "verify", "313": "counterexample", "314": "counterexample"},
+           "PyEval_RestoreThread's fast path opens no window; "
+           "<= 3.8: the take_gil wait hook alone parks such a thread"),
+    Config("mut-no-pause-hook", ["MUT_NO_PAUSE_HOOK"], "counterexample",
+           "pause() not hooked: PyThread_hang_thread hangs the thread with its window open (3.14)", ("314",)),
+    Config("mut-no-wait-hook", ["MUT_NO_WAIT_HOOK"], "counterexample",
+           "take_gil wait hook missing: on <= 3.8 nothing parks a waiter of the GIL the finalizer keeps", ("38",)),
+    # Mutants of the rest of the guard: each drops or reorders one check or store.
     Config("mut-save-after", ["MUT_SAVE_AFTER"], "counterexample",
            "PyEval_SaveThread hook loads g_epoch after calling the real function"),
     Config("mut-fast-nogen", ["MUT_FAST_NOGEN"], "counterexample",
@@ -63,8 +94,6 @@ CONFIGS = [
            "decide() passes in FINALIZING without asking runtime_is_finalizing()"),
     Config("mut-no-exit-hook", ["MUT_NO_EXIT_HOOK"], "counterexample",
            "pthread_exit hook missing (CPython's exit really terminates the thread)", ("38", "313")),
-    Config("mut-no-hang-hook", ["MUT_NO_HANG_HOOK"], "counterexample",
-           "PyThread_hang_thread not intercepted (F3, 3.14)", ("314",)),
     Config("mut-no-finalizer-flag", ["MUT_NO_FINALIZER_FLAG"], "counterexample",
            "Py_FinalizeEx hook does not set t_finalizer_gen"),
     Config("mut-no-finalizing-store", ["MUT_NO_FINALIZING_STORE"], "counterexample",
@@ -72,23 +101,13 @@ CONFIGS = [
     Config("mut-init-no-bump", ["MUT_INIT_NO_BUMP"], "counterexample",
            "begin_generation() does not bump the generation"),
     Config("mut-init-early", ["MUT_INIT_EARLY"], "counterexample",
-           "new generation announced before the real Py_Initialize (F7, as coded before ad8e768)"),
+           "new generation announced before the real Py_Initialize instead of after it"),
     Config("mut-no-join-completion", ["MUT_NO_JOIN_COMPLETION"], "counterexample",
            "join_completing() does not complete joins of parked threads"),
     Config("mut-join-fastpath", ["MUT_JOIN_FASTPATH"], "counterexample",
-           "plain pthread_join whenever nothing is parked and the phase is RUNNING (F5, as coded before ad8e768)"),
+           "plain pthread_join whenever nothing is parked and the phase is RUNNING (also after a re-initialization)"),
     Config("mut-exit-phase", ["MUT_EXIT_PHASE"], "counterexample",
-           "pthread_exit hook parks whenever phase != RUNNING (F4, as coded before ed21215)", ("38",)),
-    Config("mut-no-gate", ["NO_GATE", "GAP_ENSURE_WINDOW"], "counterexample",
-           "no admission gate, no windows, no drain (the protocol before 2de512a): gh-124619"),
-    Config("mut-no-drain", ["MUT_NO_DRAIN"], "counterexample",
-           "Py_FinalizeEx hook does not drain the windows opened before FINALIZING"),
-    Config("mut-no-window", ["MUT_NO_WINDOW"], "counterexample",
-           "acquiring hooks do not open their window before loading g_epoch"),
-    Config("mut-no-reacquire-wait", ["MUT_NO_REACQUIRE_WAIT"], "counterexample",
-           "the finalizer takes the GIL back without waiting for admitted threads"),
-    Config("mut-admit-ignores-released", ["MUT_ADMIT_IGNORES_RELEASED"], "counterexample",
-           "gate_admit() admits while the finalizer holds the GIL"),
+           "pthread_exit hook parks whenever phase != RUNNING, ignoring CPython's flag and normal thread ends", ("38",)),
     # Mutants of CPython's sequence: steps the guard relies on.
     Config("mut-cpy-no-finalizing", ["MUT_CPY_NO_FINALIZING"], "counterexample",
            "CPython never sets its finalizing flag (or the probe cannot read it)"),
@@ -96,22 +115,26 @@ CONFIGS = [
            "CPython frees thread states before setting its finalizing flag", ("313", "314")),
     Config("mut-cpy-no-first-check", ["MUT_CPY_NO_FIRST_CHECK"], "counterexample",
            "take_gil without its check before waiting", ("313", "314")),
-    # Gaps: windows the guard cannot close; each assumption is shown to matter.
-    Config("gap-gate-grace", ["GAP_GATE_GRACE"], "counterexample",
-           "A5 lifted: the gate's 20 ms grace (since de01a91 only 3.13+ and builds without semantic interposition) admits while the finalizer holds the GIL (F8)"),
-    Config("gap-restore-fast", ["GAP_RESTORE_FAST"], {"38": "counterexample", "313": "verify", "314": "verify"},
-           "as coded since aa6d798: PyEval_RestoreThread's fast path has no window (F9); "
-           "<= 3.8: not drained, waits forever for the finalized runtime's GIL, join hangs"),
+    # Gaps: each lifts one assumption and must find a counterexample (no assumption is vacuous).
     Config("gap-reinit-inflight", ["GAP_REINIT_INFLIGHT"], "counterexample",
-           "A1 lifted: Py_Initialize while an old thread is inside CPython's GIL acquisition (F2)"),
+           "A1 lifted: Py_Initialize while an old thread is inside CPython's GIL acquisition"),
     Config("gap-unstarted", ["GAP_UNSTARTED"], "counterexample",
-           "A2 lifted: a gen-1 Python thread whose first acquisition comes after re-init (F6)"),
-    Config("gap-cpy-fin-reset", ["CPY_FIN_RESET"], "counterexample",
-           "if CPython cleared its finalizing flag on the way out of Py_FinalizeEx, un-hooked eval-loop waiters would be admitted (G3)"),
+           "A2 lifted: a gen-1 Python thread whose first acquisition comes after re-init"),
     Config("gap-take-gil-window", ["GAP_TAKE_GIL_WINDOW"], "counterexample",
-           "A3 lifted: CPython's own take_gil check-then-read race, eval-loop path (G2)", ("313", "314")),
-    Config("gap-eval-wait38", ["GAP_EVAL_WAIT38"], "counterexample",
-           "joining a <= 3.8 thread left waiting for the GIL inside the eval loop (F1b)", ("38",)),
+           "A3 lifted: CPython's own take_gil check-then-read race, eval-loop path", ("313", "314")),
+    Config("gap-drain-bound", ["GAP_DRAIN_BOUND"], "counterexample",
+           "A4 lifted: the drain gives up after its 1 s bound with a window still open"),
+    Config("gap-init-window", ["P0_STRICT"], "counterexample",
+           "P0 strict: a PyGILState_Ensure between the real Py_Initialize's return and the new "
+           "generation's store parks, although the new runtime is up"),
+    Config("gap-nested-window", ["TRACEMALLOC"], "counterexample",
+           "a PyGILState_Ensure nested inside another's real call (tracemalloc's raw allocator hook "
+           "in PyThreadState_New) closes the outer window: window_close() stores 0 (as specified)"),
+    Config("fix-nested-window", ["TRACEMALLOC", "FIX_NESTED_WINDOW"], "verify",
+           "the same with window_close() restoring the value window_open() found: verifies"),
+    Config("gap-cpy-fin-reset", ["CPY_FIN_RESET"], {"38": "verify", "313": "counterexample", "314": "counterexample"},
+           "CPython clears its finalizing flag on the way out of Py_FinalizeEx; <= 3.8: "
+           "the take_gil wait hook parks the eval-loop waiter on the guard's FINALIZED"),
 ]
 BY_NAME = {c.name: c for c in CONFIGS}
 
@@ -132,10 +155,10 @@ def run_one(cfg, gen, keep_trail=False):
         # detection needed, the model has no loops that could run forever; REACH makes
         # -i (shortest trail) exact.
         cflags = ["-O0", "-DSAFETY", "-DVECTORSZ=256"] + (["-DREACH"] if keep_trail else [])
-        r = subprocess.run(["gcc"] + cflags + ["-o", "pan", "pan.c"],
+        r = subprocess.run([CC] + cflags + ["-o", "pan", "pan.c"],
                            cwd=tmp, capture_output=True, text=True)
         if r.returncode != 0:
-            return {"ok": False, "error": "gcc failed: " + r.stderr.strip()[:2000]}
+            return {"ok": False, "error": CC + " failed: " + r.stderr.strip()[:2000]}
         r = subprocess.run(["./pan", "-m100000"] + (["-i"] if keep_trail else []), cwd=tmp,
                            capture_output=True, text=True)
         out = r.stdout
@@ -178,7 +201,7 @@ STEP = re.compile(r"^\s*(\d+):\s+proc\s+(\d+)\s+\((\w+):\d+\)\s+\S+:(\d+)\s+\(st
 VAR = re.compile(r"^\s+(\S+) = (\S+)\s*$")
 
 
-SHOWN = re.compile(r"^(g_epoch|gil|rt_gen|rt_fin|rt_init|rt_alive|released|fallback|inflight|window\[\d\]|mem_owner\[\d\]|parked\[\d\]|done\[\d\]|"
+SHOWN = re.compile(r"^(g_epoch|gil|rt_gen|rt_fin|rt_init|rt_alive|released|inflight|window\[\d\]|mem_owner\[\d\]|parked\[\d\]|done\[\d\]|"
                    r"\w+\.(e|h_ts|h_epoch|t_fin_gen|my_ts|fin_seen))$")
 PHASES = {0: "RUNNING", 1: "FINALIZING", 2: "FINALIZED", 3: "saved outside RUNNING"}
 THREADS = {"1": "Main", "2": "Worker", "3": "Native", "0": "free"}
@@ -196,6 +219,10 @@ def show(name, val):
 
 
 PROPERTIES = [   # (pattern in the failed assertion, property in docs/model.md)
+    ("gil!=(_pid+1))||", "P0c a thread holding the GIL waited in guard code before the point of no return"),
+    ("(_pid==0)||!", "P0a a thread waited in guard code before the point of no return"),
+    ("(0!=_pid)||", "P0b the finalizer waited in guard code before the point of no return"),
+    ("(0!=_pid)", "P0b the guard released or took the finalizer's GIL"),
     ("mem_owner[my_ts]", "P1 a thread used a thread state that was freed (or reused by another thread)"),
     ("rt_alive", "P1 PyGILState_Ensure read the interpreter after it was freed"),
     ("mem_gen[my_ts]==rt_gen", "P5 a thread of an old generation was admitted into the new runtime"),
@@ -208,11 +235,12 @@ PROPERTIES = [   # (pattern in the failed assertion, property in docs/model.md)
 
 
 def property_of(failed):
+    failed = failed.replace(" ", "")      # pan prints "|| !", spin -t "||!"
     for pat, text in PROPERTIES:
         if pat in failed:
             return text
-    return ("P3/P4 invalid end state: a thread (the finalizer, a joiner or a late thread) "
-            "is blocked forever without being parked")
+    return ("P3/P4 invalid end state (deadlock): a thread (the finalizer, a joiner or a late "
+            "thread) is blocked forever without being parked")
 
 
 def render_trail(text, cfg, gen):
@@ -299,7 +327,7 @@ def main():
     ap.add_argument("-j", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--markdown", action="store_true", help="print the results as a Markdown table")
     a = ap.parse_args()
-    for tool in ("spin", "gcc"):
+    for tool in ("spin", CC):
         if not shutil.which(tool):
             print("run.py: %s not found" % tool, file=sys.stderr)
             return 77   # meson: skipped

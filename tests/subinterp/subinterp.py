@@ -1,0 +1,590 @@
+#!/usr/bin/env python3
+"""Sub-interpreter cells (issue 11): tests/subinterp/subinterp.c on every interpreter,
+each cell N times without and N times with the guard.
+
+A cell is (when, kind, gil), named <when>-<kind>[-own]: `end` = Py_EndInterpreter of the
+sub-interpreter while its thread lives, then wake the thread; `fin` = Py_FinalizeEx of the
+main interpreter while the sub-interpreter and its thread live, then wake it; `endfin` =
+both, then wake; `atexit` = fin, the thread woken by a main atexit callback (before the
+point of no return). Kinds and GILs: see subinterp.c and README.md (`own`:
+Py_NewInterpreterFromConfig with PyInterpreterConfig_OWN_GIL, 3.12+ only).
+
+Without the guard every run must show the baseline measured for that CPython release
+(BASELINE below; a release no span covers is reported UNMEASURED on its line and in the
+summary, never silently passed). With LD_PRELOAD=<lib> and PYFINGUARD_LOG=stderr the cell
+must meet its contract (GUARDED / GUARDED_BY_RELEASE below):
+  same     CPython's own behaviour up to and including its point of no return: identical
+           status, stdout and stderr (thread ids and addresses normalized) -- a clean run,
+           or CPython's own Py_FatalError, which the guard must not change
+  same-hang  CPython's own hang (3.13 fin-nondaemon), identical but for the guard's report
+           of the woken thread, which it parks where CPython would have exited it
+  parked   no crash, no hang, the program's own status 7, every late thread reported
+           `STATE ... parked`, a "pyfinguard: parked thread" report, exit summary N >= 1
+  gap      a KNOWN GAP: the guard does not meet the contract today (it does not track
+           sub-interpreters). The guarded outcome must be one of the listed ones; it is
+           printed as `XFAIL <cell> ... KNOWN GAP G<n>` (the mechanism in the closing
+           summary and in README.md), and a run that does meet the
+           contract is printed as XPASS and fails the test, so the table gets updated.
+
+    /usr/bin/python3 tests/subinterp/subinterp.py --lib build/shim/libpyfinguard.so
+    /usr/bin/python3 tests/subinterp/subinterp.py --lib ... --runs 5 --interp 3.12 --cell end-zap
+    /usr/bin/python3 tests/subinterp/subinterp.py --lib ... --measure 5   # outcome counts only
+
+Output: one PASS / XFAIL / XPASS / FAIL / SKIP line per cell and interpreter; status 1 if
+any FAIL or XPASS.
+"""
+import argparse
+import collections
+import concurrent.futures
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+from pfgpy import build, interpreters  # noqa: E402
+
+MALLOC_PERTURB = "165"
+STATUS = 7
+
+
+def span(lo, hi=None):
+    def t(v, fill):
+        p = [int(x) for x in v.split(".")]
+        return tuple(p + [fill] * (3 - len(p)))
+    return t(lo, 0), t(hi or lo, 999)
+
+
+# Measured CPython releases: pyenv 3.6.15 ... 3.13.0 and Debian 12's libpython3.11 (3.11.2).
+# A span covers the measured releases inside it and nothing is assumed beyond.
+ALL = span("3.6", "3.13.0")
+V36 = span("3.6")
+V37_312 = span("3.7", "3.12")
+V37_38 = span("3.7", "3.8")
+V39_313 = span("3.9", "3.13.0")
+V312_313 = span("3.12", "3.13.0")
+V313 = span("3.13.0")
+
+WHEN = {
+    "end": "Py_EndInterpreter(sub) while its thread lives, then wake the thread",
+    "fin": "Py_FinalizeEx of main while the sub-interpreter and its thread live, then wake",
+    "endfin": "Py_EndInterpreter(sub), Py_FinalizeEx, then wake (zap and late only)",
+    "atexit": "as fin, but a main-interpreter atexit callback wakes the thread and waits "
+              "for it (before the point of no return; daemon, nondaemon, native)",
+}
+KIND = {
+    "daemon": "Python daemon thread of the sub-interpreter blocked in os.read",
+    "sleep": "Python daemon thread of the sub-interpreter in time.sleep",
+    "nondaemon": "Python non-daemon thread in os.read, woken 500 ms after the call starts",
+    "native": "native thread that saved a sub-interpreter thread state (PyEval_SaveThread)",
+    "zap": "as native; the embedder deletes that saved state before the call (mod_wsgi)",
+    "late": "native thread whose first PyThreadState_New(sub) + PyEval_RestoreThread is late",
+}
+GIL = {"shared": "Py_NewInterpreter", "own": "Py_NewInterpreterFromConfig, OWN_GIL (3.12+)"}
+
+# Baseline outcomes (no guard, MALLOC_PERTURB_=165), measured with --measure 5 on this
+# machine; key (when, kind, gil) -> [(span, allowed outcomes)]. Outcome words: ok (status 7,
+# the thread finished normally), abort (SIGABRT: CPython's Py_FatalError, or glibc's heap
+# check), SIGSEGV, hang (killed after the timeout, after the MARK line), exited (CPython
+# pthread_exit-ed the late thread), stuck (thread blocked forever, process exits 7),
+# passed (the late thread got through its call into a finished interpreter).
+FATAL_LAST = "Py_EndInterpreter: not the last thread"
+FATAL_REMAIN = "PyInterpreterState_Delete: remaining subinterpreters"
+
+
+def _b(*pairs):
+    return list(pairs)
+
+
+BASELINE = {}
+GUARDED = {}
+# CPython's "not the last thread": Py_EndInterpreter finds a thread state besides the
+# caller's after joining the non-daemon threads (every version, both GIL kinds). Before
+# any point of no return: the guard must not change it.
+for k in ("daemon", "sleep", "native"):
+    for g in ("shared", "own"):
+        BASELINE[("end", k, g)] = _b((ALL, {"abort"}))
+        GUARDED[("end", k, g)] = ("same", FATAL_LAST)
+# threading._shutdown() of the sub-interpreter joins the non-daemon thread, which the
+# waker releases; then Py_EndInterpreter finishes: an ordinary program.
+for g in ("shared", "own"):
+    BASELINE[("end", "nondaemon", g)] = _b((ALL, {"ok"}))
+    GUARDED[("end", "nondaemon", g)] = ("same", None)
+# A thread state the embedder deleted (zap) before Py_EndInterpreter, restored by its
+# worker after Py_EndInterpreter while the main runtime runs: 3.6-3.8 take the (runtime-
+# wide) GIL with the freed state and return (passed: a silent use after free), 3.9+ SIGSEGV
+# in take_gil reading the GIL through the freed state's interpreter. The guard does not
+# know the interpreter ended: its handle's epoch still matches, the restore takes the fast
+# path into CPython.
+GAP_ZAP = ("G1 stale restore after Py_EndInterpreter: the worker restores a sub-interpreter thread state deleted before "
+           "Py_EndInterpreter while the main runtime is RUNNING; the guard tracks only main "
+           "runtimes, its handle still matches and the fast path calls the real "
+           "PyEval_RestoreThread on freed memory (needs Py_EndInterpreter / "
+           "PyThreadState_Delete hooks and a per-interpreter generation in the handle)")
+GAP_LATE = ("G2 late attach to an ended interpreter: the late thread's first call is PyThreadState_New(<ended interpreter>), which "
+            "reads the freed PyInterpreterState before any GIL call: not intercepted "
+            "(needs PyThreadState_New hooked against a table of ended interpreters, "
+            "filled by Py_EndInterpreter / PyInterpreterState_Delete)")
+for g in ("shared", "own"):
+    BASELINE[("end", "zap", g)] = _b((span("3.6", "3.8"), {"passed"}),
+                                     (V39_313, {"SIGSEGV"}))
+    GUARDED[("end", "zap", g)] = ("gap", {"passed", "SIGSEGV"}, GAP_ZAP)
+    # 3.6 SIGSEGV in PyThreadState_New; 3.7/3.8 get through it on the freed (perturbed)
+    # interpreter, block in take_gil, and glibc aborts at the main Py_FinalizeEx
+    # ("free(): corrupted unsorted chunks"); 3.9+ SIGSEGV in PyThreadState_New.
+    BASELINE[("end", "late", g)] = _b((V36, {"SIGSEGV"}), (V37_38, {"abort"}),
+                                      (V39_313, {"SIGSEGV"}))
+    GUARDED[("end", "late", g)] = ("gap", {"SIGSEGV", "abort"}, GAP_LATE)
+
+# Py_FinalizeEx with a live sub-interpreter. 3.6: nothing checks; the late thread blocks
+# forever (stuck), with the guard it parks. 3.7-3.12: PyInterpreterState_Delete(main)
+# aborts with "remaining subinterpreters", after the point of no return and before the
+# thread is woken: CPython's own refusal, which the guard must leave alone. 3.13:
+# finalize_subinterpreters() ends the sub-interpreter with Py_EndInterpreter, which stops
+# at "not the last thread" for a thread state still listed, and for the non-daemon thread
+# joins it in threading._shutdown() while CPython (past its point of no return) exits the
+# woken thread in take_gil: the join never ends (hang, with the guard too: the thread is
+# parked instead of exited, the Python-level join is not a pthread_join).
+for g in ("shared", "own"):
+    for k in ("daemon", "sleep", "native", "nondaemon", "zap", "late"):
+        b = [(V36, {"stuck"}), (V37_312, {"abort"})]
+        if k in ("daemon", "sleep", "native"):
+            b.append((V313, {"abort"}))
+        elif k == "nondaemon":
+            b.append((V313, {"hang"}))
+        elif k == "zap":
+            b.append((V313, {"exited"}))      # no thread state left: ended, then exited
+        else:
+            b.append((V313, {"SIGSEGV"}))     # PyThreadState_New on the ended interpreter
+        BASELINE[("fin", k, g)] = b
+# The guarded contract differs by release for fin: parked where CPython lets the process
+# get to the late thread, CPython's own fatal error or hang otherwise.
+GUARDED_BY_RELEASE = {}
+for g in ("shared", "own"):
+    for k in ("daemon", "sleep", "native", "nondaemon", "zap", "late"):
+        c = [(V36, ("parked",)), (V37_312, ("same", FATAL_REMAIN))]
+        if k in ("daemon", "sleep", "native"):
+            c.append((V313, ("same", FATAL_LAST)))
+        elif k == "nondaemon":
+            c.append((V313, ("same-hang",)))
+        elif k == "zap":
+            c.append((V313, ("parked",)))
+        else:
+            c.append((V313, ("gap", {"SIGSEGV"}, GAP_LATE)))
+        GUARDED_BY_RELEASE[("fin", k, g)] = c
+
+# A main-interpreter atexit callback wakes the sub-interpreter's thread and waits until it
+# ended (the native worker deletes its own state): before the point of no return, an
+# ordinary program -- but for 3.7-3.12's "remaining subinterpreters", which comes later.
+for g in ("shared", "own"):
+    for k in ("daemon", "nondaemon", "native"):
+        BASELINE[("atexit", k, g)] = _b((V36, {"ok"}), (V37_312, {"abort"}), (V313, {"ok"}))
+        GUARDED_BY_RELEASE[("atexit", k, g)] = [
+            (V36, ("same", None)), (V37_312, ("same", FATAL_REMAIN)), (V313, ("same", None))]
+
+# Py_EndInterpreter, then Py_FinalizeEx, then wake (an embedder that ends its
+# sub-interpreters first). zap: the deleted state's restore comes after the main
+# finalization: 3.6-3.8 stuck, 3.9+ exited (CPython's own late-thread handling); the
+# guard parks it (rule 5: FINALIZED). late: PyThreadState_New on the ended interpreter.
+for g in ("shared", "own"):
+    BASELINE[("endfin", "zap", g)] = _b((span("3.6", "3.8"), {"stuck"}),
+                                        (V39_313, {"exited"}))
+    GUARDED[("endfin", "zap", g)] = ("parked",)
+    # 3.9.18 aborted in 3 of 3 runs (glibc heap check), the others SIGSEGV: what the freed
+    # interpreter's memory holds decides; both are the crash.
+    BASELINE[("endfin", "late", g)] = _b((ALL, {"SIGSEGV", "abort"}))
+    GUARDED[("endfin", "late", g)] = ("gap", {"SIGSEGV", "abort"}, GAP_LATE)
+
+
+class Run(object):
+    def __init__(self, rc, timed_out, out, err, secs):
+        self.rc, self.timed_out, self.out, self.err, self.secs = rc, timed_out, out, err, secs
+
+    @property
+    def marked(self):
+        return re.search(r"^MARK ", self.out, re.M) is not None
+
+    def fatal(self):
+        m = re.search(r"^Fatal Python error: (.*)$", self.err, re.M)
+        return m.group(1).strip() if m else None
+
+    def outcome(self):
+        if self.timed_out:
+            return "hang" if self.marked else "timeout-before-mark"
+        if self.rc < 0:
+            try:
+                name = signal.Signals(-self.rc).name
+            except ValueError:
+                name = "signal %d" % -self.rc
+            return "abort" if name == "SIGABRT" else name
+        if self.rc != STATUS:
+            return "exit %d" % self.rc
+        st = re.findall(r"^STATE (\S+) (\S+)", self.out, re.M)
+        if not st:
+            return "no-state"
+        word = {"gone": "exited", "blocked": "stuck", "passed": "passed", "parked": "parked",
+                "done": "ok"}
+        return "+".join(sorted(set(word.get(s, s) for _, s in st)))
+
+    def summary(self):
+        m = re.findall(r"^pyfinguard: (\d+) threads? parked after Python finalization, "
+                       r"(\d+) still present at exit", self.err, re.M)
+        return (int(m[-1][0]), int(m[-1][1])) if m else None
+
+    def tail(self, n=20):
+        lines = ("--- stdout\n" + self.out + "--- stderr\n" + self.err).splitlines()
+        return "\n".join("    | " + l for l in lines[-n:])
+
+
+def normalize(text):
+    text = re.sub(r"0x[0-9a-fA-F]+", "0x?", text)
+    text = re.sub(r"\bthread \d+", "thread N", text)
+    return text
+
+
+def clean_env():
+    env = dict(os.environ)
+    for k in list(env):
+        if k.startswith(("PYFINGUARD_", "PYTHON")) or k in ("LD_PRELOAD", "LD_LIBRARY_PATH"):
+            del env[k]
+    env["MALLOC_PERTURB_"] = MALLOC_PERTURB
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def run_once(cmd, env, timeout):
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                         cwd=HERE, start_new_session=True)
+    timed_out = False
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = p.communicate()
+    return Run(p.returncode, timed_out, out.decode(errors="replace"),
+               err.decode(errors="replace"), time.monotonic() - t0)
+
+
+def run(cmd, env, timeout):
+    r = run_once(cmd, env, timeout)
+    if r.timed_out and not r.marked:
+        # Never reached its blocking point: a loaded machine, not a hang. Once more.
+        r = run_once(cmd, env, timeout * 4)
+    return r
+
+
+def vkey(it):
+    v = tuple(it.version[:3])
+    return v + (0,) * (3 - len(v))
+
+
+def lookup(table, key, it):
+    for (lo, hi), allowed in table.get(key, []):
+        if lo <= vkey(it) <= hi:
+            return set(allowed)
+    return None
+
+
+def cells_for(it):
+    out = []
+    for w in WHEN:
+        for k in KIND:
+            if w == "endfin" and k not in ("zap", "late"):
+                continue
+            if w == "atexit" and k in ("zap", "late", "sleep"):
+                continue
+            for g in GIL:
+                if g == "own" and vkey(it) < (3, 12, 0):
+                    continue
+                out.append((w, k, g))
+    return out
+
+
+def cell_name(c):
+    return "%s-%s%s" % (c[0], c[1], "-own" if c[2] == "own" else "")
+
+
+_build_locks = collections.defaultdict(threading.Lock)
+
+
+def executable(it, build_dir):
+    with _build_locks[it.name]:
+        return build.build_embed(it, [os.path.join(HERE, "subinterp.c")], build_dir)
+
+
+def contract_for(cell, it):
+    if cell in GUARDED_BY_RELEASE:
+        for (lo, hi), c in GUARDED_BY_RELEASE[cell]:
+            if lo <= vkey(it) <= hi:
+                return c
+        return None
+    return GUARDED.get(cell)
+
+
+def check_guarded(contract, base, r):
+    """None if the guarded run r meets the cell's contract, else why not."""
+    kind = contract[0]
+    if kind == "same-hang":
+        # CPython's own hang (3.13: a join in threading._shutdown() of a thread CPython
+        # exits in take_gil); with the guard the thread is parked instead of exited, which
+        # its report says (PYFINGUARD_LOG=stderr), and everything else is identical.
+        if not (r.timed_out and r.marked):
+            return "not the baseline's hang: %s" % r.outcome()
+        if normalize(r.out) != normalize(base.out):
+            return "stdout differs"
+        extra = [l for l in r.err.splitlines() if not l.startswith("pyfinguard: ")]
+        if extra != base.err.splitlines():
+            return "stderr differs beyond the guard's park reports"
+        if "pyfinguard: parked thread" not in r.err:
+            return "no park report for the woken thread"
+        return None
+    if kind == "same":
+        if r.timed_out and not base.timed_out:
+            return "the guarded run hung"
+        if r.rc != base.rc:
+            return "status %s, baseline %s" % (r.outcome(), base.outcome())
+        if contract[1] and contract[1] not in (r.fatal() or ""):
+            return "no 'Fatal Python error: %s'" % contract[1]
+        for what, x, y in (("stdout", base.out, r.out), ("stderr", base.err, r.err)):
+            if normalize(x) != normalize(y):
+                xl, yl = normalize(x).splitlines(), normalize(y).splitlines()
+                for i in range(max(len(xl), len(yl))):
+                    a = xl[i] if i < len(xl) else "<none>"
+                    g = yl[i] if i < len(yl) else "<none>"
+                    if a != g:
+                        return "%s line %d: %r vs guarded %r" % (what, i + 1, a[:90], g[:90])
+        return None
+    # parked (and the test of a gap: would it be parked?)
+    if r.timed_out:
+        return "hang" if r.marked else "timed out before its MARK"
+    if r.rc != STATUS:
+        return "status: %s" % r.outcome()
+    if "pyfinguard: warning" in r.err:
+        return "the guard printed a warning"
+    st = re.findall(r"^STATE (\S+) (\S+)", r.out, re.M)
+    if not st or any(s != "parked" for _, s in st):
+        return "threads: %s" % (", ".join("%s=%s" % x for x in st) or "no STATE line")
+    if "pyfinguard: parked thread" not in r.err:
+        return "no 'pyfinguard: parked thread' report"
+    s = r.summary()
+    if s is None or s[0] < 1 or s[1] != s[0]:
+        return "exit summary %s" % (s,)
+    return None
+
+
+class Result(object):
+    def __init__(self, it, cell):
+        self.it, self.cell = it, cell
+        self.status, self.reason, self.detail = None, "", ""
+        self.baseline, self.guarded = [], []
+        self.unmeasured = False
+        self.secs = 0.0
+
+    def line(self):
+        head = "%-5s %-22s %-22s %4.1fs" % (self.status, cell_name(self.cell), self.it.name,
+                                            self.secs)
+        if self.status == "SKIP":
+            return head + " " + self.reason
+        txt = head + " baseline=%s guarded=%s" % (
+            "/".join(uniq(self.baseline)) or "-", "/".join(uniq(self.guarded)) or "-")
+        if self.reason:
+            txt += "  (%s)" % self.reason
+        if self.detail and self.status in ("FAIL", "XPASS"):
+            txt += "\n" + self.detail
+        return txt
+
+
+def uniq(xs):
+    out = []
+    for x in xs:
+        if x not in out:
+            out.append(x)
+    return out
+
+
+def run_cell(it, cell, lib, build_dir, runs, timeout):
+    t0 = time.monotonic()
+    res = Result(it, cell)
+    try:
+        return _run_cell(res, it, cell, lib, build_dir, runs, timeout)
+    finally:
+        res.secs = time.monotonic() - t0
+
+
+def _run_cell(res, it, cell, lib, build_dir, runs, timeout):
+    try:
+        exe = executable(it, build_dir)
+    except build.Unsupported as e:
+        res.status, res.reason = "SKIP", str(e)
+        return res
+    except build.BuildError as e:
+        res.status, res.reason, res.detail = "FAIL", "build failed", str(e)
+        return res
+    cmd = [exe] + list(cell)
+    env = clean_env()
+    allowed = lookup(BASELINE, cell, it)
+    contract = contract_for(cell, it)
+    # Only a run whose measured outcome is a hang pays for the short timeout; any other
+    # gets a generous one, so that a loaded machine is not mistaken for a hang.
+    timeout = timeout if allowed and "hang" in allowed else max(timeout, 30.0)
+    fails = []
+    bruns = []
+    for i in range(runs):
+        r = run(cmd, env, timeout)
+        bruns.append(r)
+        o = r.outcome()
+        res.baseline.append(o)
+        if allowed is not None and o not in allowed:
+            fails.append("baseline run %d: %s, measured %s" % (i + 1, o, "|".join(sorted(allowed))))
+            res.detail += "    cmd: env MALLOC_PERTURB_=%s %s\n%s\n" % (
+                MALLOC_PERTURB, " ".join(cmd), r.tail())
+            break
+    if allowed is None:
+        res.unmeasured = True
+    gap_ok = gap_met = 0
+    if lib and contract:
+        genv = dict(env, LD_PRELOAD=lib, PYFINGUARD_LOG="stderr")
+        for i in range(runs):
+            r = run(cmd, genv, timeout)
+            base = bruns[min(i, len(bruns) - 1)]
+            if contract[0] == "gap":
+                o = r.outcome()
+                res.guarded.append(o)
+                if check_guarded(("parked",), base, r) is None:
+                    gap_met += 1
+                elif o in contract[1]:
+                    gap_ok += 1
+                else:
+                    fails.append("guarded run %d (known gap): %s, expected %s" % (
+                        i + 1, o, "|".join(sorted(contract[1]))))
+                    res.detail += "    cmd: env LD_PRELOAD=%s PYFINGUARD_LOG=stderr " \
+                        "MALLOC_PERTURB_=%s %s\n%s\n" % (lib, MALLOC_PERTURB, " ".join(cmd),
+                                                         r.tail())
+                    break
+                continue
+            why = check_guarded(contract, base, r)
+            res.guarded.append({"parked": "parked", "same": "same", "same-hang": "hang+parked"}[
+                contract[0]] if why is None else r.outcome())
+            if why:
+                fails.append("guarded run %d: %s" % (i + 1, why))
+                res.detail += "    cmd: env LD_PRELOAD=%s PYFINGUARD_LOG=stderr " \
+                    "MALLOC_PERTURB_=%s %s\n%s\n    baseline:\n%s\n" % (
+                        lib, MALLOC_PERTURB, " ".join(cmd), r.tail(), base.tail())
+                break
+    if fails:
+        res.status, res.reason = "FAIL", "; ".join(fails)
+    elif contract and contract[0] == "gap" and lib:
+        if gap_met:
+            res.status = "XPASS"
+            res.reason = ("known gap met the contract in %d of %d runs: update GUARDED" %
+                          (gap_met, gap_met + gap_ok))
+        else:
+            res.status = "XFAIL"
+            res.reason = "KNOWN GAP %s (see the summary)" % contract[2].split(":")[0]
+    else:
+        res.status = "PASS"
+    if res.unmeasured:
+        res.reason = ("UNMEASURED baseline for CPython %s (recorded, not asserted); " %
+                      it.version_str) + res.reason
+    if contract is None and lib:
+        res.reason += " no guarded contract for this cell"
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lib", help="libpyfinguard.so (default: build/shim/libpyfinguard.so)")
+    ap.add_argument("--build-dir", default=None)
+    ap.add_argument("--interp", help="interpreter name substrings, comma-separated")
+    ap.add_argument("--cell", help="cell names (end-daemon, fin-zap-own, ...) or prefixes")
+    ap.add_argument("--runs", type=int, default=1, help="runs per cell and side")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=3.0,
+                    help="seconds before a run that reached its MARK is called a hang")
+    ap.add_argument("--measure", type=int, metavar="N",
+                    help="run each cell N times per side and print outcome counts only")
+    ap.add_argument("--strict", action="store_true",
+                    help="a cell on an unmeasured CPython release fails")
+    a = ap.parse_args(argv)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    lib = a.lib or os.path.join(REPO, "build", "shim", "libpyfinguard.so")
+    lib = os.path.abspath(lib) if os.path.exists(lib) else None
+    build_dir = os.path.abspath(a.build_dir) if a.build_dir else build.default_build_dir()
+    its = [i for i in interpreters.discover() if i.can_embed]
+    if a.interp:
+        subs = [s for s in a.interp.split(",") if s]
+        its = [i for i in its if any(s in i.name for s in subs)]
+    want = [c for c in (a.cell or "").split(",") if c]
+    pairs = [(it, c) for it in its for c in cells_for(it)
+             if not want or any(cell_name(c) == w or cell_name(c).startswith(w + "-")
+                                for w in want)]
+    t0 = time.monotonic()
+    if a.measure:
+        def one(it, c):
+            exe = executable(it, build_dir)
+            env = clean_env()
+            b = collections.Counter(run([exe] + list(c), env, a.timeout).outcome()
+                                    for _ in range(a.measure))
+            g = collections.Counter()
+            if lib:
+                genv = dict(env, LD_PRELOAD=lib, PYFINGUARD_LOG="stderr")
+                for _ in range(a.measure):
+                    r = run([exe] + list(c), genv, a.timeout)
+                    g[r.outcome() + ("" if check_guarded(("parked",), r, r) else "!")] += 1
+            return it, c, b, g
+        with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as ex:
+            for f in [ex.submit(one, it, c) for it, c in pairs]:
+                it, c, b, g = f.result()
+                fmt = lambda cnt: ", ".join("%s x%d" % kv for kv in sorted(cnt.items()))
+                print("%-22s %-22s baseline: %-28s guarded: %s" % (
+                    cell_name(c), it.name, fmt(b), fmt(g)), flush=True)
+        print("subinterp: measured in %.0f s ('!': parked contract met)" % (time.monotonic() - t0))
+        return 0
+
+    print("subinterp: %d cells on %d interpreters, %d run(s) per side, lib=%s" % (
+        len(pairs), len(its), a.runs, lib or "none (baseline only)"), flush=True)
+    results = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as ex:
+        futs = [ex.submit(run_cell, it, c, lib, build_dir, a.runs, a.timeout)
+                for it, c in pairs]
+        for f in futs:
+            r = f.result()
+            if r.unmeasured and a.strict and r.status != "SKIP":
+                r.status = "FAIL"
+            results.append(r)
+            print(r.line(), flush=True)
+    n = collections.Counter(r.status for r in results)
+    print("subinterp: %d PASS, %d XFAIL (known gaps), %d XPASS, %d FAIL, %d SKIP in %.0f s" % (
+        n["PASS"], n["XFAIL"], n["XPASS"], n["FAIL"], n["SKIP"], time.monotonic() - t0))
+    gaps = collections.OrderedDict()   # gap text -> (cells, interpreters)
+    for r in results:
+        if r.status == "XFAIL":
+            cells, names = gaps.setdefault(contract_for(r.cell, r.it)[2], ([], []))
+            for lst, x in ((cells, cell_name(r.cell)), (names, r.it.name)):
+                if x not in lst:
+                    lst.append(x)
+    for text, (cells, names) in gaps.items():
+        gid, _, why = text.partition(": ")
+        print("subinterp: KNOWN GAP %s -- cells %s on %s -- %s" % (
+            gid, ", ".join(cells), ", ".join(names), why))
+    unm = [r for r in results if r.unmeasured and r.status != "SKIP"]
+    if unm:
+        print("subinterp: WARNING: %d cell(s) on CPython release(s) with no measured baseline "
+              "(%s): recorded, not asserted" % (len(unm), ", ".join(sorted(set(
+                  r.it.version_str for r in unm)))))
+    return 1 if n["FAIL"] or n["XPASS"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

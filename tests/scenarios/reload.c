@@ -1,0 +1,82 @@
+/* Scenario k: "images come and go". A host that is not linked to Python dlopens a module
+ * that links libpython (DT_NEEDED), and dlcloses it again, PASSES times -- Apache httpd
+ * does this at start-up (modules are loaded twice) and at each graceful restart, and the
+ * dynamic linker maps libpython anew each time, often at another address. Then it loads
+ * the module once more and runs a Python session through it (rm_session: initialize,
+ * threads, finalize).
+ *
+ *   reload MODULE PASSES plain   passes only load and unload
+ *   reload MODULE PASSES python  each pass also runs a Python session before its dlclose
+ *   reload MODULE PASSES late    as python, and in the final session a native thread
+ *                                calls PyGILState_Ensure after Py_FinalizeEx (parked)
+ *
+ * Exits with its own status 5 (7 in the late variant, whose thread must be parked; there,
+ * under a guard, 94 when pyfinguard_describe() does not count every mapping). */
+#include "scen.h"
+
+typedef int (*session_t)(int, int);
+typedef const char *(*wake_t)(void);
+
+static void *load(const char *path) {
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!h) { say("reload: %s", dlerror()); exit(92); }
+  return h;
+}
+
+static void *sym(void *h, const char *name) {
+  void *p = dlsym(h, name);
+  if (!p) { say("reload: %s: %s", name, dlerror()); exit(91); }
+  return p;
+}
+
+/* Is an object whose name contains "libpython" mapped? */
+static int libpython_mapped(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  char line[1024];
+  int found = 0;
+  while (f && fgets(line, sizeof line, f))
+    if (strstr(line, "libpython")) found = 1;
+  if (f) fclose(f);
+  return found;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 4) { say("usage: reload MODULE PASSES plain|python|late"); return 2; }
+  int passes = atoi(argv[2]);
+  int run_python = strcmp(argv[3], "plain") != 0;
+  int with_late = strcmp(argv[3], "late") == 0;
+  int unmapped = 0;  /* passes after which libpython was really gone (3.6/3.7 stay mapped
+                     * once Python ran: the dynamic linker marks them not deletable) */
+  for (int i = 1; i <= passes; ++i) {
+    void *h = load(argv[1]);
+    if (run_python) ((session_t)sym(h, "rm_session"))(i, 0);
+    if (dlclose(h) != 0) { say("reload: dlclose: %s", dlerror()); return 93; }
+    int gone = !libpython_mapped();
+    unmapped += gone;
+    say("host: pass %d unloaded, libpython %s", i, gone ? "unmapped" : "still mapped");
+  }
+  void *h = load(argv[1]);
+  ((session_t)sym(h, "rm_session"))(passes + 1, with_late);
+  if (with_late) {
+    /* Under a guard: it must have seen every mapping (pyfinguard_describe's "loads:"). */
+    typedef int (*describe_t)(char *, unsigned long);
+    describe_t d = (describe_t)dlsym(RTLD_DEFAULT, "pyfinguard_describe");
+    if (d) {
+      static char text[16384];
+      d(text, sizeof text);
+      char want[96];
+      snprintf(want, sizeof want, "loads: %d runtime mapping%s taken over, %d unmapped again\n",
+               unmapped + 1, unmapped ? "s" : "", unmapped);
+      if (!strstr(text, want)) {
+        say("host: the guard's description lacks \"%.*s\":\n%s", (int)strlen(want) - 1, want, text);
+        return 94;
+      }
+    }
+    say("MARK host: waking the late thread");
+    say("STATE late %s", ((wake_t)sym(h, "rm_wake_late"))());
+    say("host: exit 7");
+    return 7;
+  }
+  say("host: exit 5");
+  return 5;
+}

@@ -181,7 +181,7 @@ SCENARIOS = [
 ]
 
 SUMMARY_RE = re.compile(r"^pyfinguard: (\d+) threads? ?(?:\(s\))? parked after Python "
-                        r"finalization, (\d+) still present at exit", re.M)
+                        r"finalization(?: began)?, (\d+) still present at exit", re.M)
 STATE_RE = re.compile(r"^STATE (\S+) (\S+)", re.M)
 STATE_WORD = {"gone": "exited", "blocked": "stuck", "passed": "passed", "parked": "parked"}
 

@@ -380,7 +380,7 @@ __attribute__((visibility("hidden"))) void *pfg_hook_dlopen(const char *file, in
 // (runtime.h; docs/design.md, "Images come and go").
 __attribute__((visibility("hidden"))) int pfg_hook_dlclose(void *handle) {
   const int rc = PFG_REAL(dlclose)(handle);
-  runtime_after_dlclose();
+  if (rc == 0) runtime_after_dlclose();  // a failed dlclose unmapped nothing (and keeps its dlerror)
   return rc;
 }
 

@@ -178,6 +178,11 @@ SCENARIOS = [
              "and finalizing Python before its dlclose",
              [(ALL, {"ok"})],
              sources=["reload.c", "reload_mod.c"], args=["3", "python"], status=5, ordinary=True),
+    Scenario("k-reload-churn", "reload",
+             "40 load/unload passes, every 10th running Python, while one thread loops "
+             "on pthread_cond_timedwait and another dlopens and dlcloses libz",
+             [(ALL, {"ok"})],
+             sources=["reload.c", "reload_mod.c"], args=["40", "churn"], status=5, ordinary=True),
 ]
 
 SUMMARY_RE = re.compile(r"^pyfinguard: (\d+) threads? ?(?:\(s\))? parked after Python "

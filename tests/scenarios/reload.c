@@ -9,12 +9,46 @@
  *   reload MODULE PASSES python  each pass also runs a Python session before its dlclose
  *   reload MODULE PASSES late    as python, and in the final session a native thread
  *                                calls PyGILState_Ensure after Py_FinalizeEx (parked)
+ *   reload MODULE PASSES churn   every 10th pass runs Python; meanwhile one thread waits
+ *                                on a condition variable in a loop (the guard's
+ *                                in_python_text() on every wait) and another dlopens
+ *                                and dlcloses an unrelated library (the guard's hooks
+ *                                race with the main thread's)
  *
  * Exits with its own status 5 (7 in the late variant, whose thread must be parked; there,
  * under a guard, 94 when pyfinguard_describe() does not count every mapping). */
 #include "scen.h"
 
+#include <pthread.h>
+
 typedef int (*session_t)(int, int);
+
+static volatile int stop;
+
+static void *waiter(void *arg) {
+  (void)arg;
+  pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+  pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+  while (!stop) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 20000;
+    if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+    pthread_mutex_lock(&m);
+    pthread_cond_timedwait(&c, &m, &ts);
+    pthread_mutex_unlock(&m);
+  }
+  return NULL;
+}
+
+static void *other_loader(void *arg) {
+  (void)arg;
+  while (!stop) {
+    void *h = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (h) dlclose(h);
+  }
+  return NULL;
+}
 typedef const char *(*wake_t)(void);
 
 static void *load(const char *path) {
@@ -41,23 +75,34 @@ static int libpython_mapped(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 4) { say("usage: reload MODULE PASSES plain|python|late"); return 2; }
+  if (argc < 4) { say("usage: reload MODULE PASSES plain|python|late|churn"); return 2; }
   int passes = atoi(argv[2]);
+  int churn = strcmp(argv[3], "churn") == 0;
   int run_python = strcmp(argv[3], "plain") != 0;
   int with_late = strcmp(argv[3], "late") == 0;
+  pthread_t bg[2];
+  if (churn) {
+    pthread_create(&bg[0], NULL, waiter, NULL);
+    pthread_create(&bg[1], NULL, other_loader, NULL);
+  }
   int unmapped = 0;  /* passes after which libpython was really gone (3.6/3.7 stay mapped
                      * once Python ran: the dynamic linker marks them not deletable) */
   for (int i = 1; i <= passes; ++i) {
     void *h = load(argv[1]);
-    if (run_python) ((session_t)sym(h, "rm_session"))(i, 0);
+    if (run_python && (!churn || i % 10 == 0)) ((session_t)sym(h, "rm_session"))(i, 0);
     if (dlclose(h) != 0) { say("reload: dlclose: %s", dlerror()); return 93; }
     int gone = !libpython_mapped();
     unmapped += gone;
     say("host: pass %d unloaded, libpython %s", i, gone ? "unmapped" : "still mapped");
   }
+  if (churn) {
+    stop = 1;
+    pthread_join(bg[0], NULL);
+    pthread_join(bg[1], NULL);
+  }
   void *h = load(argv[1]);
   ((session_t)sym(h, "rm_session"))(passes + 1, with_late);
-  if (with_late) {
+  if (with_late || churn) {
     /* Under a guard: it must have seen every mapping (pyfinguard_describe's "loads:"). */
     typedef int (*describe_t)(char *, unsigned long);
     describe_t d = (describe_t)dlsym(RTLD_DEFAULT, "pyfinguard_describe");
@@ -72,6 +117,8 @@ int main(int argc, char **argv) {
         return 94;
       }
     }
+  }
+  if (with_late) {
     say("MARK host: waking the late thread");
     say("STATE late %s", ((wake_t)sym(h, "rm_wake_late"))());
     say("host: exit 7");

@@ -17,6 +17,7 @@
  *
  * Exits with its own status 5 (7 in the late variant, whose thread must be parked; there,
  * under a guard, 94 when pyfinguard_describe() does not count every mapping). */
+#include <dirent.h>
 #include "scen.h"
 
 #include <pthread.h>
@@ -63,6 +64,25 @@ static void *sym(void *h, const char *name) {
   return p;
 }
 
+/* Threads of the process now. */
+static int thread_count(void) {
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  int n = 0;
+  while (d && (e = readdir(d)))
+    if (e->d_name[0] != '.') ++n;
+  if (d) closedir(d);
+  return n;
+}
+
+/* Python's threading.Thread.join() returns once the thread's Python code is done, while
+ * the OS thread may still be on its way out through libpython's own code: unloading
+ * libpython then would pull that code from under it (a crash of the host's making, with
+ * or without a guard). Wait until only the host's own threads are left. */
+static void wait_for_threads(int n) {
+  for (int i = 0; i < 2000 && thread_count() > n; ++i) sleep_ms(1);
+}
+
 /* Is an object whose name contains "libpython" mapped? */
 static int libpython_mapped(void) {
   FILE *f = fopen("/proc/self/maps", "r");
@@ -89,7 +109,10 @@ int main(int argc, char **argv) {
                      * once Python ran: the dynamic linker marks them not deletable) */
   for (int i = 1; i <= passes; ++i) {
     void *h = load(argv[1]);
-    if (run_python && (!churn || i % 10 == 0)) ((session_t)sym(h, "rm_session"))(i, 0);
+    if (run_python && (!churn || i % 10 == 0)) {
+      ((session_t)sym(h, "rm_session"))(i, 0);
+      wait_for_threads(churn ? 3 : 1);
+    }
     if (dlclose(h) != 0) { say("reload: dlclose: %s", dlerror()); return 93; }
     int gone = !libpython_mapped();
     unmapped += gone;

@@ -71,7 +71,7 @@ namespace pfg {
 void *dlopen_as_caller(const char *file, int mode, void *caller) {
   if (!file || strchr(file, '/')) return PFG_REAL(dlopen)(file, mode);
   if (void *h = PFG_REAL(dlopen)(file, mode | RTLD_NOLOAD)) {  // already loaded: same object
-    dlclose(h);
+    PFG_REAL(dlclose)(h);
     return PFG_REAL(dlopen)(file, mode);
   }
   Dl_info di;

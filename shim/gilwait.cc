@@ -130,6 +130,15 @@ void gil_wake_waiters() {
 
 bool gil_mutex_destroy_allowed() { return !past_point_of_no_return(g_epoch.load()); }
 
+void gilwait_forget_range(uintptr_t lo, uintptr_t hi) {
+  for (auto &s : g_conds) {
+    pthread_cond_t *c = s.cond.load();
+    const uintptr_t a = reinterpret_cast<uintptr_t>(c);
+    if (!c || a < lo || a >= hi || s.waiters.load() != 0) continue;
+    if (s.cond.compare_exchange_strong(c, nullptr)) s.mutex.store(nullptr);
+  }
+}
+
 void gilwait_atfork_child() {
   for (auto &s : g_conds) s.waiters.store(0);
 }

@@ -22,6 +22,7 @@
 #pragma once
 #include <pthread.h>
 #include <ctime>
+#include <cstdint>
 
 namespace pfg {
 
@@ -42,6 +43,11 @@ void gil_wake_waiters();
 // destroy only marks the mutex invalid (it holds no resources), so the guard leaves it
 // valid: that thread then locks it, waits, and parks in gil_wait().
 bool gil_mutex_destroy_allowed();
+
+// The image holding [lo, hi) was unmapped: free the slots of condition variables that
+// lived in its data (nobody waits on them any more: a waiter would be running code of
+// the unmapped image). Slots with waiters counted are left alone.
+void gilwait_forget_range(uintptr_t lo, uintptr_t hi);
 
 // fork(): the child has none of the parent's waiters.
 void gilwait_atfork_child();

@@ -386,6 +386,15 @@ __attribute__((visibility("hidden"))) void *pfg_hook_dlopen(const char *file, in
   return h;
 }
 
+// A dlclose may unmap the runtime's image (directly, or as a dependency of what it
+// closes): the guard forgets everything that pointed there before anyone can use it
+// (runtime.h; docs/design.md, "Images come and go").
+__attribute__((visibility("hidden"))) int pfg_hook_dlclose(void *handle) {
+  const int rc = PFG_REAL(dlclose)(handle);
+  if (rc == 0) runtime_after_dlclose();  // a failed dlclose unmapped nothing (and keeps its dlerror)
+  return rc;
+}
+
 }  // extern "C"
 
 #define PFG_PY(ret, name, params, args) PFG_EXPORT_ALIAS(ret, name, params)

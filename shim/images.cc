@@ -1,5 +1,7 @@
 #include "images.h"
 
+#include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <dlfcn.h>
@@ -13,8 +15,26 @@
 namespace pfg {
 
 namespace {
-Image g_images[kMaxImages];
-std::atomic<int> g_nimages{0};
+Image g_images[kMaxImages];  // written under the detection mutex only
+std::atomic<int> g_nimages{0};  // high-water mark of used slots
+
+// What in_python_text() reads, per slot: the text ranges under a sequence count (odd
+// while the slot is being rewritten). Separate from Image so that the hot path reads
+// only atomics.
+struct TextSlot {
+  std::atomic<unsigned> seq;
+  std::atomic<int> n;
+  std::atomic<uintptr_t> lo[4], hi[4];
+};
+TextSlot g_text[kMaxImages];
+
+// Mappings seen per path, for Image::mapping. Detection mutex.
+struct PathCount {
+  char path[256];
+  unsigned n;
+};
+PathCount g_paths[kMaxImages];
+uint64_t g_cookie_seq;
 
 struct Lookup {
   uintptr_t addr;
@@ -36,14 +56,29 @@ int find_image(struct dl_phdr_info *info, size_t, void *data) {
   Image &im = lk->out;
   im.bias = info->dlpi_addr;
   im.is_exe = idx == 0;
+  uintptr_t wr_end = 0, relro_end = 0;
+  im.map_lo = UINTPTR_MAX;
   for (int i = 0; i < info->dlpi_phnum; ++i) {
     const ElfW(Phdr) &ph = info->dlpi_phdr[i];
-    if (ph.p_type == PT_DYNAMIC) im.dynamic = info->dlpi_addr + ph.p_vaddr;
-    if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X) && im.ntext < 4) {
-      im.text_lo[im.ntext] = info->dlpi_addr + ph.p_vaddr;
-      im.text_hi[im.ntext++] = info->dlpi_addr + ph.p_vaddr + ph.p_memsz;
+    const uintptr_t lo = info->dlpi_addr + ph.p_vaddr, hi = lo + ph.p_memsz;
+    if (ph.p_type == PT_DYNAMIC) im.dynamic = lo;
+    if (ph.p_type == PT_GNU_RELRO) relro_end = hi;
+    if (ph.p_type != PT_LOAD) continue;
+    if (lo < im.map_lo) im.map_lo = lo;
+    if (hi > im.map_hi) im.map_hi = hi;
+    if ((ph.p_flags & PF_W) && hi > wr_end) wr_end = hi;
+    if ((ph.p_flags & PF_X) && im.ntext < 4) {
+      im.text_lo[im.ntext] = lo;
+      im.text_hi[im.ntext++] = hi;
     }
   }
+  // The cookie goes into the last 8 bytes of the page holding the end of the last
+  // writable segment, if that is past the segment's end and not made read-only by RELRO
+  // (which protects whole pages below its end).
+  const uintptr_t page = uintptr_t(getpagesize());
+  const uintptr_t tail = (wr_end + page - 1) & ~(page - 1);
+  if (wr_end && tail - wr_end >= 8 && tail - page >= (relro_end & ~(page - 1)))
+    im.cookie_at = tail - 8;
   const char *name = info->dlpi_name;
   if (im.is_exe || !name || !*name) {
     ssize_t n = readlink("/proc/self/exe", im.path, sizeof im.path - 1);
@@ -59,6 +94,65 @@ int find_image(struct dl_phdr_info *info, size_t, void *data) {
 // be correct either way.
 uintptr_t dyn_ptr(const Image &im, uintptr_t v) { return v < im.bias ? v + im.bias : v; }
 uint64_t relocated_fns(const Image &im);
+
+void publish_text(int i, const Image &im) {
+  TextSlot &t = g_text[i];
+  t.seq.fetch_add(1);  // odd: readers match nothing here
+  t.n.store(0, std::memory_order_relaxed);
+  for (int s = 0; s < im.ntext && im.live; ++s) {
+    t.lo[s].store(im.text_lo[s], std::memory_order_relaxed);
+    t.hi[s].store(im.text_hi[s], std::memory_order_relaxed);
+  }
+  t.n.store(im.live ? im.ntext : 0, std::memory_order_relaxed);
+  t.seq.fetch_add(1);  // even again (seq_cst: ordered after the stores above)
+}
+
+unsigned count_mapping(const char *path) {
+  for (auto &p : g_paths)
+    if (p.n && strcmp(p.path, path) == 0) return ++p.n;
+  for (auto &p : g_paths)
+    if (!p.n) {
+      snprintf(p.path, sizeof p.path, "%s", path);
+      return p.n = 1;
+    }
+  return 0;  // more distinct paths than slots: not counted
+}
+
+struct Presence {
+  const Image *im;
+  bool found;
+};
+
+// Runs inside dl_iterate_phdr, which holds the loader lock that dlclose takes to unmap
+// and unlink an object: an object a callback sees stays mapped until the callback
+// returns (dlpi_phdr itself points into it). So the cookie is read here, never after
+// dl_iterate_phdr returned -- by then another thread's dlclose may have unmapped the
+// page. (k-reload-churn crashed once in 15 runs on 3.8 when it was read afterwards, in
+// a run where one thread's dlclose of libz can run this check while main's dlclose
+// unmaps libpython; no backtrace was caught, and the crash was not seen again in the
+// 75 runs after this change.)
+int find_same(struct dl_phdr_info *info, size_t, void *data) {
+  auto *pr = static_cast<Presence *>(data);
+  if (info->dlpi_addr != pr->im->bias) return 0;
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr) &ph = info->dlpi_phdr[i];
+    if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X) && info->dlpi_addr + ph.p_vaddr == pr->im->text_lo[0]) {
+      // Mapped at the same place; the cookie tells this mapping from a new one of the
+      // same file there.
+      pr->found = !pr->im->cookie_at ||
+                  __atomic_load_n(reinterpret_cast<uint64_t *>(pr->im->cookie_at), __ATOMIC_RELAXED) == pr->im->cookie;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int first_object(struct dl_phdr_info *info, size_t, void *data) {
+  auto *c = static_cast<unsigned long long *>(data);
+  c[0] = info->dlpi_adds;
+  c[1] = info->dlpi_subs;
+  return 1;
+}
 }  // namespace
 
 Coverage g_cover[fn_count];
@@ -69,23 +163,66 @@ int image_add(const void *addr, bool *is_new) {
   dl_iterate_phdr(find_image, &lk);
   if (!lk.found) return -1;
   int n = g_nimages.load();
-  for (int i = 0; i < n; ++i)
+  int free_slot = -1;
+  for (int i = 0; i < n; ++i) {
+    if (!g_images[i].live) {
+      if (free_slot < 0) free_slot = i;
+      continue;
+    }
     if (g_images[i].bias == lk.out.bias && g_images[i].text_lo[0] == lk.out.text_lo[0]) return i;
-  if (n == kMaxImages) return -1;
-  g_images[n] = lk.out;
-  g_images[n].relocated = relocated_fns(g_images[n]);
-  g_nimages.store(n + 1, std::memory_order_release);
+  }
+  if (free_slot < 0 && n == kMaxImages) return -1;
+  const int i = free_slot >= 0 ? free_slot : n;
+  Image &im = g_images[i];
+  im = lk.out;
+  im.live = true;
+  im.relocated = relocated_fns(im);
+  im.mapping = count_mapping(im.path);
+  if (im.cookie_at) {
+    im.cookie = 0x7066670000000000ULL | ++g_cookie_seq;  // "pfg", never 0
+    __atomic_store_n(reinterpret_cast<uint64_t *>(im.cookie_at), im.cookie, __ATOMIC_RELAXED);
+  }
+  publish_text(i, im);
+  if (i == n) g_nimages.store(n + 1, std::memory_order_release);
   *is_new = true;
-  return n;
+  return i;
 }
 
 const Image &image_at(int i) { return g_images[i]; }
 
+bool image_check_mapped(int i) {
+  Image &im = g_images[i];
+  if (!im.live) return false;
+  Presence pr{&im, false};
+  dl_iterate_phdr(find_same, &pr);
+  return pr.found;
+}
+
+void image_drop(int i) {
+  g_images[i].live = false;
+  publish_text(i, g_images[i]);
+}
+
+void loader_counters(unsigned long long *adds, unsigned long long *subs) {
+  unsigned long long c[2] = {0, 0};
+  dl_iterate_phdr(first_object, c);
+  *adds = c[0];
+  *subs = c[1];
+}
+
 bool in_python_text(uintptr_t pc) {
   int n = g_nimages.load(std::memory_order_acquire);
-  for (int i = 0; i < n; ++i)
-    for (int s = 0; s < g_images[i].ntext; ++s)
-      if (pc >= g_images[i].text_lo[s] && pc < g_images[i].text_hi[s]) return true;
+  for (int i = 0; i < n; ++i) {
+    const TextSlot &t = g_text[i];
+    const unsigned s0 = t.seq.load(std::memory_order_acquire);
+    if (s0 & 1) continue;
+    bool hit = false;
+    const int nt = t.n.load(std::memory_order_relaxed);
+    for (int s = 0; s < nt && s < 4; ++s)
+      if (pc >= t.lo[s].load(std::memory_order_relaxed) && pc < t.hi[s].load(std::memory_order_relaxed)) hit = true;
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (hit && t.seq.load(std::memory_order_relaxed) == s0) return true;
+  }
   return false;
 }
 

@@ -44,6 +44,16 @@ std::atomic<void *> &real_slot(Fn f) {
 }
 #pragma GCC diagnostic pop
 
+static void *stub_address(Fn f) {
+  switch (f) {
+#define PFG_PY(ret, name, params, args) \
+  case fn_##name: return reinterpret_cast<void *>(&stub_##name);
+#define PFG_LIBC(ret, name, params, args) PFG_PY(ret, name, params, args)
+#include "intercepted.def"
+    default: return nullptr;
+  }
+}
+
 bool is_stub(Fn f, void *p) {
   switch (f) {
 #define PFG_PY(ret, name, params, args) \
@@ -59,6 +69,26 @@ void *set_real(Fn f, void *p) {
   void *cur = slot.load();
   if (p && is_stub(f, cur) && slot.compare_exchange_strong(cur, p)) return p;
   return slot.load();
+}
+
+// Why the hot paths may read the slots without a lock while this runs on another thread
+// (the slots are single atomic words; a hook loads one once and calls it):
+//  * A hook for a CPython function runs only because its caller called that function of
+//    the image being unloaded -- through a PLT slot bound to the guard or through the
+//    image's own patched entry. A caller that does so while dlclose unmaps the image is
+//    using a library after unloading it, and crashes without the guard in the same way;
+//    the guard cannot make that call safe, only not make it worse.
+//  * Every other thread either loaded the slot before this store -- and then called into
+//    the old mapping as its own caller asked -- or loads the stub afterwards, whose
+//    resolver finds the next definition with dlsym or stops with a message: never an
+//    address in an unmapped image. Calls the guard makes on its own (the runtime's
+//    probes) are cleared before this runs (runtime.cc).
+//  * This runs after the real dlclose returned and before the dlopen hook takes over a
+//    new mapping, under the detection mutex: the new mapping's first call, which cannot
+//    come before its dlopen returns, finds the new values.
+void reset_python_slots() {
+  for (int i = 0; i < fn_count; ++i)
+    if (kFns[i].python) real_slot(Fn(i)).store(stub_address(Fn(i)));
 }
 
 void resolve_libc() {

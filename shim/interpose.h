@@ -33,7 +33,9 @@ extern const FnInfo kFns[fn_count];
 // (interposition), or the trampoline of an entry patch. One typed atomic per function,
 // constant-initialized to a resolver stub (interpose.cc), so it is never null -- even
 // for a call that arrives before our constructor has run -- and the hot paths carry no
-// check. Published before a patch is written and never changed afterwards.
+// check. Published before a patch is written. It changes again only when the image it
+// points into is unmapped (reset_python_slots, then a new take-over fills it from the
+// new mapping): see there for why the hot paths may keep reading it without a lock.
 #define PFG_PY(ret, name, params, args) \
   ret stub_##name params;                \
   extern std::atomic<name##_fn> real_##name __attribute__((visibility("hidden")));
@@ -57,6 +59,11 @@ void resolve_libc();
 
 // dlopen(file, mode) as if called from caller (dlopen.cc).
 void *dlopen_as_caller(const char *file, int mode, void *caller);
+
+// The runtime's image was unmapped (dlclose): put every CPython slot back to its resolver
+// stub, so that nothing of the guard's calls into the old mapping, and the next take-over
+// (of a new mapping, perhaps elsewhere) fills them afresh. libc slots are untouched.
+void reset_python_slots();
 
 // Set a slot if it still holds its resolver stub (first definition wins). Returns the
 // value now in the slot.

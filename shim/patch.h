@@ -7,6 +7,7 @@
 // interposition and says so.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 namespace pfg::patch {
 
@@ -35,6 +36,13 @@ Result install(void *target, std::size_t fn_size, void *hook, void **real_out);
 // load time or after a dlopen; nothing else may change that image's mappings meanwhile.
 void batch_begin();
 void batch_end();
+
+// The image holding [lo, hi) was unmapped: drop the records of its patches (so that a
+// new mapping of the same file at the same address is patched afresh) and unmap the
+// trampoline arenas that served only it. Returns how many patches were forgotten.
+// The caller must first have stopped every path of the guard's own into those
+// trampolines (the real-function slots). Normal context.
+int forget(std::uintptr_t lo, std::uintptr_t hi);
 
 // Architecture name and decoder, for reports ("x86-64 (Zydis 4.0)").
 const char *describe();

@@ -40,6 +40,7 @@ bool supported() { return false; }
 
 void batch_begin() {}
 void batch_end() {}
+int forget(std::uintptr_t, std::uintptr_t) { return 0; }
 
 Result check(const void *, std::size_t) { return refused(); }
 

@@ -318,6 +318,7 @@ struct Arena {
   std::size_t used;
   bool sealed;  // RX; further slots only through /proc/self/mem
   bool full;    // do not add slots (procmem failed on it)
+  unsigned live;  // slots of patches not forgotten (forget(): 0 unmaps the arena)
 };
 constexpr int kMaxArenas = 256;
 Arena g_arenas[kMaxArenas];
@@ -485,6 +486,7 @@ Arena *new_arena(uintptr_t at, const uintptr_t *cand0, int n0) {
       ar.used = 0;
       ar.sealed = false;
       ar.full = false;
+      ar.live = 0;
       return &ar;
     }
     // Another thread may have mapped our candidates meanwhile: look again.
@@ -881,7 +883,8 @@ bool encode(const Plan &p, uintptr_t tramp, uint8_t *out, unsigned &len, Result 
 }
 
 // ---------------------------------------------------------------------------------------
-// The table of installed patches: mmap'ed chunks, never freed (trampolines live forever).
+// The table of installed patches: mmap'ed chunks, never freed. A record whose image was
+// unmapped (forget()) becomes a tombstone (target 0) and is reused.
 
 struct Installed {
   uintptr_t target, at;
@@ -900,11 +903,24 @@ std::size_t g_installed;
 const Installed *find_installed(uintptr_t target) {
   for (Chunk *c = g_chunks; c; c = c->next)
     for (unsigned i = 0; i < c->n; ++i)
-      if (c->e[i].target == target || c->e[i].at == target) return &c->e[i];
+      if (c->e[i].target && (c->e[i].target == target || c->e[i].at == target)) return &c->e[i];
   return nullptr;
 }
 
+// A claimed record is filled by install() only on success; until then (and if install
+// fails: unclaim) it is a tombstone, with `claimed` keeping it from being handed out twice.
+Installed *g_pending;
+
+void unclaim(Installed *rec) {
+  rec->target = rec->at = 0;
+  rec->trampoline = nullptr;
+  g_pending = nullptr;
+}
+
 Installed *new_installed() {
+  for (Chunk *c = g_chunks; c; c = c->next)
+    for (unsigned i = 0; i < c->n; ++i)
+      if (!c->e[i].target && &c->e[i] != g_pending) return g_pending = &c->e[i];
   constexpr unsigned cap = sizeof(Chunk::e) / sizeof(Installed);
   if (!g_chunks || g_chunks->n == cap) {
     void *p = mmap(nullptr, sizeof(Chunk), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -914,7 +930,8 @@ Installed *new_installed() {
     c->n = 0;
     g_chunks = c;
   }
-  return &g_chunks->e[g_chunks->n++];
+  g_chunks->e[g_chunks->n].target = 0;
+  return g_pending = &g_chunks->e[g_chunks->n++];
 }
 
 bool check_locked(const void *target, std::size_t fn_size, Plan &p, Result &r) {
@@ -981,7 +998,7 @@ Result install(void *target, std::size_t fn_size, void *hook, void **real_out) {
       if (in_reach(p.at, a.base, a.len)) { arena = &a; break; }
     }
     if (!arena) arena = new_arena(p.at, p.sv.gaps, p.sv.ngaps);
-    if (!arena) { g_chunks->n--; fail(r, "no free address range within +-2 GiB of the target"); return r; }
+    if (!arena) { unclaim(rec); fail(r, "no free address range within +-2 GiB of the target"); return r; }
     uintptr_t s = arena->base + arena->used;
     // stub: jmp qword [rip+0]; .quad hook
     memset(slotbuf, 0xCC, sizeof slotbuf);
@@ -989,11 +1006,11 @@ Result install(void *target, std::size_t fn_size, void *hook, void **real_out) {
     memcpy(slotbuf, j, 6);
     memcpy(slotbuf + 6, &hook, 8);
     unsigned tlen;
-    if (!encode(p, s + kStubLen, slotbuf + kStubLen, tlen, r)) { g_chunks->n--; return r; }
+    if (!encode(p, s + kStubLen, slotbuf + kStubLen, tlen, r)) { unclaim(rec); return r; }
     if (!arena->sealed) {
       memcpy(reinterpret_cast<void *>(s), slotbuf, kSlotLen);
       if (mprotect(reinterpret_cast<void *>(arena->base), arena->len, PROT_READ | PROT_EXEC) != 0) {
-        g_chunks->n--;
+        unclaim(rec);
         fail(r, "mprotect(RX) of the trampoline arena failed (errno %d)", errno);
         arena->full = true;  // left RW, never executed: unusable
         return r;
@@ -1007,7 +1024,8 @@ Result install(void *target, std::size_t fn_size, void *hook, void **real_out) {
     arena->used += kSlotLen;
     slot = s;
   }
-  if (!slot) { g_chunks->n--; fail(r, "could not write the trampoline"); return r; }
+  if (!slot) { unclaim(rec); fail(r, "could not write the trampoline"); return r; }
+  arena->live++;
   __builtin___clear_cache(reinterpret_cast<char *>(slot), reinterpret_cast<char *>(slot + kSlotLen));
 
   void *tramp = reinterpret_cast<void *>(slot + kStubLen);
@@ -1031,16 +1049,50 @@ Result install(void *target, std::size_t fn_size, void *hook, void **real_out) {
   memcpy(jmp + 1, &d32, 4);
   if (!fits32(d) || write_entry(p.sv.ext, p.at, jmp, kJmpLen) == WriteHow::none) {
     __atomic_store_n(real_out, prev, __ATOMIC_SEQ_CST);
-    g_chunks->n--;
+    arena->live--;
+    unclaim(rec);
     fail(r, "could not write the entry (/proc/self/mem and mprotect both failed)");
     return r;
   }
   __builtin___clear_cache(reinterpret_cast<char *>(p.at), reinterpret_cast<char *>(p.at + kJmpLen));
   sync_cores();
+  g_pending = nullptr;
   ++g_installed;
   r.ok = true;
   r.trampoline = tramp;
   return r;
+}
+
+int forget(uintptr_t lo, uintptr_t hi) {
+  Locker lock;
+  int n = 0;
+  for (Chunk *c = g_chunks; c; c = c->next)
+    for (unsigned i = 0; i < c->n; ++i) {
+      Installed &e = c->e[i];
+      if (!e.target || e.target < lo || e.target >= hi) continue;
+      const uintptr_t t = reinterpret_cast<uintptr_t>(e.trampoline);
+      for (int a = 0; a < g_narenas; ++a)
+        if (t >= g_arenas[a].base && t < g_arenas[a].base + g_arenas[a].len && g_arenas[a].live) g_arenas[a].live--;
+      e.target = e.at = 0;
+      e.trampoline = nullptr;
+      --g_installed;
+      ++n;
+    }
+  // Unmap the arenas that only held the image's trampolines: nothing can run there any
+  // more (every way in was an entry of the unmapped image or a real-function slot that
+  // the caller reset before calling us), and the address range is free for the next
+  // mapping of the library.
+  for (int a = 0; a < g_narenas;) {
+    Arena &ar = g_arenas[a];
+    if (ar.live == 0 && ar.used > 0) {
+      munmap(reinterpret_cast<void *>(ar.base), ar.len);
+      ar = g_arenas[--g_narenas];
+      continue;
+    }
+    ++a;
+  }
+  g_snap.valid = false;
+  return n;
 }
 
 const char *describe() {

@@ -91,6 +91,37 @@ int log_fd() {
 
 namespace {
 
+// The GNU build-id of the object loaded at bias with its ELF header at base (both from
+// dladdr/link_map), as lowercase hex into out (at least 2 * 20 + 1 bytes). Reads the
+// object's own program headers and notes in memory: no file access, no malloc, no lock.
+// False when there is none (or the header is not mapped where expected).
+bool build_id(uintptr_t base, uintptr_t bias, char *out, size_t cap) {
+  const auto *eh = reinterpret_cast<const ElfW(Ehdr) *>(base);
+  if (!base || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_phentsize != sizeof(ElfW(Phdr)))
+    return false;
+  const auto *ph = reinterpret_cast<const ElfW(Phdr) *>(base + eh->e_phoff);
+  for (int i = 0; i < eh->e_phnum; ++i) {
+    if (ph[i].p_type != PT_NOTE) continue;
+    uintptr_t p = bias + ph[i].p_vaddr, end = p + ph[i].p_memsz;
+    while (p + sizeof(ElfW(Nhdr)) <= end) {
+      const auto *nh = reinterpret_cast<const ElfW(Nhdr) *>(p);
+      const uintptr_t name = p + sizeof *nh, desc = name + ((nh->n_namesz + 3) & ~3u);
+      if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && memcmp(reinterpret_cast<const void *>(name), "GNU", 4) == 0 &&
+          desc + nh->n_descsz <= end && 2 * nh->n_descsz < cap) {
+        const auto *d = reinterpret_cast<const uint8_t *>(desc);
+        for (unsigned k = 0; k < nh->n_descsz; ++k) {
+          out[2 * k] = "0123456789abcdef"[d[k] >> 4];
+          out[2 * k + 1] = "0123456789abcdef"[d[k] & 15];
+        }
+        out[2 * nh->n_descsz] = 0;
+        return true;
+      }
+      p = desc + ((nh->n_descsz + 3) & ~3u);
+    }
+  }
+  return false;
+}
+
 // One backtrace line per frame, symbolized with libunwind's unw_get_proc_name, which
 // reads the module's own symbol table (static functions included) from the file with
 // mmap: no malloc. Module names come from dladdr.
@@ -101,12 +132,17 @@ void backtrace(Writer &w) {
   Dl_info self{};
   dladdr(reinterpret_cast<void *>(&report_park), &self);
   int depth = 0;
+  // Modules whose build-id this report already gave (on their first unnamed frame).
+  uintptr_t ided[8];
+  int nided = 0;
   while (unw_step(&cur) > 0 && depth < 24) {
     unw_word_t ip = 0, off = 0;
     unw_get_reg(&cur, UNW_REG_IP, &ip);
     Dl_info di{};
     void *ent = nullptr;
     bool known = dladdr1(reinterpret_cast<void *>(ip - 1), &di, &ent, RTLD_DL_SYMENT) != 0;
+    struct link_map *lm = nullptr;
+    if (known) dladdr1(reinterpret_cast<void *>(ip - 1), &di, reinterpret_cast<void **>(&lm), RTLD_DL_LINKMAP);
     if (known && di.dli_fbase == self.dli_fbase) continue;  // the guard's own frames
     // dladdr knows exported symbols only; libunwind also reads .symtab (static
     // functions) when the file has one. In a stripped library both fall back to the
@@ -121,10 +157,28 @@ void backtrace(Writer &w) {
     // symbol starts where the unwind info says this function starts.
     unw_proc_info_t pi;
     if (unw && unw_get_proc_info(&cur, &pi) == 0 && pi.start_ip && pi.start_ip != ip - off) unw = false;
+    const bool named = dyn_covers || unw;
     if (dyn_covers) w.str(di.dli_sname).str("+").hex(doff);
     else if (unw) w.str(sym).str("+").hex(off);
     else w.str("??");
-    if (known && di.dli_fname && *di.dli_fname) w.str(" (").str(di.dli_fname).str(")");
+    if (known && di.dli_fname && *di.dli_fname) {
+      w.str(" (").str(di.dli_fname);
+      // No name: the module and the offset from its load bias -- what addr2line or
+      // eu-addr2line -e <module> take -- and, once per module, its build-id, which
+      // finds the matching debug file (debuginfod, /usr/lib/debug/.build-id/).
+      if (!named && lm) {
+        w.str("+").hex(ip - lm->l_addr);
+        const uintptr_t base = reinterpret_cast<uintptr_t>(di.dli_fbase);
+        bool seen = false;
+        for (int k = 0; k < nided; ++k) seen |= ided[k] == base;
+        char id[2 * 64 + 1];
+        if (!seen && build_id(base, lm->l_addr, id, sizeof id)) {
+          w.str(" build-id ").str(id);
+          if (nided < 8) ided[nided++] = base;
+        }
+      }
+      w.str(")");
+    }
     w.chr('\n');
   }
 }
@@ -144,7 +198,7 @@ void report_park(const ParkRecord &r, const char *what) {
   w.str("pyfinguard: parked thread ").dec(r.tid.load()).str(" '").str(r.name).str("' in ")
       .str(kFns[r.api].name).str(" (generation ").dec(int64_t(r.generation)).str(", ")
       .str(what).str(", ");
-  if (start) w.ms(r.when_ns - start).str(" ms after finalization)");
+  if (start) w.ms(r.when_ns - start).str(" ms after finalization began)");
   else w.str("no finalization seen)");
   if (g_config.mode != Mode::park) w.str(" mode=").str(mode_name(g_config.mode));
   w.chr('\n');
@@ -164,10 +218,11 @@ void report_exit_summary() {
   // Only routine parks (CPython's own shutdown of its threads) and no PYFINGUARD_LOG:
   // nothing was reported, and a program's stderr stays exactly as without the guard.
   if (g_reported.load() == 0) return;
-  unsigned present = 0, described = n < kMaxParkRecords ? n : kMaxParkRecords;
+  unsigned present = 0, routine = 0, described = n < kMaxParkRecords ? n : kMaxParkRecords;
   for (unsigned i = 0; i < described; ++i) {
     int tid = g_parked[i].tid.load();
     if (tid == 0) continue;
+    routine += g_parked[i].routine;
     char path[40];  // "/proc/self/task/<tid>": a thread that parked never exits
     int len = 0;
     const char *pre = "/proc/self/task/";
@@ -180,9 +235,17 @@ void report_exit_summary() {
     if (access(path, F_OK) == 0) ++present;
   }
   Writer w(2);
+  // Parks happen from the moment CPython passes its point of no return inside
+  // Py_FinalizeEx (and, for threads of an earlier runtime, later): "after finalization
+  // began" is what is measured.
+  const unsigned reported = g_reported.load();
   w.str("pyfinguard: ").dec(n).str(n == 1 ? " thread" : " threads")
-      .str(" parked after Python finalization, ").dec(present).str(" still present at exit");
-  if (g_config.log_file) w.str(" (reports in ").safe(g_config.log_path, 200).str(")");
+      .str(" parked after Python finalization began, ").dec(present).str(" still present at exit; ")
+      .dec(reported).str(" reported");
+  if (g_config.log_file) w.str(" in ").safe(g_config.log_path, 200);
+  w.str(", ").dec(routine).str(" routine");
+  // Routine parks are reported only with PYFINGUARD_LOG set (docs/diagnostics.md).
+  if (reported < n) w.str(" (not reported; PYFINGUARD_LOG=stderr reports them too)");
   w.chr('\n');
 }
 

@@ -8,33 +8,47 @@
 #include <pthread.h>
 
 #include "config.h"
-#include "window.h"
+#include "gilwait.h"
 #include "images.h"
 #include "interpose.h"
 #include "patch.h"
 #include "state.h"
+#include "window.h"
 
 namespace pfg {
 
 namespace {
 
+// The probes are read lock-free on hot paths (decide(), the pthread_exit and GIL-wait
+// hooks) and cleared when the image is unmapped: atomics, each loaded once per use.
 struct Runtime {
   std::atomic<bool> present;
   int image;
-  int (*probe_fn)(void);
-  void *const *probe_var;
+  std::atomic<int (*)(void)> probe_fn;
+  std::atomic<void *const *> probe_var;
   const char *probe_name;
   const char *(*get_version)(void);
-  int (*is_initialized)(void);
-  void *(*this_thread_state)(void);
-  int minor;  // 3.<minor>, from Py_GetVersion() at detection (safe before Py_Initialize)
+  std::atomic<int (*)(void)> is_initialized;
+  std::atomic<void *(*)(void)> this_thread_state;
+  std::atomic<int> minor;  // 3.<minor>, from Py_GetVersion() at detection (safe before Py_Initialize)
   bool semantic;
   bool late;  // taken over from a dlopen handle
+  char version[32];   // "3.11.7", copied at take-over: describe() must not call an unmapped image
   char ignored[256];  // a second runtime we did not take over (reported)
 };
 Runtime g_rt;
 
-// Detection runs at load and from the dlopen hook, in normal context.
+// Images come and go (dlclose unmaps, dlopen maps again elsewhere): what was seen, for
+// describe(). Detection mutex.
+struct History {
+  unsigned takeovers;        // runtimes taken over (each mapping counts)
+  unsigned unloads;          // of those, unmapped again
+  unsigned long long subs;   // dl_iterate_phdr's dlpi_subs at the last check
+  char last[400];            // the last runtime unmapped, one line
+};
+History g_hist;
+
+// Detection runs at load and from the dlopen/dlclose hooks, in normal context.
 pthread_mutex_t g_detect_mu = PTHREAD_MUTEX_INITIALIZER;
 
 // The scope a definition is looked up in: the whole process at load (RTLD_DEFAULT,
@@ -56,6 +70,7 @@ void take_over(void *scope, void *anchor) {
     snprintf(g_rt.ignored, sizeof g_rt.ignored, "%s", im.path);
     return;
   }
+  g_rt.ignored[0] = 0;
   config_load();
   // An executable that defines the C API wins over our definitions for every caller;
   // so does anything found first in RTLD_DEFAULT.
@@ -79,35 +94,89 @@ void take_over(void *scope, void *anchor) {
     cover(Fn(i), def, im, bypass, g_rt.semantic);
   }
   patch::batch_end();
+  g_rt.probe_fn.store(nullptr);
+  g_rt.probe_var.store(nullptr);
   if (auto f = lookup(scope, "Py_IsFinalizing")) {
-    g_rt.probe_fn = reinterpret_cast<int (*)(void)>(f);
+    g_rt.probe_fn.store(reinterpret_cast<int (*)(void)>(f));
     g_rt.probe_name = "Py_IsFinalizing";
   } else if (auto g = lookup(scope, "_Py_IsFinalizing")) {
-    g_rt.probe_fn = reinterpret_cast<int (*)(void)>(g);
+    g_rt.probe_fn.store(reinterpret_cast<int (*)(void)>(g));
     g_rt.probe_name = "_Py_IsFinalizing";
   } else if (auto v = lookup(scope, "_Py_Finalizing")) {
-    g_rt.probe_var = static_cast<void *const *>(v);
+    g_rt.probe_var.store(static_cast<void *const *>(v));
     g_rt.probe_name = "_Py_Finalizing";
   } else {
     g_rt.probe_name = "none (phase only)";
   }
   g_rt.get_version = reinterpret_cast<const char *(*)(void)>(lookup(scope, "Py_GetVersion"));
-  g_rt.is_initialized = reinterpret_cast<int (*)(void)>(lookup(scope, "Py_IsInitialized"));
-  g_rt.this_thread_state = reinterpret_cast<void *(*)(void)>(lookup(scope, "PyGILState_GetThisThreadState"));
+  g_rt.is_initialized.store(reinterpret_cast<int (*)(void)>(lookup(scope, "Py_IsInitialized")));
+  g_rt.this_thread_state.store(reinterpret_cast<void *(*)(void)>(lookup(scope, "PyGILState_GetThisThreadState")));
+  g_rt.minor.store(0);
+  snprintf(g_rt.version, sizeof g_rt.version, "unknown");
   if (g_rt.get_version) {
     const char *v = g_rt.get_version();
-    if (v[0] == '3' && v[1] == '.') g_rt.minor = atoi(v + 2);
+    if (v[0] == '3' && v[1] == '.') g_rt.minor.store(atoi(v + 2));
+    snprintf(g_rt.version, sizeof g_rt.version, "%.*s", int(strcspn(v, " ")), v);
   }
   g_rt.image = idx;
   g_rt.late = scope != RTLD_DEFAULT && scope != RTLD_NEXT;
   window_init();
+  ++g_hist.takeovers;
   g_rt.present.store(true);
+}
+
+// The runtime's image was unmapped. Order matters: first the probes (the only calls the
+// guard makes into the image on its own, from hooks of *other* images' code and libc),
+// then the real-function slots (interpose.cc says why the hot paths may read them
+// meanwhile), then what only detection and reports read. A runtime that was running
+// ends with its image: its generation is FINALIZED from now on, so a thread that used
+// it parks instead of calling into nothing, and the next Py_Initialize* (of a new
+// mapping) starts a new generation.
+void drop_runtime(const char *why) {
+  const Image &im = image_at(g_rt.image);
+  g_rt.present.store(false);
+  g_rt.probe_fn.store(nullptr);
+  g_rt.probe_var.store(nullptr);
+  g_rt.is_initialized.store(nullptr);
+  g_rt.this_thread_state.store(nullptr);
+  g_rt.get_version = nullptr;
+  reset_python_slots();
+  const int forgotten = patch::forget(im.map_lo, im.map_hi);
+  gilwait_forget_range(im.map_lo, im.map_hi);
+  for (int i = 0; i < fn_count; ++i) {
+    if (!kFns[i].python) continue;
+    g_cover[i].mech = Mech::absent;
+    snprintf(g_cover[i].why, sizeof g_cover[i].why, "its image was unmapped; not yet loaded again");
+  }
+  if (phase_of(g_epoch.load()) != kFinalized) end_finalizing();
+  ++g_hist.unloads;
+  snprintf(g_hist.last, sizeof g_hist.last, "CPython %s, %s, mapping %u at %#lx, %s; %d entry patch%s dropped",
+           g_rt.version, im.path, im.mapping, (unsigned long)im.bias, why, forgotten, forgotten == 1 ? "" : "es");
+  image_drop(g_rt.image);
+}
+
+// Has an image we registered been unmapped since the last check? dlpi_subs (objects
+// unloaded) tells cheaply whether anything was; only then is each image looked for.
+// Detection mutex held.
+void check_unloads() {
+  unsigned long long adds, subs;
+  loader_counters(&adds, &subs);
+  if (subs == g_hist.subs) return;
+  g_hist.subs = subs;
+  for (int i = 0; i < kMaxImages; ++i) {
+    const Image &im = image_at(i);
+    if (!im.live || image_check_mapped(i)) continue;
+    if (g_rt.present.load() && i == g_rt.image) drop_runtime("unmapped by dlclose");
+    else image_drop(i);
+  }
 }
 
 }  // namespace
 
 void runtime_detect_at_load() {
   pthread_mutex_lock(&g_detect_mu);
+  unsigned long long adds;
+  loader_counters(&adds, &g_hist.subs);
   if (void *d = lookup(RTLD_DEFAULT, "Py_FinalizeEx")) take_over(RTLD_DEFAULT, d);
   if (void *n = lookup(RTLD_NEXT, "Py_FinalizeEx")) take_over(RTLD_NEXT, n);
   pthread_mutex_unlock(&g_detect_mu);
@@ -118,15 +187,26 @@ void runtime_detect_in(void *handle) {
   void *d = lookup(handle, "Py_FinalizeEx");
   if (!d) return;
   pthread_mutex_lock(&g_detect_mu);
+  // An unload since the last check (by a dlclose the hook did not see return yet, on
+  // another thread) must be noticed before this mapping -- perhaps at the same address
+  // -- is taken for the old one.
+  check_unloads();
   take_over(handle, d);
   pthread_mutex_unlock(&g_detect_mu);
 }
 
+void runtime_after_dlclose() {
+  pthread_mutex_lock(&g_detect_mu);
+  check_unloads();
+  pthread_mutex_unlock(&g_detect_mu);
+}
+
 bool runtime_thread_ending_normally() {
-  if (g_rt.minor >= 10 || !g_rt.this_thread_state) return false;
+  auto tts = g_rt.this_thread_state.load();
+  if (g_rt.minor.load() >= 10 || !tts) return false;
   // Reads the runtime's TSS slot for this thread (static data, pthread_getspecific):
   // NULL once the thread deleted its state (and once the runtime dropped its TSS key).
-  return g_rt.this_thread_state() == nullptr;
+  return tts() == nullptr;
 }
 
 bool runtime_is_finalizing() {
@@ -135,17 +215,24 @@ bool runtime_is_finalizing() {
   // on its way out (_PyRuntimeState_Fini) -- leaves it cleared until a new runtime
   // starts. Without this, a thread arriving between that reset and the FINALIZED store
   // of our hook was let into a destroyed runtime (tests/scenarios/storm.c found it).
-  if (g_rt.is_initialized && !g_rt.is_initialized()) return true;
-  if (g_rt.probe_fn) return g_rt.probe_fn() != 0;
-  if (g_rt.probe_var) return *static_cast<void *const volatile *>(g_rt.probe_var) != nullptr;
+  //
+  // Each probe is loaded once: an unmapped image's probes are cleared (drop_runtime), and
+  // a runtime whose image is gone is past any point of no return.
+  if (!g_rt.present.load()) return true;
+  auto init = g_rt.is_initialized.load();
+  if (init && !init()) return true;
+  if (auto f = g_rt.probe_fn.load()) return f() != 0;
+  if (auto v = g_rt.probe_var.load()) return *static_cast<void *const volatile *>(v) != nullptr;
   return false;
 }
 
 int runtime_describe(char *buf, size_t size) {
-  // Formats into a local buffer first so the return value is the full length.
+  // Formats into a local buffer first so the return value is the full length. Under the
+  // detection mutex: images come and go (dlopen/dlclose hooks) while we read them.
   static char text[8192];
   static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
   pthread_mutex_lock(&mu);
+  pthread_mutex_lock(&g_detect_mu);
   int n = 0;
   auto add = [&](const char *fmt, auto... a) {
     if (n < int(sizeof text)) n += snprintf(text + n, sizeof text - n, fmt, a...);
@@ -155,30 +242,39 @@ int runtime_describe(char *buf, size_t size) {
   add("version: %s\n", PFG_VERSION);
   if (g_rt.present.load()) {
     const Image &im = image_at(g_rt.image);
-    const char *v = g_rt.get_version ? g_rt.get_version() : "unknown";
-    add("runtime: CPython %.*s\n", int(strcspn(v, " ")), v);
+    add("runtime: CPython %s\n", g_rt.version);
     add("image: %s\n", im.path);
+    add("mapping: %u of this path, base %#lx, %s\n", im.mapping, (unsigned long)im.bias,
+        im.cookie_at ? "identified by a cookie in its data segment"
+                     : "no room for an identity cookie (an unload and reload at the same address "
+                       "while a dlopen runs on another thread can go unseen)");
     if (im.is_exe) add("build: static executable (the C API is defined by the executable)\n");
     else if (g_rt.late) add("build: shared libpython loaded with dlopen\n");
     else add("build: shared libpython, semantic interposition %s\n",
              g_rt.semantic ? "on (its own calls go through the PLT)" : "off (its own calls are direct)");
-    add("probe: %s%s\n", g_rt.is_initialized ? "Py_IsInitialized, " : "", g_rt.probe_name);
+    add("probe: %s%s\n", g_rt.is_initialized.load() ? "Py_IsInitialized, " : "", g_rt.probe_name);
     if (g_rt.ignored[0]) add("ignored: second runtime %s\n", g_rt.ignored);
+  } else if (g_hist.unloads) {
+    add("runtime: none mapped now (its image was unmapped)\n");
   } else {
     add("runtime: none detected\n");
   }
+  add("loads: %u runtime mapping%s taken over, %u unmapped again\n", g_hist.takeovers,
+      g_hist.takeovers == 1 ? "" : "s", g_hist.unloads);
+  if (g_hist.unloads) add("last unmapped: %s\n", g_hist.last);
   add("patching: %s, %s\n", g_config.patch ? "auto" : "off", patch::describe());
   add("mode: %s\n", mode_name(g_config.mode));
   add("generation: %llu\n", (unsigned long long)gen_of(e));
   add("phase: %s\n", phases[phase_of(e)]);
   for (int i = 0; i < fn_count; ++i) {
     if (kFns[i].python) {
-      if (!g_rt.present.load()) continue;
+      if (!g_rt.present.load() && !g_hist.unloads) continue;
       add("cover %s %s %s\n", kFns[i].name, mech_name(g_cover[i].mech), g_cover[i].why);
     } else {
       add("cover %s interpose libc, called through the PLT by every image\n", kFns[i].name);
     }
   }
+  pthread_mutex_unlock(&g_detect_mu);
   if (size) snprintf(buf, size, "%s", text);
   pthread_mutex_unlock(&mu);
   return n;

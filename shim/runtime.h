@@ -13,11 +13,18 @@ void runtime_detect_at_load();
 // PostgreSQL's plpython3u or uWSGI load libpython late).
 void runtime_detect_in(void *handle);
 
+// After the real dlclose returned: if it unmapped the runtime's image, forget everything
+// that pointed there (real-function slots, probes, entry patches and their trampolines,
+// coverage, text ranges, GIL condition variables); the next dlopen that maps a runtime
+// takes it over afresh (docs/design.md, "Images come and go").
+void runtime_after_dlclose();
+
 // Is CPython past its own point of no return (its finalizing flag set)? Reads the
 // runtime's static data only, lock-free: safe in a thread about to park.
 //   3.13+:    Py_IsFinalizing()
 //   3.7-3.12: _Py_IsFinalizing()
 //   3.6:      _Py_Finalizing (a PyThreadState *, non-NULL while finalizing)
+// True when the runtime's image was unmapped.
 bool runtime_is_finalizing();
 
 // Is the calling thread at its normal end? CPython <= 3.9 ends every thread with

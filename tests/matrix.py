@@ -73,10 +73,12 @@ class Scenario(object):
                  modules=(), status=7, repeat=1, ordinary=False, note=""):
         self.id = sid
         self.letter = sid.split("-")[0]
-        self.kind = kind            # "embed": program linked to a libpython; "python": script
+        self.kind = kind            # "embed": program linked to a libpython; "python": script;
+        #                             "host": dlopens libpython; "reload": dlopens and dlcloses
+        #                             a module linked to libpython
         self.what = what
         self.expect = expect        # [((lo, hi), {allowed baseline outcomes}), ...]
-        self.sources = sources or []
+        self.sources = sources or []     # "reload": the host's, then the module's
         self.args = list(args)
         self.script = script
         self.modules = modules
@@ -88,7 +90,7 @@ class Scenario(object):
     def applies(self, it):
         if it.skip:
             return it.skip
-        if self.kind in ("embed", "host") and not it.can_embed:
+        if self.kind in ("embed", "host", "reload") and not it.can_embed:
             return "no libpython to embed (%s)" % it.kind
         if self.kind == "python" and not it.can_run_programs:
             return "embedding target only"
@@ -195,6 +197,12 @@ SCENARIOS = [
              [(MEASURED, {"SIGSEGV"}), (SID313, {"SIGSEGV"}), (SID314, {"SIGSEGV"}),
               (SID315, {"stuck"})],
              sources=["late_dlopen.c"]),
+    Scenario("k-reload-late", "reload",
+             "host dlopens and dlcloses a module linked to libpython 3 times, each time "
+             "running Python through it, then loads it again; after the final Py_FinalizeEx "
+             "a native thread calls PyGILState_Ensure",
+             [(MEASURED, {"SIGSEGV"})],
+             sources=["reload.c", "reload_mod.c"], args=["3", "late"]),
     Scenario("j-join-dtor", "embed",
              "a C++ static object joins, in its destructor, a worker whose first "
              "PyGILState_Ensure comes after Py_FinalizeEx",
@@ -211,10 +219,25 @@ SCENARIOS = [
              "embedder: threads, PyGILState from a native thread, finalize, re-initialize, finalize",
              [(ALL, {"ok"})],
              sources=["embed_ordinary.c"], status=5, ordinary=True),
+    Scenario("k-reload-1", "reload",
+             "host dlopens and dlcloses a module linked to libpython (libpython is unmapped), "
+             "loads it again and runs Python with threads through it",
+             [(ALL, {"ok"})],
+             sources=["reload.c", "reload_mod.c"], args=["1", "plain"], status=5, ordinary=True),
+    Scenario("k-reload-3", "reload",
+             "as k-reload-1 with 3 load/unload passes, each initializing, running threads "
+             "and finalizing Python before its dlclose",
+             [(ALL, {"ok"})],
+             sources=["reload.c", "reload_mod.c"], args=["3", "python"], status=5, ordinary=True),
+    Scenario("k-reload-churn", "reload",
+             "40 load/unload passes, every 10th running Python, while one thread loops "
+             "on pthread_cond_timedwait and another dlopens and dlcloses libz",
+             [(ALL, {"ok"})],
+             sources=["reload.c", "reload_mod.c"], args=["40", "churn"], status=5, ordinary=True),
 ]
 
 SUMMARY_RE = re.compile(r"^pyfinguard: (\d+) threads? ?(?:\(s\))? parked after Python "
-                        r"finalization, (\d+) still present at exit", re.M)
+                        r"finalization(?: began)?, (\d+) still present at exit", re.M)
 STATE_RE = re.compile(r"^STATE (\S+) (\S+)", re.M)
 STATE_WORD = {"gone": "exited", "blocked": "stuck", "passed": "passed", "parked": "parked"}
 
@@ -309,6 +332,11 @@ def prepare(sc, it, build_dir):
         if sc.kind == "embed":
             exe = build.build_embed(it, [os.path.join(SCEN, s) for s in sc.sources], build_dir)
             return [exe] + sc.args, {}
+        if sc.kind == "reload":
+            # A host not linked to Python, and a module linked to this libpython.
+            exe = build.build_host([os.path.join(SCEN, sc.sources[0])], build_dir)
+            mod = build.build_module(it, [os.path.join(SCEN, sc.sources[1])], build_dir)
+            return [exe, mod] + sc.args, {}
         if sc.kind == "host":
             # Not linked to Python: it dlopens this interpreter's libpython by path.
             exe = build.build_host([os.path.join(SCEN, s) for s in sc.sources], build_dir)

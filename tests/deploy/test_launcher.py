@@ -343,6 +343,30 @@ class Doctor(unittest.TestCase):
         self.assertRegex(r.stdout, r"with guard +killed by SIGSEGV")
         self.assertIn("result: FAIL", r.stdout)
 
+    DEBIAN_LIBPYTHON = "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"
+
+    def test_libpython_of_an_embedder(self):
+        if not os.path.isfile(self.DEBIAN_LIBPYTHON):
+            self.skipTest("no Debian libpython3.11 on this machine")
+        r = dc.launch(["doctor", "--libpython", self.DEBIAN_LIBPYTHON], timeout=300)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(r.stdout.count("coverage:    complete"), 2, r.stdout)
+        self.assertEqual(len(re.findall(r"with guard +exit 7, 2 threads parked "
+                                        r"\(daemon parked, native parked\)", r.stdout)), 2, r.stdout)
+        self.assertIn("not checked:", r.stdout)
+        self.assertIn("result: OK", r.stdout)
+
+    def test_libpython_incomplete_is_not_complete(self):
+        # -fno-semantic-interposition: without entry patches the library's own calls
+        # bypass the guard. Doctor must say so and never call it complete.
+        if not os.path.isfile(self.DEBIAN_LIBPYTHON):
+            self.skipTest("no Debian libpython3.11 on this machine")
+        r = dc.launch(["doctor", "--libpython", self.DEBIAN_LIBPYTHON],
+                      env=dc.base_env(PYFINGUARD_PATCH="off"), timeout=300)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertNotIn("complete\n", r.stdout.replace("INCOMPLETE", ""))
+        self.assertIn("result: FAIL", r.stdout)
+
     def test_unsupported_python(self):
         old = [i for i in dc.interps() if i.version and i.version < (3, 6) and i.executable]
         if not old:

@@ -117,20 +117,45 @@ def build_embed(interp, sources, build_dir=None, name=None, cxx=None,
     return _run_compiler([compiler] + flags + sources + ["-o", "@OUT@"] + ldflags, out)
 
 
-def build_host(sources, build_dir=None, name=None, cxx=None, extra_cflags=()):
+def build_host(sources, build_dir=None, name=None, cxx=None, extra_cflags=(), extra_ldflags=()):
     """Compile a program that does not link libpython at all (it may dlopen one at run
-    time, as PostgreSQL's plpython3u or uWSGI do). Returns the executable's path."""
+    time, as PostgreSQL's plpython3u or uWSGI do), unless extra_ldflags link one. Returns
+    the executable's path."""
     sources = [os.path.abspath(s) for s in sources]
     cxx = _is_cxx(sources, cxx)
     compiler = CXX if cxx else CC
     name = name or os.path.splitext(os.path.basename(sources[0]))[0]
     flags = COMMON_FLAGS + (["-std=c++17"] if cxx else ["-std=gnu11"]) + \
         ["-I" + SCENARIOS] + list(extra_cflags)
-    ldflags = ["-ldl"]
+    ldflags = ["-ldl"] + list(extra_ldflags)
     key = _digest(sources, [compiler, flags, ldflags])
     outdir = os.path.join(build_dir or default_build_dir(), "hosts")
     os.makedirs(outdir, exist_ok=True)
     out = os.path.join(outdir, "%s-%s" % (name, key))
+    if os.path.exists(out):
+        return out
+    return _run_compiler([compiler] + flags + sources + ["-o", "@OUT@"] + ldflags, out)
+
+
+def build_module(interp, sources, build_dir=None, name=None, cxx=None, extra_cflags=()):
+    """Compile a shared library linked to interp's libpython (DT_NEEDED, rpath set), as an
+    Apache module such as mod_wsgi is: a host that dlopens it maps libpython with it, and
+    a dlclose of the module unmaps libpython again. Returns the library's path."""
+    if not interp.can_embed:
+        raise Unsupported(interp.skip or "%s has no shared libpython to link" % interp.name)
+    sources = [os.path.abspath(s) for s in sources]
+    cxx = _is_cxx(sources, cxx)
+    compiler = CXX if cxx else CC
+    name = name or os.path.splitext(os.path.basename(sources[0]))[0]
+    flags = COMMON_FLAGS + ["-fPIC", "-shared"] + \
+        (["-std=c++17"] if cxx else ["-std=gnu11"]) + \
+        ["-I" + interp.include, "-I" + SCENARIOS] + list(extra_cflags)
+    ldflags = [interp.libpython, "-Wl,--disable-new-dtags", "-Wl,-rpath," + interp.libdir,
+               "-ldl", "-lm"]
+    key = _digest(sources, [compiler, flags, ldflags, interp.name, interp.libpython])
+    outdir = os.path.join(build_dir or default_build_dir(), _slug(interp.name))
+    os.makedirs(outdir, exist_ok=True)
+    out = os.path.join(outdir, "%s-%s.so" % (name, key))
     if os.path.exists(out):
         return out
     return _run_compiler([compiler] + flags + sources + ["-o", "@OUT@"] + ldflags, out)

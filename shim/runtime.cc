@@ -12,6 +12,7 @@
 #include "images.h"
 #include "interpose.h"
 #include "patch.h"
+#include "report.h"
 #include "state.h"
 #include "window.h"
 
@@ -33,6 +34,7 @@ struct Runtime {
   std::atomic<int> minor;  // 3.<minor>, from Py_GetVersion() at detection (safe before Py_Initialize)
   bool semantic;
   bool late;  // taken over from a dlopen handle
+  bool free_threaded;  // stepped aside (take_over)
   char version[32];   // "3.11.7", copied at take-over: describe() must not call an unmapped image
   char ignored[256];  // a second runtime we did not take over (reported)
 };
@@ -72,6 +74,23 @@ void take_over(void *scope, void *anchor) {
   }
   g_rt.ignored[0] = 0;
   config_load();
+  // A free-threaded build (3.13t, 3.14t: no GIL; threads attach and detach, and shutdown
+  // stops the world instead) breaks the drain's argument -- "no other thread can hold
+  // the GIL" -- and none can be obtained here to test against. Do no harm: patch
+  // nothing and never leave RUNNING, so every hook passes straight through, and say so
+  // once (docs/design.md, "Free-threaded builds").
+  auto version_fn = reinterpret_cast<const char *(*)(void)>(lookup(scope, "Py_GetVersion"));
+  if (version_fn && strstr(version_fn(), "free-threading")) {
+    const char *v = version_fn();
+    snprintf(g_rt.version, sizeof g_rt.version, "%.*s", int(strcspn(v, " ")), v);
+    g_rt.free_threaded = true;
+    state_step_aside();
+    const int fd = log_fd();
+    if (fd >= 0)
+      Writer(fd).str("pyfinguard: CPython ").str(g_rt.version).str(" (").safe(im.path, 200)
+          .str(") is a free-threaded build, which pyfinguard does not support: it stays inactive in this process\n");
+    return;
+  }
   // An executable that defines the C API wins over our definitions for every caller;
   // so does anything found first in RTLD_DEFAULT.
   const char *bypass = im.is_exe || scope == RTLD_DEFAULT
@@ -254,6 +273,8 @@ int runtime_describe(char *buf, size_t size) {
              g_rt.semantic ? "on (its own calls go through the PLT)" : "off (its own calls are direct)");
     add("probe: %s%s\n", g_rt.is_initialized.load() ? "Py_IsInitialized, " : "", g_rt.probe_name);
     if (g_rt.ignored[0]) add("ignored: second runtime %s\n", g_rt.ignored);
+  } else if (g_rt.free_threaded) {
+    add("runtime: CPython %s, a free-threaded build: not supported, the guard is inactive\n", g_rt.version);
   } else if (g_hist.unloads) {
     add("runtime: none mapped now (its image was unmapped)\n");
   } else {

@@ -17,7 +17,16 @@ int64_t monotonic_ns() {
   return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
+namespace {
+// Set once, before any hook can act on it: the runtime is one the guard does not support
+// (free-threaded), so the phase never leaves RUNNING and every hook passes through.
+std::atomic<bool> g_inactive{false};
+}  // namespace
+
+void state_step_aside() { g_inactive.store(true); }
+
 bool begin_finalizing() {
+  if (g_inactive.load(std::memory_order_relaxed)) return false;
   uint64_t e = g_epoch.load();
   if (phase_of(e) != kRunning) return false;  // nested (Py_Exit -> Py_FinalizeEx) or repeated
   g_finalize_start_ns.store(monotonic_ns());

@@ -71,6 +71,8 @@ inline bool in_gilstate() { return t_pt.mode >> 1; }
 bool begin_finalizing();  // RUNNING -> FINALIZING (same generation); false if not RUNNING
 void end_finalizing();    // -> FINALIZED
 void begin_generation();  // FINALIZING/FINALIZED -> (gen + 1) | RUNNING
+// An unsupported runtime (free-threaded): the phase stays RUNNING for good.
+void state_step_aside();
 
 int64_t monotonic_ns();  // async-signal-safe
 

@@ -1,0 +1,61 @@
+# Sub-interpreters (3.12+: _xxsubinterpreters; 3.13+: _interpreters): the main thread runs
+# code in a sub-interpreter and prints its answer; a daemon thread keeps running code in
+# a second sub-interpreter, and busy daemon threads of the main interpreter run, when the
+# program exits (3.13+ finalizes the remaining sub-interpreter itself). 3.12 aborts at exit
+# when a sub-interpreter still exists ("remaining subinterpreters"), so there a
+# non-daemon thread runs the second sub-interpreter, still working when the program
+# starts to exit, and destroys it before the interpreter joins it.
+import os
+import sys
+from _common import Started, daemon, exit_now, skip
+
+if sys.version_info < (3, 12):
+    skip("sub-interpreters from Python need _xxsubinterpreters (3.12+)")
+daemon_in_sub = True
+try:
+    import _interpreters as interpreters
+except ImportError:
+    daemon_in_sub = False
+    try:
+        import _xxsubinterpreters as interpreters
+    except ImportError:
+        skip("neither _interpreters nor _xxsubinterpreters is available")
+
+started = Started()
+
+
+def busy():
+    started.add()
+    while True:
+        sum(range(1000))
+
+
+def runner(interp):
+    started.add()
+    while True:
+        interpreters.run_string(interp, "x = sum(range(2000))")
+
+
+def runner_then_destroy(interp):
+    started.add()
+    for _ in range(300):
+        interpreters.run_string(interp, "x = sum(range(2000))")
+    interpreters.destroy(interp)
+
+
+r, w = os.pipe()
+a = interpreters.create()
+interpreters.run_string(a, "import os; os.write(%d, str(sum(range(100))).encode())" % w)
+print("sub-interpreter computed", os.read(r, 100).decode())
+interpreters.destroy(a)
+b = interpreters.create()
+if daemon_in_sub:
+    daemon(runner, b)
+else:
+    import threading
+    threading.Thread(target=runner_then_destroy, args=(b,)).start()
+daemon(busy)
+daemon(busy)
+started.wait(3)
+print("threads running, one in a sub-interpreter")
+exit_now(18)

@@ -1,0 +1,519 @@
+#!/usr/bin/env python3
+"""Differential corpus: programs that end while threads still work, without and with the guard.
+
+    tests/differential/differential.py [corpus] [--runs N] [--lib PATH] [--only NAME...]
+                                       [--programs NAME...] [--markdown FILE]
+    tests/differential/differential.py acceptance [--runs N] [--lib PATH]
+    tests/differential/differential.py baseline --runs N      (determinism of the corpus)
+
+corpus: every program of CORPUS (tests/differential/corpus/) runs on every python
+executable tools/pfgpy finds, N times without and N times with the guard (LD_PRELOAD,
+default environment), the two interleaved so that both see the same machine load, two
+processes at a time. Per (program, interpreter) the guarded runs must match the unguarded
+ones in exit status (or signal), stdout and stderr -- stderr without the guard's own
+documented lines ("pyfinguard: ...", docs/diagnostics.md), counted in a column -- must not
+hang (--timeout, the process group is killed), and must not exit slower (below). Any
+difference fails the cell, except a crash the guard prevented: every unguarded run died of
+SIGSEGV/SIGABRT/SIGBUS/SIGILL/SIGFPE, the guarded run exited cleanly with the same stdout
+(where some unguarded runs exit cleanly, a clean guarded run must match them exactly).
+A cell whose unguarded runs disagree among their clean outcomes is a corpus bug and fails
+too (BASELINE-NONDET). A crash is compared by its signal and stdout (its stderr holds
+addresses). When a guarded run crashed with a signal no unguarded run showed, up to
+--confirm (20) more unguarded runs look for that crash first: some cells crash without the
+guard now and then (debian-python3.11 -X dev: SIGSEGV in 9 of 21 runs), and a few runs
+per side would otherwise blame the guard for CPython's crash. A program or flag an interpreter lacks is a SKIP with its reason.
+
+Exit time: each program writes time.monotonic() to $PFGDIFF_MARK when it starts to exit;
+the runner takes its own CLOCK_MONOTONIC when the process has been reaped (and its pipes
+closed). Only clean runs count. The cell fails when
+  (1) guarded p50 > 1.5 x unguarded p50 + 100 ms AND the fastest guarded run is slower than
+      unguarded p50 + 100 ms (a systematic delay: every guarded exit is slow), or
+  (2) with >= 20 runs a side, guarded p95 > 1.5 x unguarded p95 + 200 ms (a slow tail), or
+  (3) the slowest guarded exit > the slowest unguarded one + 2 s (a near-hang).
+Why: on 2 shared cores the same program's exit takes 10-150 ms typically but single runs
+take up to ~1 s when other jobs load the machine (measured: 20 unguarded runs per cell,
+load average 14, p50 6-145 ms, p95 up to 320 ms, max up to 1.1 s). A bound on a median
+or a maximum of 2-3 runs alone would fail at random; requiring every guarded run to be
+slow is what a guard that waits at exit does (a grace period, the exit summary's 250 ms
+wait, the drain's 1 s bound), while a scheduling spike hits one run. (2) needs the long
+size to be meaningful; (3) holds at any size. Below ~100 ms per exit the CI size cannot
+tell a delay from noise; the long size's p50 and p95 columns can.
+
+acceptance (issue 10): (a) ctypes.PyDLL qsort callbacks -- PyGILState_Ensure nested under
+the GIL -- in 16 daemon threads while main exits (its shutdown joins a thread and runs an
+atexit handler first), and (b) busy daemon threads under
+`-X dev -X tracemalloc=5 -X faulthandler` (without the thread churn: busy_daemons.py says why): with the guard, N runs per interpreter, 0 hangs,
+0 aborts or other signals, and each run's exit status and stdout those of the program
+(checked against one unguarded run).
+
+Prints a Markdown table, then "N passed, N failed, N skipped" (cells). Exit status 1 when
+a cell failed.
+"""
+import argparse
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS_DIR = os.path.join(HERE, "corpus")
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tests", "stress"))
+import common  # noqa: E402  (tests/stress/common.py: library, interpreters, environment, tables)
+
+XFLAGS_ALL = ["-X", "dev", "-X", "tracemalloc=5", "-X", "faulthandler"]
+NEED_DEV = ((3, 7), "-X dev is new in Python 3.7")
+
+# name, script + arguments, interpreter flags, (minimum version, reason) or None, what
+CORPUS = [
+    ("io-pipe", ["io_pipe.py"], [], None,
+     "daemons blocked in os.read on pipes, half woken every ms"),
+    ("sockets-select", ["sockets_select.py"], [], None,
+     "127.0.0.1 echo server in select(), chatting clients, a daemon in accept()"),
+    ("queue-consumers", ["queue_consumers.py"], [], None,
+     "queue.Queue consumers and an endless producer"),
+    ("subprocess", ["subprocess_threads.py"], [], None,
+     "daemons looping Popen('cat').communicate()"),
+    ("sqlite3", ["sqlite_threads.py"], [], None,
+     "daemons inserting and querying sqlite3 databases"),
+    ("hashlib-zlib", ["hash_zlib_busy.py"], [], None,
+     "daemons hashing and compressing 1 MiB blocks (GIL released)"),
+    ("futures-timer", ["futures_timer.py"], [], None,
+     "ThreadPoolExecutor tasks running at exit, a daemon's executor, Timers"),
+    ("asyncio-daemon-loop", ["asyncio_daemon.py"], [], None,
+     "asyncio loop running forever in a daemon thread, run_in_executor"),
+    ("os-fork", ["fork_daemons.py"], [], None,
+     "fork with busy daemons; a child finalizes with its own busy daemons"),
+    ("mp-fork", ["mp_pool.py", "fork"], [], None,
+     "multiprocessing 'fork': Pool, Process with busy daemons, busy parent"),
+    ("mp-spawn", ["mp_pool.py", "spawn"], [], None,
+     "multiprocessing 'spawn': the same"),
+    ("signals", ["signals_shutdown.py"], [], None,
+     "SIGWINCH/SIGURG/SIGCHLD storm with Python handlers; SIGTERM -> SystemExit"),
+    ("busy", ["busy_daemons.py"], [], None,
+     "busy daemons: allocating, thread churn, zlib, file I/O, pipes"),
+    ("busy-xdev", ["busy_daemons.py"], ["-X", "dev"], NEED_DEV, "the same under -X dev"),
+    ("busy-tracemalloc", ["busy_daemons.py"], ["-X", "tracemalloc=5"], None,
+     "the same under -X tracemalloc=5"),
+    ("busy-faulthandler", ["busy_daemons.py"], ["-X", "faulthandler"], None,
+     "the same under -X faulthandler"),
+    ("busy-xall", ["busy_daemons.py"], XFLAGS_ALL, NEED_DEV,
+     "the same under -X dev -X tracemalloc=5 -X faulthandler"),
+    ("ctypes-cdll", ["ctypes_qsort.py", "cdll", "4"], [], None,
+     "ctypes docs' qsort comparator via CDLL in 4 daemons"),
+    ("ctypes-pydll", ["ctypes_qsort.py", "pydll", "4"], [], None,
+     "the same via PyDLL: nested PyGILState_Ensure under the GIL"),
+    ("subinterpreters", ["subinterp.py"], [], ((3, 12), "sub-interpreters from Python need "
+                                                      "_xxsubinterpreters or _interpreters (3.12+)"),
+     "sub-interpreters (3.12+), one run by a thread at exit"),
+    ("1000-daemons", ["thousand_daemons.py"], [], None,
+     "1,000 daemons: os.read, Lock.acquire, sleeps, bytecode"),
+]
+
+ACCEPTANCE = [
+    ("a-pydll-nested-ensure", ["ctypes_qsort.py", "pydll", "16"], [], None,
+     "(a) ctypes.PyDLL qsort callbacks (nested PyGILState_Ensure under the GIL) in 16 daemons"),
+    ("b-xdev-tracemalloc-faulthandler", ["busy_daemons.py", "no-churn"], XFLAGS_ALL, NEED_DEV,
+     "(b) busy daemons (no thread start-up: see busy_daemons.py) under -X dev -X tracemalloc=5 -X faulthandler"),
+]
+
+CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
+SKIP_STATUS = 77
+
+
+class Run(object):
+    __slots__ = ("rc", "out", "err", "guard_lines", "hung", "exit_secs", "wall")
+
+    def kind(self):
+        if self.hung:
+            return "hang"
+        if self.rc < 0:
+            try:
+                return signal.Signals(-self.rc).name
+            except ValueError:
+                return "signal %d" % -self.rc
+        return "exit %d" % self.rc
+
+    @property
+    def crashed(self):
+        return not self.hung and self.rc < 0 and -self.rc in [int(s) for s in CRASH_SIGNALS]
+
+    @property
+    def clean(self):
+        return not self.hung and self.rc >= 0
+
+    def outcome(self):
+        # A crash's stderr (a fatal error's addresses, faulthandler's thread dumps) differs
+        # from run to run: crashes are compared by signal and stdout.
+        return (self.kind(), self.out, "<crash>" if self.crashed else self.err)
+
+
+def child_env(lib, guarded, mark):
+    env = common.guard_env(lib, guarded)
+    # The caller's PYTHON* settings would change what a program does (unbuffered output,
+    # dev mode, tracemalloc...): each program gets the interpreter's defaults plus its flags.
+    for k in list(env):
+        if k.startswith("PYTHON"):
+            del env[k]
+    env["PYTHONDONTWRITEBYTECODE"] = "1"      # no __pycache__ in the source tree
+    env["PFGDIFF_MARK"] = mark
+    return env
+
+
+def run_one(cmd, lib, guarded, timeout):
+    """One run in its own process group, killed (the whole group) on timeout."""
+    fd, mark = tempfile.mkstemp(prefix="pfgdiff-mark-")
+    os.close(fd)
+    r = Run()
+    try:
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, env=child_env(lib, guarded, mark), cwd=CORPUS_DIR,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True,
+                             preexec_fn=lambda: common._child_setup(False))
+        try:
+            out, err = p.communicate(timeout=timeout)
+            r.hung = False
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            out, err = p.communicate()
+            r.hung = True
+        t1 = time.monotonic()
+        # Leftover children of the program (a fork's child, a cat) end with their pipes;
+        # a group left behind after a hang was killed above.
+        r.rc = p.returncode
+        r.wall = t1 - t0
+        try:
+            with open(mark) as f:
+                r.exit_secs = t1 - float(f.read().strip())
+        except (OSError, ValueError):
+            r.exit_secs = None
+    finally:
+        os.unlink(mark)
+    r.out = out.decode(errors="replace")
+    lines = err.decode(errors="replace").splitlines(True)
+    mine = [l for l in lines if l.startswith("pyfinguard:")]
+    r.guard_lines = len(mine)
+    r.err = "".join(l for l in lines if not l.startswith("pyfinguard:"))
+    return r
+
+
+def pct(values, q):
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    v = sorted(values)
+    k = max(0, min(len(v) - 1, int(-(-q * len(v) // 100)) - 1))
+    return v[k]
+
+
+def fmt_times(values):
+    if not values:
+        return "-"
+    return "%d/%d/%d" % tuple(1000 * x for x in (pct(values, 50), pct(values, 95), max(values)))
+
+
+def summarize(runs):
+    """'exit 3 x5' or 'exit 3 x4, SIGSEGV x1'."""
+    counts = {}
+    for r in runs:
+        counts[r.kind()] = counts.get(r.kind(), 0) + 1
+    return ", ".join("%s x%d" % (k, n) for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def short(text, n=160):
+    text = text.strip().replace("\n", " | ")
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def compare(base, guard):
+    """(result, reasons): result is 'ok', 'ok (prevented N crashes)', 'FAIL' or
+    'BASELINE-NONDET'."""
+    reasons = []
+    clean = set(r.outcome() for r in base if r.clean)
+    if len(clean) > 1:
+        outs = sorted(clean)
+        return "BASELINE-NONDET", ["unguarded runs disagree: %s" % " VS ".join(
+            "%s out=%r err=%r" % (k, short(o, 80), short(e, 120)) for k, o, e in outs[:3])]
+    known = set(r.outcome() for r in base)
+    base_crashed = any(r.crashed for r in base)
+    base_outs = set(r.out for r in base)
+    prevented = 0
+    for g in guard:
+        if g.outcome() in known:
+            continue
+        # A prevented crash: every unguarded run crashed, the guarded one exited with the
+        # same stdout. (Where some unguarded runs were clean, a clean guarded run must
+        # match them exactly: it was compared above.)
+        if g.clean and base_crashed and not clean and g.out in base_outs:
+            prevented += 1
+            continue
+        if g.hung:
+            reasons.append("guarded run hung")
+        elif g.kind() not in set(k for k, _, _ in known):
+            reasons.append("guarded %s, unguarded %s: %s" % (g.kind(), summarize(base),
+                                                             short(g.err, 240)))
+        elif g.out not in base_outs:
+            reasons.append("stdout differs: %r" % short(g.out))
+        else:
+            ref = [e for k, o, e in known if k == g.kind()]
+            reasons.append("stderr differs: %r (unguarded: %r)" % (
+                short(g.err, 300), short(ref[0] if ref else "", 120)))
+    bt = [r.exit_secs for r in base if r.clean and r.exit_secs is not None]
+    gt = [r.exit_secs for r in guard if r.clean and r.exit_secs is not None]
+    reasons += slower_exit(bt, gt)
+    if reasons:
+        # One line per distinct reason, with its count.
+        uniq = []
+        for x in reasons:
+            if x not in uniq:
+                uniq.append(x)
+        return "FAIL", ["%s (%d of %d guarded runs)" % (x, reasons.count(x), len(guard))
+                        if x.startswith(("guarded", "stdout", "stderr")) else x for x in uniq]
+    if prevented:
+        return "ok (prevented %d crash%s)" % (prevented, "es" if prevented > 1 else ""), []
+    return "ok", []
+
+
+def slower_exit(bt, gt):
+    """The exit-time rule (module docstring): a systematic delay, a slower tail, a
+    near-hang."""
+    if not bt or not gt:
+        return []
+    out = []
+    b50, g50 = pct(bt, 50), pct(gt, 50)
+    if g50 > 1.5 * b50 + 0.100 and min(gt) > b50 + 0.100:
+        out.append("exit slower: p50 %.0f ms vs %.0f ms, fastest guarded %.0f ms" % (
+            1000 * g50, 1000 * b50, 1000 * min(gt)))
+    if len(bt) >= 20 and len(gt) >= 20 and pct(gt, 95) > 1.5 * pct(bt, 95) + 0.200:
+        out.append("exit slower: p95 %.0f ms vs %.0f ms" % (1000 * pct(gt, 95), 1000 * pct(bt, 95)))
+    if max(gt) > max(bt) + 2.0:
+        out.append("exit slower: max %.0f ms vs %.0f ms" % (1000 * max(gt), 1000 * max(bt)))
+    return out
+
+
+def static_skip(it, need):
+    if need and it.version < need[0]:
+        return need[1]
+    return None
+
+
+def cells_for(programs, its):
+    cells = []
+    for it in its:
+        for prog in programs:
+            cells.append((it, prog))
+    return cells
+
+
+def command(it, prog):
+    _, script, flags, _, _ = prog
+    return [it.executable] + flags + [os.path.join(CORPUS_DIR, script[0])] + script[1:]
+
+
+def execute(jobs, n_proc):
+    """jobs: list of (key, cmd, lib, guarded, timeout); results by key, in order."""
+    results = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n_proc) as ex:
+        futs = [(key, ex.submit(run_one, cmd, lib, guarded, timeout))
+                for key, cmd, lib, guarded, timeout in jobs]
+        step = max(1, len(futs) // 10)
+        t0 = time.monotonic()
+        for n, (key, f) in enumerate(futs, 1):
+            results.setdefault(key, []).append(f.result())
+            if n % step == 0 or n == len(futs):
+                sys.stderr.write("  %d/%d runs, %.0f s\n" % (n, len(futs), time.monotonic() - t0))
+                sys.stderr.flush()
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", nargs="?", default="corpus", choices=["corpus", "acceptance", "baseline"])
+    ap.add_argument("--lib", help="the libpyfinguard.so to test (default: tests/stress/common.py's search)")
+    ap.add_argument("--runs", type=int,
+                    help="runs per cell and side (corpus, default 2: the CI size), guarded runs per cell "
+                         "(acceptance, default 6), unguarded runs per cell (baseline, default 20)")
+    ap.add_argument("--only", nargs="*", help="interpreters whose name contains one of these")
+    ap.add_argument("--programs", nargs="*", help="programs (names) to run")
+    ap.add_argument("--jobs", type=int, default=2, help="processes at a time (default 2)")
+    ap.add_argument("--timeout", type=float, default=30.0, help="seconds per run (default 30)")
+    ap.add_argument("--markdown", help="also write the table to this file")
+    ap.add_argument("--confirm", type=int, default=20,
+                    help="when a guarded run crashed with a signal the unguarded runs did not show, "
+                         "up to this many more unguarded runs look for the same crash (default 20)")
+    ap.add_argument("--json", help="write every run (status, exit time, ...) to this file")
+    ap.add_argument("--verbose", action="store_true", help="print every failing run's stderr")
+    a = ap.parse_args()
+    if a.runs is None:
+        a.runs = {"corpus": 2, "acceptance": 6, "baseline": 20}[a.mode]
+    t_start = time.monotonic()
+
+    lib = common.find_library(a.lib)
+    usable, skipped_its = common.pick_interpreters(a.only)
+    its = [i for i in usable if i.can_run_programs]
+    programs = ACCEPTANCE if a.mode == "acceptance" else CORPUS
+    if a.programs:
+        programs = [p for p in programs if p[0] in a.programs]
+        missing = set(a.programs) - set(p[0] for p in programs)
+        if missing:
+            sys.exit("unknown program(s): %s" % ", ".join(sorted(missing)))
+    print("library: %s" % lib)
+    for it in skipped_its:
+        print("SKIP interpreter %s: %s" % (it.name, it.skip))
+    if a.mode != "baseline":
+        for it in its:
+            print("guard in %s: %s" % (it.name, common.assert_guard_loaded(it.executable, lib)))
+    sys.stdout.flush()
+
+    cells = []
+    for it, prog in cells_for(programs, its):
+        why = static_skip(it, prog[3])
+        cells.append((it, prog, why))
+
+    # acceptance: one unguarded reference run per cell (its exit status and stdout).
+    # Every mode: a program that skips itself on an interpreter (rc 77, "SKIP: reason"
+    # in every unguarded run) makes its cell a SKIP.
+    # The reference must be a clean run: some cells crash without the guard now and then
+    # (3.10 and debian-python3.11 under -X dev: SIGSEGV at exit), so up to 5 tries.
+    probes = {}
+    if a.mode == "acceptance":
+        todo = [(it, prog) for it, prog, why in cells if why is None]
+        for _ in range(5):
+            got = execute([((it.name, prog[0]), command(it, prog), lib, False, a.timeout)
+                           for it, prog in todo], a.jobs)
+            for key, rs in got.items():
+                if key not in probes or not probes[key][0].clean:
+                    probes[key] = rs
+            todo = [(it, prog) for it, prog in todo if not probes[(it.name, prog[0])][0].clean]
+            if not todo:
+                break
+    live = cells
+
+    jobs = []
+    for i in range(a.runs):
+        for it, prog, why in live:
+            if why is not None:
+                continue
+            cmd = command(it, prog)
+            if a.mode in ("corpus", "baseline"):
+                jobs.append(((it.name, prog[0], False), cmd, lib, False, a.timeout))
+            if a.mode in ("corpus", "acceptance"):
+                jobs.append(((it.name, prog[0], True), cmd, lib, True, a.timeout))
+    results = execute(jobs, a.jobs)
+    # A crash some unguarded runs have too (debian-python3.11 -X dev: SIGSEGV in ~40%) is
+    # not the guard's: before calling a guarded crash a difference, look for it without
+    # the guard in more runs (2 at a time, stopping when every such signal has shown).
+    extra = {}
+    if a.mode == "corpus" and a.confirm > 0:
+        for it, prog, why in live:
+            if why is not None:
+                continue
+            key = (it.name, prog[0], False)
+            base, guard = results.get(key, []), results.get((it.name, prog[0], True), [])
+            want = set(g.kind() for g in guard if g.crashed) - set(b.kind() for b in base)
+            n = 0
+            while want and n < a.confirm:
+                more = execute([(key, command(it, prog), lib, False, a.timeout)] * 2, a.jobs)[key]
+                base.extend(more)
+                n += len(more)
+                want -= set(b.kind() for b in more)
+            if n:
+                extra[(it.name, prog[0])] = n
+    if a.json:
+        import json
+        with open(a.json, "w") as f:
+            json.dump([{"interpreter": k[0], "program": k[1], "guarded": k[2], "kind": r.kind(),
+                        "exit_secs": r.exit_secs, "wall": r.wall, "guard_lines": r.guard_lines,
+                        "out": r.out, "err": r.err[-4000:]}
+                       for k, rs in sorted(results.items()) for r in rs], f, indent=0)
+
+    rows, problems, n_ok, n_fail, n_skip = [], [], 0, 0, 0
+    for it, prog, why in live:
+        name = prog[0]
+        refs = probes.get((it.name, name)) or results.get((it.name, name, False)) or []
+        if why is None and refs and all(r.rc == SKIP_STATUS and r.out.startswith("SKIP: ")
+                                        for r in refs):
+            why = refs[0].out[len("SKIP: "):].strip()
+        if why is not None:
+            n_skip += 1
+            print("SKIP %s on %s: %s" % (name, it.name, why))
+            if a.mode == "acceptance":
+                rows.append([it.name, name, "-", "-", "-", "-", "SKIP: " + why])
+            elif a.mode == "baseline":
+                rows.append([it.name, name, "-", "-", "-", "SKIP: " + why])
+            else:
+                rows.append([it.name, name, "-", "-", "-", "-", "-", "-", "-", "SKIP: " + why])
+            continue
+        if a.mode == "baseline":
+            base = results.get((it.name, name, False), [])
+            result, reasons = compare(base, [])
+            outcomes = len(set(r.outcome() for r in base))
+            rows.append([it.name, name, summarize(base), outcomes,
+                         fmt_times([r.exit_secs for r in base if r.exit_secs is not None and not r.hung]), result])
+        elif a.mode == "acceptance":
+            probe = probes[(it.name, name)][0]
+            guard = results.get((it.name, name, True), [])
+            bad = [g for g in guard if g.hung or g.rc < 0 or g.rc != probe.rc or g.out != probe.out]
+            hangs = sum(1 for g in guard if g.hung)
+            sigs = sum(1 for g in guard if not g.hung and g.rc < 0)
+            result = "ok" if not bad else "FAIL"
+            reasons = ["%s: %s" % (g.kind(), short(g.err, 240) or short(g.out)) for g in bad[:3]]
+            gt = [g.exit_secs for g in guard if g.exit_secs is not None and not g.hung]
+            rows.append([it.name, name, probe.kind(), "%d runs: %s" % (len(guard), summarize(guard)),
+                         "%d hangs, %d signals" % (hangs, sigs), fmt_times(gt), result])
+        else:
+            base = results.get((it.name, name, False), [])
+            guard = results.get((it.name, name, True), [])
+            result, reasons = compare(base, guard)
+            same_out = all(g.out in set(b.out for b in base) for g in guard)
+            same_err = all(g.outcome()[2] in set(b.outcome()[2] for b in base) for g in guard)
+            bt = [r.exit_secs for r in base if r.exit_secs is not None and not r.hung]
+            gt = [r.exit_secs for r in guard if r.exit_secs is not None and not r.hung]
+            rows.append([it.name, name, summarize(base) + (" (%d to confirm a crash)" % extra[(it.name, name)]
+                                                           if (it.name, name) in extra else ""),
+                         summarize(guard),
+                         "same" if same_out else "DIFFERS", "same" if same_err else "DIFFERS",
+                         sum(g.guard_lines for g in guard), fmt_times(bt), fmt_times(gt), result])
+        if result.startswith("ok"):
+            n_ok += 1
+        else:
+            n_fail += 1
+            for x in reasons:
+                problems.append("%s %s: %s" % (it.name, name, x))
+            if a.verbose:
+                for r in results.get((it.name, name, True), []) + results.get((it.name, name, False), []):
+                    if r.err:
+                        print("--- %s %s %s stderr:\n%s" % (it.name, name, r.kind(), r.err[-2000:]))
+
+    if a.mode == "acceptance":
+        headers = ["interpreter", "check", "without (1 run)", "with the guard",
+                   "hangs/signals", "exit ms p50/p95/max", "result"]
+    elif a.mode == "baseline":
+        headers = ["interpreter", "program", "without", "distinct outcomes", "exit ms p50/p95/max", "result"]
+    else:
+        headers = ["interpreter", "program", "without", "with", "stdout", "stderr",
+                   "pyfinguard lines", "exit ms without p50/p95/max", "exit ms with", "result"]
+    print()
+    common.table(headers, rows)
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            common.table(headers, rows, out=f)
+    print()
+    print("programs:")
+    for p in programs:
+        print("  %-32s %s%s" % (p[0], " ".join(p[2] + p[1]), "  -- " + p[4]))
+    for p in problems:
+        print("PROBLEM: " + p)
+    print("%s, %d runs per cell%s, library %s, %.0f s" % (
+        a.mode, a.runs, " and side" if a.mode == "corpus" else "", lib, time.monotonic() - t_start))
+    print("%d passed, %d failed, %d skipped" % (n_ok, n_fail, n_skip))
+    return 1 if n_fail else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

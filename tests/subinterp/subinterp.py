@@ -233,7 +233,9 @@ class Run(object):
         return "+".join(sorted(set(word.get(s, s) for _, s in st)))
 
     def summary(self):
-        m = re.findall(r"^pyfinguard: (\d+) threads? parked after Python finalization, "
+        # docs/diagnostics.md: "N threads parked after Python finalization began, M still
+        # present at exit; R reported, U routine ..."
+        m = re.findall(r"^pyfinguard: (\d+) threads? parked after Python finalization began, "
                        r"(\d+) still present at exit", self.err, re.M)
         return (int(m[-1][0]), int(m[-1][1])) if m else None
 

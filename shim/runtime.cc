@@ -80,8 +80,7 @@ void take_over(void *scope, void *anchor) {
   // nothing and never leave RUNNING, so every hook passes straight through, and say so
   // once (docs/design.md, "Free-threaded builds").
   auto version_fn = reinterpret_cast<const char *(*)(void)>(lookup(scope, "Py_GetVersion"));
-  if (version_fn && strstr(version_fn(), "free-threading")) {
-    const char *v = version_fn();
+  if (const char *v = version_fn ? version_fn() : nullptr; v && strstr(v, "free-threading")) {
     snprintf(g_rt.version, sizeof g_rt.version, "%.*s", int(strcspn(v, " ")), v);
     g_rt.free_threaded = true;
     state_step_aside();
@@ -127,7 +126,7 @@ void take_over(void *scope, void *anchor) {
   } else {
     g_rt.probe_name = "none (phase only)";
   }
-  g_rt.get_version = reinterpret_cast<const char *(*)(void)>(lookup(scope, "Py_GetVersion"));
+  g_rt.get_version = version_fn;
   g_rt.is_initialized.store(reinterpret_cast<int (*)(void)>(lookup(scope, "Py_IsInitialized")));
   g_rt.this_thread_state.store(reinterpret_cast<void *(*)(void)>(lookup(scope, "PyGILState_GetThisThreadState")));
   g_rt.minor.store(0);

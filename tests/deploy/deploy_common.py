@@ -6,6 +6,7 @@ they use <repo>/build/shim/libpyfinguard.so (tools/setup builds it).
 """
 import os
 import resource
+import socket
 import subprocess
 import sys
 import unittest
@@ -25,6 +26,16 @@ def library():
     if not os.path.isfile(lib):
         raise SystemExit("library %s not built (run tools/setup)" % lib)
     return os.path.abspath(lib)
+
+
+def free_port():
+    # Bind port 0 to let the kernel choose a high port on 127.0.0.1; the window before the
+    # program under test binds it is acceptable on a test machine.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def project_version():

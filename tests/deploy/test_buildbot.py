@@ -18,7 +18,6 @@ Skips (status 77) only when the buildbot packages are missing and cannot be inst
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -54,15 +53,6 @@ def ensure_buildbot():
     print("SKIP: Debian packages buildbot/buildbot-worker missing: %s" % why)
     raise SystemExit(dc.SKIP)
 
-
-def free_port():
-    # Bind port 0 to let the kernel choose; the tiny window before buildbot binds it is
-    # acceptable on a test machine.
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Procs(object):
@@ -144,7 +134,7 @@ def run(tmp, procs, bb, bw, python, moddir, t0):
     # Buildbot's own processes must not inherit a guard from the test runner.
     env = dc.base_env(PYFINGUARD_LIBRARY=None)
     master_dir, worker_dir = os.path.join(tmp, "master"), os.path.join(tmp, "worker")
-    pb_port = free_port()
+    pb_port = dc.free_port()
     r = subprocess.run([bb, "create-master", "-q", "-r", master_dir], env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=left())
     assert r.returncode == 0, r.stdout.decode(errors="replace")

@@ -21,7 +21,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.environ.get("PYFINGUARD_SOURCE_ROOT") or os.path.dirname(os.path.dirname(HERE))
-SKIP = 77   # meson's "skipped" exit status
+sys.path.insert(0, os.path.join(REPO, "tests", "deploy"))
+import deploy_common as dc  # noqa: E402  (the library, the skip status, a free port)
+
+SKIP = dc.SKIP
+free_port = dc.free_port
 
 sys.path.insert(0, os.path.join(REPO, "tools"))
 
@@ -32,11 +36,7 @@ CRASH_PATTERNS = ("Segmentation fault", "exit signal", "Fatal Python error",
 
 
 def library():
-    lib = os.environ.get("PYFINGUARD_LIBRARY") or \
-        os.path.join(REPO, "build", "shim", "libpyfinguard.so")
-    if not os.path.isfile(lib):
-        raise SystemExit("library %s not built (run tools/setup)" % lib)
-    return os.path.realpath(lib)
+    return os.path.realpath(dc.library())
 
 
 def skip(why):
@@ -98,15 +98,6 @@ def package_versions(*packages):
         out.append("%s %s" % (p, v or "?"))
     return ", ".join(out)
 
-
-def free_port():
-    # Bind port 0 to let the kernel choose a high port; the window before the host binds
-    # it is acceptable on a test machine.
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_port(port, deadline):

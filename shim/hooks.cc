@@ -12,6 +12,7 @@
 #include "window.h"
 #include "images.h"
 #include "interpose.h"
+#include "lifecycle.h"
 #include "park.h"
 #include "runtime.h"
 #include "state.h"
@@ -45,17 +46,20 @@ __attribute__((noinline, cold)) void decide(Fn api, void *ts, uint64_t e, bool f
     park(api, e, Reason::stale_ts);
   switch (phase_of(e)) {
     case kRunning:
-      return;
+      break;
     case kFinalizing:
       // Threads still run while CPython joins non-daemon threads and calls atexit
       // hooks; only past its own point of no return is the runtime gone for them. A
       // thread that passes here and is still inside CPython's acquisition code when the
       // finalizer crosses that point is covered by its window (window.h).
       if (runtime_is_finalizing()) park(api, e, Reason::finalizing, from_cpython);
-      return;
+      break;
     default:
       park(api, e, Reason::finalized, from_cpython);
   }
+  // 3. The runtime runs, but an embedder deleted this very thread state after this thread
+  //    saved it (mod_wsgi-style: before ending its sub-interpreter): lifecycle.h.
+  if (ts && h.epoch != 0 && h.ts == ts && ts_deleted_since(ts, h.epoch, e)) park(api, e, Reason::deleted_ts);
 }
 
 // Restore/Acquire fast path: the handle was saved in this epoch and it is RUNNING.
@@ -224,6 +228,40 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyInterpreterState_Clear(voi
   PFG_REAL(PyInterpreterState_Clear)(interp);
 }
 
+// A thread state for an interpreter: an embedder's native thread attaching (G2 of
+// tests/subinterp/README.md). Past the runtime's point of no return, or for an
+// interpreter ended with Py_EndInterpreter, CPython would build it on freed memory.
+// Inside PyGILState_Ensure it is CPython's own call, already decided.
+__attribute__((visibility("hidden"))) void *pfg_hook_PyThreadState_New(void *interp) {
+  if (in_gilstate()) return PFG_REAL(PyThreadState_New)(interp);
+  window_register();
+  window_open();
+  const uint64_t e = g_epoch.load();
+  if (PFG_UNLIKELY(phase_of(e) != kRunning)) decide(fn_PyThreadState_New, nullptr, e);
+  if (PFG_UNLIKELY(interp_ended(interp)) && t_pt.finalizer_gen != gen_of(e))
+    park(fn_PyThreadState_New, e, Reason::ended_interp);
+  void *ts = PFG_REAL(PyThreadState_New)(interp);
+  note_ts_created(ts);
+  window_close();
+  return ts;
+}
+
+// Records the deletion before the state is freed: a thread that saved it and restores
+// it later parks instead (G1 of tests/subinterp/README.md). Never waits.
+__attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Delete(void *ts) {
+  note_ts_deleted(ts);
+  PFG_REAL(PyThreadState_Delete)(ts);
+}
+
+// The interpreter is recorded once Py_EndInterpreter returned -- everything of it is
+// freed then -- so that a thread that attaches to it before the end (CPython's own
+// threading._shutdown joins the interpreter's threads inside) is unchanged.
+__attribute__((visibility("hidden"))) void pfg_hook_Py_EndInterpreter(void *ts) {
+  void *interp = runtime_interp_of(ts);  // ts is valid (current) at entry
+  PFG_REAL(Py_EndInterpreter)(ts);
+  note_interp_ended(interp);
+}
+
 // (Re-)initialization. Py_Initialize* start the new generation only once the runtime
 // exists: until then the thread that initializes passes as the previous runtime's
 // finalizer, and every other thread still sees FINALIZED and parks -- announcing the
@@ -347,7 +385,7 @@ __attribute__((visibility("hidden"))) int pfg_hook_pthread_join(pthread_t t, voi
   // Plain only while the first runtime runs and nothing parked: after a finalization
   // (even once a new runtime RUNS again) a thread of the old one may park at any time,
   // and a join already waiting on it must complete (docs/model.md F5).
-  if (PFG_LIKELY(g_parked_count.load() == 0 && g_epoch.load() == make_epoch(1, kRunning)))
+  if (PFG_LIKELY(g_parked_count.load() == 0 && runtime_of(g_epoch.load()) == make_epoch(1, kRunning)))
     return PFG_REAL(pthread_join)(t, retval);
   return join_completing(t, retval);
 }

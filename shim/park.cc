@@ -29,6 +29,8 @@ const char *reason_text(Reason r) {
     case Reason::thread_exit: return "CPython terminating the thread";
     case Reason::gil_wait: return "waiting in take_gil past the point of no return";
     case Reason::thread_hang: return "CPython hanging the thread";
+    case Reason::deleted_ts: return "its thread state was deleted (PyThreadState_Delete) while saved";
+    case Reason::ended_interp: return "interpreter ended (Py_EndInterpreter)";
   }
   return "?";
 }
@@ -48,7 +50,7 @@ namespace {
 // where CPython would let it use freed memory (docs/diagnostics.md).
 bool is_routine(Fn api, Reason why, uint64_t epoch, bool from_cpython) {
   if (why == Reason::thread_exit || why == Reason::thread_hang) return true;
-  if (why == Reason::stale_ts) return false;
+  if (why == Reason::stale_ts || why == Reason::deleted_ts || why == Reason::ended_interp) return false;
   if (phase_of(epoch) == kFinalizing) return true;
   return gen_of(epoch) == g_main_generation.load() &&
          (api == fn_PyEval_RestoreThread || api == fn_pthread_cond_timedwait ||

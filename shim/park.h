@@ -32,7 +32,7 @@ extern std::atomic<unsigned> g_parked_count;  // slots handed out (may exceed th
 extern std::atomic<int> g_reports_in_flight;
 
 // Why the thread is being stopped; printed in the report.
-enum class Reason { stale_ts, finalizing, finalized, thread_exit, thread_hang, gil_wait };
+enum class Reason { stale_ts, finalizing, finalized, thread_exit, thread_hang, gil_wait, deleted_ts, ended_interp };
 
 // The slow-path outcome for a late thread. PYFINGUARD_MODE=park: never returns (blocks
 // forever); exit: the real pthread_exit (CPython <= 3.13 behaviour); abort: abort().

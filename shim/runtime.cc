@@ -31,6 +31,9 @@ struct Runtime {
   const char *(*get_version)(void);
   std::atomic<int (*)(void)> is_initialized;
   std::atomic<void *(*)(void)> this_thread_state;
+  std::atomic<void *(*)(void *)> ts_interp;     // PyThreadState_GetInterpreter (3.9+)
+  std::atomic<void *(*)(void)> interp_head;     // PyInterpreterState_Head
+  std::atomic<void *(*)(void *)> interp_next;   // PyInterpreterState_Next
   std::atomic<int> minor;  // 3.<minor>, from Py_GetVersion() at detection (safe before Py_Initialize)
   bool semantic;
   bool late;  // taken over from a dlopen handle
@@ -129,6 +132,9 @@ void take_over(void *scope, void *anchor) {
   g_rt.get_version = version_fn;
   g_rt.is_initialized.store(reinterpret_cast<int (*)(void)>(lookup(scope, "Py_IsInitialized")));
   g_rt.this_thread_state.store(reinterpret_cast<void *(*)(void)>(lookup(scope, "PyGILState_GetThisThreadState")));
+  g_rt.ts_interp.store(reinterpret_cast<void *(*)(void *)>(lookup(scope, "PyThreadState_GetInterpreter")));
+  g_rt.interp_head.store(reinterpret_cast<void *(*)(void)>(lookup(scope, "PyInterpreterState_Head")));
+  g_rt.interp_next.store(reinterpret_cast<void *(*)(void *)>(lookup(scope, "PyInterpreterState_Next")));
   g_rt.minor.store(0);
   snprintf(g_rt.version, sizeof g_rt.version, "unknown");
   if (g_rt.get_version) {
@@ -157,6 +163,9 @@ void drop_runtime(const char *why) {
   g_rt.probe_var.store(nullptr);
   g_rt.is_initialized.store(nullptr);
   g_rt.this_thread_state.store(nullptr);
+  g_rt.ts_interp.store(nullptr);
+  g_rt.interp_head.store(nullptr);
+  g_rt.interp_next.store(nullptr);
   g_rt.get_version = nullptr;
   reset_python_slots();
   const int forgotten = patch::forget(im.map_lo, im.map_hi);
@@ -225,6 +234,22 @@ bool runtime_thread_ending_normally() {
   // Reads the runtime's TSS slot for this thread (static data, pthread_getspecific):
   // NULL once the thread deleted its state (and once the runtime dropped its TSS key).
   return tts() == nullptr;
+}
+
+void *runtime_interp_of(void *ts) {
+  if (!ts || !g_rt.present.load()) return nullptr;
+  if (auto f = g_rt.ts_interp.load()) return f(ts);
+  return static_cast<void **>(ts)[2];  // 3.6-3.8: struct _ts { prev, next, interp, ... }
+}
+
+bool runtime_interp_listed(void *interp) {
+  auto head = g_rt.interp_head.load();
+  auto next = g_rt.interp_next.load();
+  if (!head || !next) return true;  // cannot tell: treat as live (let the call through)
+  int steps = 0;
+  for (void *i = head(); i; i = next(i))
+    if (i == interp || ++steps > 4096) return true;
+  return false;
 }
 
 bool runtime_is_finalizing() {

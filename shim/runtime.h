@@ -32,6 +32,16 @@ bool runtime_is_finalizing();
 // that call in 3.10). False on 3.10+, where only finalization calls it.
 bool runtime_thread_ending_normally();
 
+// The interpreter of a thread state that is still valid (Py_EndInterpreter's argument
+// at entry): PyThreadState_GetInterpreter (3.9+), else the field every version from 3.6
+// has third in PyThreadState (prev, next, interp). nullptr if unknown.
+void *runtime_interp_of(void *ts);
+
+// Is interp one of the runtime's interpreters now (PyInterpreterState_Head/_Next)? Walks
+// the runtime's list without its lock: only called for an address recorded as ended
+// (lifecycle.h), to tell a new interpreter at that address from the freed one.
+bool runtime_interp_listed(void *interp);
+
 // pyfinguard_describe(): "key: value" lines and one "cover <fn> <mech> <why>" per function.
 int runtime_describe(char *buf, size_t size);
 

@@ -25,25 +25,44 @@ std::atomic<bool> g_inactive{false};
 
 void state_step_aside() { g_inactive.store(true); }
 
+namespace {
+// Replaces generation and phase, keeping the events counter that another thread's
+// PyThreadState_Delete may be bumping at the same moment. Returns the value replaced.
+template <typename F>
+uint64_t update_epoch(F &&next) {
+  uint64_t e = g_epoch.load();
+  while (!g_epoch.compare_exchange_weak(e, next(e))) {
+  }
+  return e;
+}
+}  // namespace
+
 bool begin_finalizing() {
   if (g_inactive.load(std::memory_order_relaxed)) return false;
-  uint64_t e = g_epoch.load();
-  if (phase_of(e) != kRunning) return false;  // nested (Py_Exit -> Py_FinalizeEx) or repeated
+  if (phase_of(g_epoch.load()) != kRunning) return false;  // nested (Py_Exit -> Py_FinalizeEx) or repeated
   g_finalize_start_ns.store(monotonic_ns());
-  g_epoch.store(make_epoch(gen_of(e), kFinalizing));
+  update_epoch([](uint64_t e) { return e | kFinalizing; });
   return true;
 }
 
 void end_finalizing() {
-  g_epoch.store(make_epoch(gen_of(g_epoch.load()), kFinalized));
+  update_epoch([](uint64_t e) { return (e & ~uint64_t(3)) | kFinalized; });
 }
 
 void begin_generation() {
-  uint64_t e = g_epoch.load();
-  if (phase_of(e) == kRunning) return;  // first runtime, or nested Py_Initialize* calls
+  if (phase_of(g_epoch.load()) == kRunning) return;  // first runtime, or nested Py_Initialize* calls
   // From this store on every handle saved under the old runtime is stale, even when the
   // new runtime reuses the old thread states' addresses.
-  g_epoch.store(make_epoch(gen_of(e) + 1, kRunning));
+  update_epoch([](uint64_t e) { return make_epoch(gen_of(e) + 1, kRunning); });
+}
+
+uint64_t count_event() {
+  uint64_t e = g_epoch.load();
+  uint64_t n;
+  do {
+    n = runtime_of(e) | uint64_t((events_of(e) + 1) & kEventsMask) << 2;
+  } while (!g_epoch.compare_exchange_weak(e, n));
+  return n;
 }
 
 }  // namespace pfg

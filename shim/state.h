@@ -16,14 +16,27 @@ struct PyStatusABI {
 
 enum Phase : uint64_t { kRunning = 0, kFinalizing = 1, kFinalized = 2 };
 
+// g_epoch = generation << 32 | lifecycle events << 2 | phase.
+//   phase       RUNNING, FINALIZING, FINALIZED (3 only in a handle: save_slow)
+//   events      a counter of thread-state lifecycle events within the generation
+//               (lifecycle.h: PyThreadState_Delete of a thread state, 30 bits, wraps).
+//               Part of the word so that the restore fast path stays one compare: a
+//               thread that saved its state before such an event takes the slow path
+//               once, where lifecycle.h tells whether its own state was deleted.
+//   generation  one per runtime (Py_Initialize* after a finalization starts the next)
+constexpr uint32_t kEventsMask = (1u << 30) - 1;
 inline uint64_t phase_of(uint64_t e) { return e & 3; }
-inline uint64_t gen_of(uint64_t e) { return e >> 2; }
-inline uint64_t make_epoch(uint64_t gen, uint64_t phase) { return gen << 2 | phase; }
+inline uint64_t gen_of(uint64_t e) { return e >> 32; }
+inline uint32_t events_of(uint64_t e) { return uint32_t(e >> 2) & kEventsMask; }
+inline uint64_t make_epoch(uint64_t gen, uint64_t phase) { return gen << 32 | phase; }
+// Generation and phase only: what the transitions and the plain join path compare.
+inline uint64_t runtime_of(uint64_t e) { return e & ~(uint64_t(kEventsMask) << 2); }
 
-// g_epoch = generation << 2 | phase. Stored only by a thread that finalizes or
-// initializes; loaded on every hot path. All accesses are seq_cst: a thread whose load
-// still sees RUNNING is ordered before the finalizer's store (docs/model.md argues why
-// this is enough). On x86-64 the load is a plain mov.
+// Stored by a thread that finalizes or initializes (the transitions below) and, for the
+// events counter, by PyThreadState_Delete (lifecycle.cc); every store is a CAS that
+// keeps what it does not own. Loaded on every hot path. All accesses are seq_cst: a
+// thread whose load still sees RUNNING is ordered before the finalizer's store
+// (docs/model.md argues why this is enough). On x86-64 the load is a plain mov.
 extern std::atomic<uint64_t> g_epoch __attribute__((visibility("hidden")));
 
 // The generation whose runtime Py_Main/Py_BytesMain run (0: none): the python
@@ -70,7 +83,9 @@ inline bool in_gilstate() { return t_pt.mode >> 1; }
 // Transitions. Called by the finalizing / initializing thread only.
 bool begin_finalizing();  // RUNNING -> FINALIZING (same generation); false if not RUNNING
 void end_finalizing();    // -> FINALIZED
-void begin_generation();  // FINALIZING/FINALIZED -> (gen + 1) | RUNNING
+void begin_generation();  // FINALIZING/FINALIZED -> (gen + 1) | RUNNING, events 0
+// One more lifecycle event in this generation; returns g_epoch as it now is.
+uint64_t count_event();
 // An unsupported runtime (free-threaded): the phase stays RUNNING for good.
 void state_step_aside();
 

@@ -119,28 +119,22 @@ for g in ("shared", "own"):
 # A thread state the embedder deleted (zap) before Py_EndInterpreter, restored by its
 # worker after Py_EndInterpreter while the main runtime runs: 3.6-3.8 take the (runtime-
 # wide) GIL with the freed state and return (passed: a silent use after free), 3.9+ SIGSEGV
-# in take_gil reading the GIL through the freed state's interpreter. The guard does not
-# know the interpreter ended: its handle's epoch still matches, the restore takes the fast
-# path into CPython.
-GAP_ZAP = ("G1 stale restore after Py_EndInterpreter: the worker restores a sub-interpreter thread state deleted before "
-           "Py_EndInterpreter while the main runtime is RUNNING; the guard tracks only main "
-           "runtimes, its handle still matches and the fast path calls the real "
-           "PyEval_RestoreThread on freed memory (needs Py_EndInterpreter / "
-           "PyThreadState_Delete hooks and a per-interpreter generation in the handle)")
-GAP_LATE = ("G2 late attach to an ended interpreter: the late thread's first call is PyThreadState_New(<ended interpreter>), which "
-            "reads the freed PyInterpreterState before any GIL call: not intercepted "
-            "(needs PyThreadState_New hooked against a table of ended interpreters, "
-            "filled by Py_EndInterpreter / PyInterpreterState_Delete)")
+# in take_gil reading the GIL through the freed state's interpreter. The guard recorded
+# the PyThreadState_Delete after the worker's save (shim/lifecycle.h) and parks the
+# restore (once gap G1).
+# late: the worker's first call is PyThreadState_New(<ended interpreter>), which CPython
+# builds on the freed PyInterpreterState; the guard recorded the Py_EndInterpreter and
+# parks it (once gap G2).
 for g in ("shared", "own"):
     BASELINE[("end", "zap", g)] = _b((span("3.6", "3.8"), {"passed"}),
                                      (V39_313, {"SIGSEGV"}))
-    GUARDED[("end", "zap", g)] = ("gap", {"passed", "SIGSEGV"}, GAP_ZAP)
+    GUARDED[("end", "zap", g)] = ("parked",)
     # 3.6 SIGSEGV in PyThreadState_New; 3.7/3.8 get through it on the freed (perturbed)
     # interpreter, block in take_gil, and glibc aborts at the main Py_FinalizeEx
     # ("free(): corrupted unsorted chunks"); 3.9+ SIGSEGV in PyThreadState_New.
     BASELINE[("end", "late", g)] = _b((V36, {"SIGSEGV"}), (V37_38, {"abort"}),
                                       (V39_313, {"SIGSEGV"}))
-    GUARDED[("end", "late", g)] = ("gap", {"SIGSEGV", "abort"}, GAP_LATE)
+    GUARDED[("end", "late", g)] = ("parked",)
 
 # Py_FinalizeEx with a live sub-interpreter. 3.6: nothing checks; the late thread blocks
 # forever (stuck), with the guard it parks. 3.7-3.12: PyInterpreterState_Delete(main)
@@ -176,7 +170,7 @@ for g in ("shared", "own"):
         elif k == "zap":
             c.append((V313, ("parked",)))
         else:
-            c.append((V313, ("gap", {"SIGSEGV"}, GAP_LATE)))
+            c.append((V313, ("parked",)))     # PyThreadState_New past the point of no return
         GUARDED_BY_RELEASE[("fin", k, g)] = c
 
 # A main-interpreter atexit callback wakes the sub-interpreter's thread and waits until it
@@ -199,7 +193,7 @@ for g in ("shared", "own"):
     # 3.9.18 aborted in 3 of 3 runs (glibc heap check), the others SIGSEGV: what the freed
     # interpreter's memory holds decides; both are the crash.
     BASELINE[("endfin", "late", g)] = _b((ALL, {"SIGSEGV", "abort"}))
-    GUARDED[("endfin", "late", g)] = ("gap", {"SIGSEGV", "abort"}, GAP_LATE)
+    GUARDED[("endfin", "late", g)] = ("parked",)
 
 
 class Run(object):

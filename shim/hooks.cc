@@ -355,6 +355,12 @@ __attribute__((visibility("hidden"))) int pfg_hook_pause(void) {
     const uint64_t e = g_epoch.load();
     if (t_pt.finalizer_gen != gen_of(e) && phase_of(e) != kRunning && runtime_is_finalizing())
       park(fn_pause, e, Reason::thread_hang);
+    // Inside an acquiring hook's real call CPython only pauses to hang the thread for
+    // good: 3.14+ does so to the threads of a sub-interpreter that Py_EndInterpreter
+    // ended while the main runtime runs (tests/subinterp end-daemon). Left as CPython
+    // has it, but its window must not hold up the drain of a later Py_FinalizeEx (it
+    // did, for 1 s and a warning).
+    t_pt.window = 0;
   }
   return PFG_REAL(pause)();
 }

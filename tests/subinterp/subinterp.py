@@ -196,6 +196,44 @@ for g in ("shared", "own"):
     GUARDED[("endfin", "late", g)] = ("parked",)
 
 
+# Debian unstable's releases in the tools/sid-env chroot (libpython3.13 3.13.18,
+# libpython3.14 3.14.10, libpython3.15 3.15.2), measured there with --measure 2 on
+# 2026-12-01 (every cell the same outcome in 2 of 2 runs per side). 3.13.18 has the
+# gh-87135 backport only in part: fin-zap and endfin-zap are stuck, not exited. 3.14+:
+# Py_EndInterpreter no longer stops at "not the last thread" -- the sub-interpreter's
+# daemon and native threads are left hanging (stuck, with the guard too: CPython hangs
+# them while the main runtime runs, which is not the guard's business), and at
+# Py_FinalizeEx they hang (stuck) where the guard parks them.
+S313 = span("3.13.18")
+S314_315 = span("3.14.10", "3.15.2")
+SID = span("3.13.18", "3.15.2")
+PARKED = ("parked",)
+SID_CELLS = {
+    # kind: {when: [(span, baseline outcomes, guarded contract)]}
+    "daemon": {"end": [(S313, {"abort"}, ("same", FATAL_LAST)), (S314_315, {"stuck"}, ("same", None))],
+               "fin": [(S313, {"abort"}, ("same", FATAL_LAST)), (S314_315, {"stuck"}, PARKED)],
+               "atexit": [(SID, {"ok"}, ("same", None))]},
+    "nondaemon": {"end": [(SID, {"ok"}, ("same", None))],
+                  "fin": [(S313, {"hang"}, ("same-hang",)), (S314_315, {"ok"}, ("same", None))],
+                  "atexit": [(SID, {"ok"}, ("same", None))]},
+    "zap": {"end": [(SID, {"SIGSEGV"}, PARKED)],
+            "fin": [(S313, {"stuck"}, PARKED), (S314_315, {"SIGSEGV"}, PARKED)],
+            "endfin": [(S313, {"stuck"}, PARKED), (span("3.14.10"), {"abort"}, PARKED),
+                       (span("3.15.2"), {"SIGSEGV"}, PARKED)]},
+    "late": {"end": [(SID, {"SIGSEGV"}, PARKED)], "fin": [(SID, {"SIGSEGV"}, PARKED)],
+             "endfin": [(SID, {"SIGSEGV"}, PARKED)]},
+}
+SID_CELLS["sleep"] = {w: v for w, v in SID_CELLS["daemon"].items() if w != "atexit"}
+SID_CELLS["native"] = SID_CELLS["daemon"]
+for g in ("shared", "own"):
+    for k, whens in SID_CELLS.items():
+        for w, rows in whens.items():
+            cell = (w, k, g)
+            BASELINE.setdefault(cell, []).extend((sp, b) for sp, b, _ in rows)
+            if cell not in GUARDED_BY_RELEASE:  # one contract for every release so far
+                GUARDED_BY_RELEASE[cell] = [(span("3.6", "3.13.0"), GUARDED[cell])]
+            GUARDED_BY_RELEASE[cell].extend((sp, c) for sp, _, c in rows)
+
 class Run(object):
     def __init__(self, rc, timed_out, out, err, secs):
         self.rc, self.timed_out, self.out, self.err, self.secs = rc, timed_out, out, err, secs

@@ -68,7 +68,8 @@ class Install(unittest.TestCase):
         share = os.path.join(self.datadir, "pyfinguard")
         for f in ("tools/pfgpy/__init__.py", "tools/pfgpy/build.py",
                   "tools/pfgpy/interpreters.py", "tests/scenarios/pfgtest.c",
-                  "tests/scenarios/late_ensure.c", "tests/scenarios/scen.h"):
+                  "tests/scenarios/late_ensure.c", "tests/scenarios/scen.h",
+                  "tests/scenarios/doctor_host.c"):
             self.assertTrue(os.path.isfile(os.path.join(share, f)), f)
 
     def test_docs(self):
@@ -104,6 +105,19 @@ class Install(unittest.TestCase):
     def test_launcher_env(self):
         out = sh([self.launcher, "env"], env=user_env())
         self.assertIn("export LD_PRELOAD=%s\"${LD_PRELOAD:+:$LD_PRELOAD}\"" % self.lib, out)
+
+    def test_no_test_files(self):
+        # Only the sources of doctor's live checks come from tests/ (tools/meson.build).
+        found = []
+        for d, _, files in os.walk(self.prefix):
+            found += [os.path.relpath(os.path.join(d, f), self.prefix) for f in files]
+        share_tests = os.path.join(os.path.relpath(self.datadir, self.prefix), "pyfinguard",
+                                   "tests", "scenarios")
+        allowed = set(os.path.join(share_tests, f) for f in
+                      ("pfgtest.c", "late_ensure.c", "doctor_host.c", "scen.h"))
+        bad = [f for f in found if f not in allowed and
+               ("test" in f.split(os.sep) or "tests" in f.split(os.sep) or "test_" in f)]
+        self.assertEqual(bad, [])
 
     def test_launcher_run(self):
         out = sh([self.launcher, "run", "--", sys.executable, "-c", VERSION_CODE],

@@ -70,6 +70,8 @@ class Install(unittest.TestCase):
         self.assertTrue(os.path.isfile(os.path.join(self.includedir, "pyfinguard.h")))
         self.assertTrue(os.path.isfile(os.path.realpath(self.lib)), self.lib)
         self.assertEqual(os.path.realpath(self.preload), os.path.realpath(self.lib))
+        for man in ("man1/pyfinguard.1", "man7/pyfinguard-env.7"):
+            self.assertTrue(os.path.isfile(os.path.join(self.datadir, "man", man)), man)
         share = os.path.join(self.datadir, "pyfinguard")
         for f in ("tools/pfgpy/__init__.py", "tools/pfgpy/build.py",
                   "tools/pfgpy/interpreters.py", "tests/scenarios/pfgtest.c",

@@ -1,4 +1,6 @@
 #!/bin/sh
+# "COND && ok ... || fail ...": ok only echoes and always succeeds.
+# shellcheck disable=SC2015
 # Runs inside the clean Debian 12 chroot of test_package.sh, which copies it to
 # /tmp/pfg-package/ with the .debs and late_reader.py; nothing of the source tree is there.
 # Installs the packages with apt (dependencies from the archive), then checks, from the

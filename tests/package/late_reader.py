@@ -1,9 +1,9 @@
 """A daemon thread blocked in os.read when the program exits, woken only after Python's
 finalization: by close(42), which the C library's exit() runs as an on_exit handler after
 Py_FinalizeEx (the pipe's write end is fd 42, and 42 is the exit status handed to the
-handler). Further on_exit handlers (usleep(42) each, about 0.2 s in all) keep the process
-alive while the woken thread reaches for the GIL, so the guard's report is written before
-the exit. Standard library only (ctypes): it runs where nothing can be compiled.
+handler). Further on_exit handlers (2,000 calls of usleep(42): 0.32 s on the project
+machine, timed from ctypes) keep the process alive while the woken thread reaches for the
+GIL, so the guard's report is written before the exit. Standard library only (ctypes): it runs where nothing can be compiled.
 
 Prints where the guard is mapped from and LD_PRELOAD; exits with status 42.
 """

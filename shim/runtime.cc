@@ -277,8 +277,12 @@ int runtime_describe(char *buf, size_t size) {
   pthread_mutex_lock(&mu);
   pthread_mutex_lock(&g_detect_mu);
   int n = 0;
+  // fmt is always a literal here; without arguments it is printed through "%s" so that
+  // -Werror=format-security (Debian's default build flags) accepts the call.
   auto add = [&](const char *fmt, auto... a) {
-    if (n < int(sizeof text)) n += snprintf(text + n, sizeof text - n, fmt, a...);
+    if (n >= int(sizeof text)) return;
+    if constexpr (sizeof...(a) == 0) n += snprintf(text + n, sizeof text - n, "%s", fmt);
+    else n += snprintf(text + n, sizeof text - n, fmt, a...);
   };
   uint64_t e = g_epoch.load();
   static const char *const phases[] = {"running", "finalizing", "finalized", "?"};

@@ -51,6 +51,10 @@ class Install(unittest.TestCase):
         cls.includedir = os.path.join(cls.prefix, opt["includedir"])
         cls.launcher = os.path.join(cls.prefix, opt["bindir"], "pyfinguard")
         cls.lib = os.path.join(cls.libdir, "libpyfinguard.so")
+        # What the installed launcher and pkg-config's `preload` name: the SONAME file,
+        # which a runtime package ships without the development link (debian/README.source).
+        cls.preload = os.path.join(cls.libdir, "libpyfinguard.so.%s"
+                                   % dc.project_version().split(".")[0])
         shutil.rmtree(bld)
 
     @classmethod
@@ -65,10 +69,14 @@ class Install(unittest.TestCase):
         self.assertNotIn("@PYFINGUARD_", text)     # every placeholder substituted
         self.assertTrue(os.path.isfile(os.path.join(self.includedir, "pyfinguard.h")))
         self.assertTrue(os.path.isfile(os.path.realpath(self.lib)), self.lib)
+        self.assertEqual(os.path.realpath(self.preload), os.path.realpath(self.lib))
+        for man in ("man1/pyfinguard.1", "man7/pyfinguard-env.7"):
+            self.assertTrue(os.path.isfile(os.path.join(self.datadir, "man", man)), man)
         share = os.path.join(self.datadir, "pyfinguard")
         for f in ("tools/pfgpy/__init__.py", "tools/pfgpy/build.py",
                   "tools/pfgpy/interpreters.py", "tests/scenarios/pfgtest.c",
-                  "tests/scenarios/late_ensure.c", "tests/scenarios/scen.h"):
+                  "tests/scenarios/late_ensure.c", "tests/scenarios/scen.h",
+                  "tests/scenarios/doctor_host.c"):
             self.assertTrue(os.path.isfile(os.path.join(share, f)), f)
 
     def test_docs(self):
@@ -88,7 +96,7 @@ class Install(unittest.TestCase):
         self.assertEqual(sh([pc, "--modversion", "pyfinguard"], env=env).strip(),
                          dc.project_version())
         preload = sh([pc, "--variable=preload", "pyfinguard"], env=env).strip()
-        self.assertEqual(preload, self.lib)
+        self.assertEqual(preload, self.preload)
         flags = sh([pc, "--cflags", "--libs", "pyfinguard"], env=env).split()
         self.assertIn("-I" + self.includedir, flags)
         # A program built with those flags finds the header and links the library.
@@ -103,7 +111,29 @@ class Install(unittest.TestCase):
 
     def test_launcher_env(self):
         out = sh([self.launcher, "env"], env=user_env())
-        self.assertIn("export LD_PRELOAD=%s\"${LD_PRELOAD:+:$LD_PRELOAD}\"" % self.lib, out)
+        self.assertIn("export LD_PRELOAD=%s\"${LD_PRELOAD:+:$LD_PRELOAD}\"" % self.preload, out)
+
+    def test_launcher_without_dev_link(self):
+        # A runtime package has no libpyfinguard.so link: the launcher uses the SONAME file.
+        os.rename(self.lib, self.lib + ".away")
+        try:
+            out = sh([self.launcher, "run", "--", "printenv", "LD_PRELOAD"], env=user_env())
+        finally:
+            os.rename(self.lib + ".away", self.lib)
+        self.assertEqual(out.strip(), self.preload)
+
+    def test_no_test_files(self):
+        # Only the sources of doctor's live checks come from tests/ (tools/meson.build).
+        found = []
+        for d, _, files in os.walk(self.prefix):
+            found += [os.path.relpath(os.path.join(d, f), self.prefix) for f in files]
+        share_tests = os.path.join(os.path.relpath(self.datadir, self.prefix), "pyfinguard",
+                                   "tests", "scenarios")
+        allowed = set(os.path.join(share_tests, f) for f in
+                      ("pfgtest.c", "late_ensure.c", "doctor_host.c", "scen.h"))
+        bad = [f for f in found if f not in allowed and
+               ("test" in f.split(os.sep) or "tests" in f.split(os.sep) or "test_" in f)]
+        self.assertEqual(bad, [])
 
     def test_launcher_run(self):
         out = sh([self.launcher, "run", "--", sys.executable, "-c", VERSION_CODE],
@@ -137,7 +167,7 @@ class Install(unittest.TestCase):
         shutil.copytree(self.prefix, moved, symlinks=True)
         try:
             launcher = os.path.join(moved, os.path.relpath(self.launcher, self.prefix))
-            lib = os.path.join(moved, os.path.relpath(self.lib, self.prefix))
+            lib = os.path.join(moved, os.path.relpath(self.preload, self.prefix))
             out = sh([launcher, "run", "--", "printenv", "LD_PRELOAD"], env=user_env())
             self.assertEqual(out.strip(), lib)
         finally:

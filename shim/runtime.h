@@ -32,6 +32,10 @@ bool runtime_is_finalizing();
 // that call in 3.10). False on 3.10+, where only finalization calls it.
 bool runtime_thread_ending_normally();
 
+// The first word of Py_GetVersion() of the runtime taken over ("3.11.2"), copied at
+// take-over; "unknown" before. A static buffer: reports read it without a call.
+const char *runtime_version();
+
 // pyfinguard_describe(): "key: value" lines and one "cover <fn> <mech> <why>" per function.
 int runtime_describe(char *buf, size_t size);
 

@@ -33,6 +33,7 @@ import datetime
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -348,6 +349,10 @@ input(type="imuxsock" Socket="{sock}")
 template(name="pfg" type="string"
          string="%hostname%\\t%programname%\\t%procid%\\t%syslogseverity-text%\\t%msg%\\n")
 *.* action(type="omfile" file="{out}" template="pfg")
+# As docs/diagnostics.md shows it: the JSON reports alone, one per line.
+template(name="pyfinguard_json" type="string" string="%msg:2:$%\\n")
+if $programname == "pyfinguard" and $msg startswith " {{" then
+    action(type="omfile" file="{json}" template="pyfinguard_json")
 """
 
 
@@ -358,9 +363,10 @@ class Rsyslog(object):
         self.d = d
         self.sock = os.path.join(d, "log.sock")
         self.out = os.path.join(d, "messages")
+        self.json = os.path.join(d, "pyfinguard.json")
         conf = os.path.join(d, "rsyslog.conf")
         with open(conf, "w") as f:
-            f.write(RSYSLOG_CONF.format(d=d, sock=self.sock, out=self.out))
+            f.write(RSYSLOG_CONF.format(d=d, sock=self.sock, out=self.out, json=self.json))
         exe = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
         self.log = open(os.path.join(d, "rsyslogd.out"), "w")
         self.p = subprocess.Popen([exe, "-n", "-f", conf, "-i", os.path.join(d, "rsyslogd.pid")],
@@ -495,36 +501,40 @@ def cmd_syslog(args, lib, its, build_dir):
 
 # The one-liner docs/diagnostics.md shows: parks per host and program from JSON lines
 # (the message part of the syslog records here; a PYFINGUARD_LOG file in JSON as is).
-AGGREGATE_JQ = ('jq -r \'select(.event == "park") | "\\(.host) \\(.program)"\' | sort | uniq -c')
+AGGREGATE_JQ = ('jq -r \'select(.event == "park") | "\\(.host) \\(.program)"\' %s | sort | uniq -c')
 
 
 def aggregate_cell(rs):
-    c = Cell("syslog aggregate (jq one-liner of docs/diagnostics.md)")
+    c = Cell("syslog aggregate (rsyslog filter and jq one-liner of docs/diagnostics.md)")
     if not shutil.which("jq"):
         c.status, c.reason = "SKIP", "jq not installed"
         return c
-    msgs = []
-    want = {}
+    # What the parks were, from the full records; the JSON-only file must hold exactly
+    # those messages, and the one-liner must count them per host and program.
+    want, msgs = {}, []
     with open(rs.out, errors="replace") as f:
         for line in f:
             parts = line.rstrip("\n").split("\t", 4)
-            if len(parts) == 5 and parts[4].lstrip().startswith("{"):
-                m = parts[4].lstrip()
-                msgs.append(m)
-                ev = json.loads(m)
+            if len(parts) == 5 and parts[1] == "pyfinguard" and parts[4].lstrip().startswith("{"):
+                msgs.append(parts[4].lstrip())
+                ev = json.loads(msgs[-1])
                 if ev.get("event") == "park":
                     k = "%s %s" % (ev["host"], ev["program"])
                     want[k] = want.get(k, 0) + 1
-    out = subprocess.run(["sh", "-c", AGGREGATE_JQ], input="\n".join(msgs).encode(),
+    have = open(rs.json).read().splitlines() if os.path.exists(rs.json) else []
+    out = subprocess.run(["sh", "-c", AGGREGATE_JQ % shlex.quote(rs.json)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
     got = {}
     for line in out.stdout.decode().splitlines():
         n, _, k = line.strip().partition(" ")
         got[k] = int(n)
-    if out.returncode != 0 or got != want or not got:
+    if have != msgs or not msgs:
+        c.status, c.reason = "FAIL", "the JSON-only file has %d lines, the records %d JSON messages" % (
+            len(have), len(msgs))
+    elif out.returncode != 0 or got != want or not got:
         c.status, c.reason = "FAIL", "jq gave %r, want %r (%s)" % (got, want, out.stderr.decode()[-200:])
     else:
-        c.reason = "; ".join("%d x %s" % (n, k) for k, n in sorted(got.items()))
+        c.reason = "%d JSON lines; %s" % (len(have), "; ".join("%d x %s" % (n, k) for k, n in sorted(got.items())))
     return c
 
 

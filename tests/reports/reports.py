@@ -582,6 +582,20 @@ def strict_cell(it, lib, build_dir):
                 ("strict", 3, sc.status, 1, sj.pid):
             problems.append("%s strict json: last line %r" % (sc.id, last[0][:200]))
         notes.append("%s: %d -> 3" % (sc.id, base.rc))
+    if it.can_embed:
+        # A park during exit(): a C++ static destructor joins a worker whose first
+        # PyGILState_Ensure comes after Py_FinalizeEx. The strict handler runs after the
+        # destructors, so it counts (docs/diagnostics.md).
+        jd = [s for s in matrix.SCENARIOS if s.id == "j-join-dtor"][0]
+        try:
+            cmd, extra = matrix.prepare(jd, it, build_dir)
+            r = run(cmd, guarded_env(lib, extra, {"PYFINGUARD_STRICT": "3"}))
+            if r.rc != 3 or "STATE worker parked" not in r.out:
+                problems.append("j-join-dtor strict: %s, want exit 3 and the worker parked" % r.describe())
+            else:
+                notes.append("j-join-dtor: 3")
+        except build.Unsupported as e:
+            notes.append("j-join-dtor: %s" % e)
     if it.can_run_programs:
         cmd = [it.executable, "-s", os.path.join(HERE, "daemons_exit0.py")]
         plain = matrix.clean_env()

@@ -1,14 +1,17 @@
 #include "config.h"
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <sys/auxv.h>
+#include <sys/utsname.h>
 
 #include "report.h"
 
 namespace pfg {
 
-Config g_config = {false, false, Mode::park, false, true, false, false, {0}};
+Config g_config = {false, false, Mode::park, false, true, false, false, {0},
+                   Format::text, false, "/dev/log", 0, {0}, {0}};
 
 const char *mode_name(Mode m) {
   switch (m) {
@@ -34,7 +37,22 @@ bool one_of(const char *v, const char *const *words) {
   return false;
 }
 
+void copy_host(const char *name) {
+  size_t n = strnlen(name, sizeof g_config.host - 1);
+  memcpy(g_config.host, name, n);
+  g_config.host[n] = 0;
+}
+
 }  // namespace
+
+void strict_register_at_load() {
+  // Only the variable's presence is looked at here; its value is checked with the others
+  // in config_load() (one warning line, in a process that runs Python). on_exit rather
+  // than atexit: its handler gets the exit status, and it is not tied to this library's
+  // DSO handle, so __cxa_finalize does not run it early when our destructors run.
+  if (getauxval(AT_SECURE) || !getenv("PYFINGUARD_STRICT")) return;
+  on_exit(report_strict_at_exit, nullptr);
+}
 
 void config_load() {
   if (g_config.loaded) return;
@@ -66,16 +84,44 @@ void config_load() {
     else if (strcmp(v, "auto") != 0) complain(w, "PYFINGUARD_PATCH", v, "auto|off; using auto");
   }
   if (const char *v = getenv("PYFINGUARD_LOG"); v && *v) {
-    g_config.log_set = true;  // stderr or a path: every park is reported
+    g_config.log_set = true;  // stderr, a path or syslog: every park is reported
     size_t n = strlen(v);
     if (strcmp(v, "stderr") == 0) {
       // the default destination
+    } else if (strcmp(v, "syslog") == 0) {
+      g_config.syslog = true;  // socket created and connected on first report (report.cc)
     } else if (n >= sizeof g_config.log_path) {
       complain(w, "PYFINGUARD_LOG", v, "path too long; using stderr");
     } else {
       memcpy(g_config.log_path, v, n + 1);
       g_config.log_file = true;  // opened on first report (report.cc), 0600, O_NOFOLLOW
     }
+  }
+  if (const char *v = getenv("PYFINGUARD_SYSLOG_SOCKET"); v && *v) {
+    size_t n = strlen(v);
+    if (v[0] != '/' || n >= sizeof g_config.syslog_path)
+      complain(w, "PYFINGUARD_SYSLOG_SOCKET", v, "an absolute path under 108 bytes; using /dev/log");
+    else
+      memcpy(g_config.syslog_path, v, n + 1);
+  }
+  if (const char *v = getenv("PYFINGUARD_REPORT_FORMAT"); v && *v) {
+    if (strcmp(v, "json") == 0) g_config.format = Format::json;
+    else if (strcmp(v, "text") != 0) complain(w, "PYFINGUARD_REPORT_FORMAT", v, "text|json; using text");
+  }
+  if (const char *v = getenv("PYFINGUARD_STRICT"); v && *v) {
+    char *end = nullptr;
+    errno = 0;
+    long s = strtol(v, &end, 10);
+    if (errno == 0 && end && *end == 0 && s >= 0 && s <= 255) g_config.strict = int(s);
+    else complain(w, "PYFINGUARD_STRICT", v, "an exit status 1-255, or 0 for off; using 0");
+  }
+  {
+    struct utsname u;
+    if (uname(&u) == 0) copy_host(u.nodename);
+    const char *p = program_invocation_short_name;
+    size_t n = p ? strnlen(p, sizeof g_config.program - 1) : 0;
+    if (n) memcpy(g_config.program, p, n);
+    g_config.program[n] = 0;
   }
   if (w.len() > empty) w.chr('\n').flush();
   else w.discard();

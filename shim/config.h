@@ -6,6 +6,7 @@
 namespace pfg {
 
 enum class Mode { park, exit, abort };
+enum class Format { text, json };
 
 struct Config {
   bool loaded;
@@ -14,8 +15,15 @@ struct Config {
   bool quiet;      // PYFINGUARD_QUIET=1: no exit summary
   bool patch;      // PYFINGUARD_PATCH=auto|off
   bool log_file;   // PYFINGUARD_LOG=<path> (else stderr)
-  bool log_set;    // PYFINGUARD_LOG given at all (stderr or a path): report every park
+  bool log_set;    // PYFINGUARD_LOG given at all (stderr, a path, syslog): report every park
   char log_path[PATH_MAX];
+  Format format;   // PYFINGUARD_REPORT_FORMAT=text|json
+  bool syslog;     // PYFINGUARD_LOG=syslog: reports are datagrams to syslog_path
+  char syslog_path[108];  // PYFINGUARD_SYSLOG_SOCKET (sizeof sockaddr_un::sun_path), /dev/log
+  int strict;      // PYFINGUARD_STRICT=1..255: the exit status when a reported park happened; 0 off
+  // For JSON reports, captured here (normal context) so reports only copy them.
+  char host[65];   // uname() nodename
+  char program[64];  // program_invocation_short_name
 };
 
 extern Config g_config;
@@ -24,5 +32,11 @@ extern Config g_config;
 void config_load();
 
 const char *mode_name(Mode m);
+
+// Called from the library's constructor, before the program's main() and before
+// __libc_start_main registers the loader's destructor pass: with PYFINGUARD_STRICT set
+// (and not in secure execution), registers the exit handler that changes the status
+// (report.cc, report_strict_at_exit). Nothing at all without the variable.
+void strict_register_at_load();
 
 }  // namespace pfg

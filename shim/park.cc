@@ -19,6 +19,7 @@ namespace pfg {
 
 ParkRecord g_parked[kMaxParkRecords];
 std::atomic<unsigned> g_parked_count{0};
+std::atomic<unsigned> g_reportable_count{0};
 std::atomic<int> g_reports_in_flight{0};
 
 const char *reason_text(Reason r) {
@@ -60,6 +61,8 @@ bool is_routine(Fn api, Reason why, uint64_t epoch, bool from_cpython) {
 unsigned record(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
   g_reports_in_flight.fetch_add(1);  // before the slot is counted: see report_exit_summary
   unsigned i = g_parked_count.fetch_add(1);
+  const bool routine = is_routine(api, why, epoch, from_cpython);
+  if (!routine) g_reportable_count.fetch_add(1);
   if (i >= kMaxParkRecords) return i;  // counted, not described
   ParkRecord &r = g_parked[i];
   r.thread = pthread_self();
@@ -67,7 +70,7 @@ unsigned record(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
   r.epoch = epoch;
   r.generation = gen_of(epoch);
   r.when_ns = monotonic_ns();
-  r.routine = is_routine(api, why, epoch, from_cpython);
+  r.routine = routine;
   prctl(PR_GET_NAME, r.name, 0, 0, 0);
   r.tid.store(int(syscall(SYS_gettid)), std::memory_order_release);
   return i;
@@ -155,6 +158,7 @@ void park_atfork_child() {
   // Only the forking thread exists in the child. Its parent's parked threads are gone.
   for (unsigned i = 0; i < kMaxParkRecords; ++i) g_parked[i].tid.store(0);
   g_parked_count.store(0);
+  g_reportable_count.store(0);
   window_atfork_child();
   gilwait_atfork_child();
 }

@@ -27,6 +27,9 @@ struct ParkRecord {
 constexpr unsigned kMaxParkRecords = 4096;
 extern ParkRecord g_parked[kMaxParkRecords];
 extern std::atomic<unsigned> g_parked_count;  // slots handed out (may exceed the array)
+// Parks that are not routine, i.e. that the rules always report (counted even past the
+// array): what PYFINGUARD_STRICT turns into an exit status.
+extern std::atomic<unsigned> g_reportable_count;
 // Reports being written right now: the exit summary waits (bounded) for them, so a
 // process that exits while a thread parks still gets that thread's report.
 extern std::atomic<int> g_reports_in_flight;

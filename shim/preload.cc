@@ -18,6 +18,7 @@ __attribute__((constructor)) void pfg_load() {
   pfg::resolve_libc();
   pfg::runtime_detect_at_load();
   pthread_atfork(nullptr, nullptr, pfg::park_atfork_child);
+  pfg::strict_register_at_load();  // nothing unless PYFINGUARD_STRICT is set
 }
 
 __attribute__((destructor)) void pfg_unload() { pfg::report_exit_summary(); }

@@ -269,6 +269,8 @@ bool runtime_is_finalizing() {
   return false;
 }
 
+const char *runtime_version() { return g_rt.version[0] ? g_rt.version : "unknown"; }
+
 int runtime_describe(char *buf, size_t size) {
   // Formats into a local buffer first so the return value is the full length. Under the
   // detection mutex: images come and go (dlopen/dlclose hooks) while we read them.

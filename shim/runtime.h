@@ -42,6 +42,10 @@ void *runtime_interp_of(void *ts);
 // (lifecycle.h), to tell a new interpreter at that address from the freed one.
 bool runtime_interp_listed(void *interp);
 
+// The first word of Py_GetVersion() of the runtime taken over ("3.11.2"), copied at
+// take-over; "unknown" before. A static buffer: reports read it without a call.
+const char *runtime_version();
+
 // pyfinguard_describe(): "key: value" lines and one "cover <fn> <mech> <why>" per function.
 int runtime_describe(char *buf, size_t size);
 

@@ -3,6 +3,7 @@
     python3 tests/deploy/test_launcher.py [-v] [TestClass.test_name]
 """
 import glob
+import json
 import os
 import re
 import shlex
@@ -183,6 +184,17 @@ class Reproducers(unittest.TestCase):
         finally:
             shutil.rmtree(tmp)
 
+    def test_strict_and_report_format_reach_the_guard(self):
+        tmp = tempfile.mkdtemp()
+        try:
+            code = "import pfgtest; pfgtest.late_ensure()"
+            r = self.run_py(["--strict", "9", "--report-format", "json"], code, tmp)
+            self.assertEqual(r.returncode, 9, r.stderr)
+            events = [json.loads(l)["event"] for l in r.stderr.splitlines()]
+            self.assertEqual(events, ["park", "exit", "strict"], r.stderr)
+        finally:
+            shutil.rmtree(tmp)
+
 
 class Env(unittest.TestCase):
     SETTINGS = ["--mode", "exit", "--log", "/tmp/pfg dir/it's.log", "--quiet"]
@@ -295,11 +307,60 @@ class Env(unittest.TestCase):
         self.guard_active({"LD_PRELOAD": re.sub(r"\$\{LD_PRELOAD\}", "", pre)})
 
 
+    KUBE = SETTINGS + ["--strict", "3", "--report-format", "json",
+                       "--syslog-socket", "/run/pfg $(dir)/log"]
+    KUBE_WANT = dict(WANT, PYFINGUARD_STRICT="3", PYFINGUARD_REPORT_FORMAT="json",
+                     PYFINGUARD_SYSLOG_SOCKET="/run/pfg $(dir)/log")
+
+    def test_kubernetes(self):
+        text = self.snippet("kubernetes", self.KUBE)
+        # Structurally, always: "env:", then "- name: NAME" / "  value: <JSON string>"
+        # pairs (a JSON string is a YAML double-quoted scalar).
+        lines = [l for l in text.splitlines() if l.strip() and not l.startswith("#")]
+        self.assertEqual(lines[0], "env:")
+        items = []
+        for name, value in zip(lines[1::2], lines[2::2]):
+            m = re.match(r"^- name: ([A-Z_]+)$", name)
+            self.assertTrue(m, name)
+            self.assertTrue(value.startswith('  value: "'), value)
+            items.append({"name": m.group(1), "value": json.loads(value[len("  value: "):])})
+        self.assertEqual(len(lines), 1 + 2 * len(items))
+        # And with a YAML parser when there is one (python3-yaml): the same list.
+        try:
+            import yaml
+        except ImportError:
+            yaml = None
+        if yaml is not None:
+            self.assertEqual(yaml.safe_load(text), {"env": items})
+        for it in items:
+            self.assertEqual(sorted(it), ["name", "value"])
+            # Kubernetes wants strings (an unquoted 3 is an int and is rejected).
+            self.assertIsInstance(it["value"], str)
+        # Kubernetes expands $(VAR) in values and turns $$ into $.
+        env = {it["name"]: it["value"].replace("$$", "$") for it in items}
+        self.assertEqual(items[0]["name"], "LD_PRELOAD")
+        self.assertEqual(env.pop("LD_PRELOAD"), LIB)
+        self.assertEqual(env, self.KUBE_WANT)
+        self.guard_active({"LD_PRELOAD": LIB})
+
+    def test_buildbot_strict(self):
+        plain = self.snippet("buildbot")
+        self.assertIn("--strict 3", plain)  # the CI hint, when not asked for
+        text = self.snippet("buildbot", ["--strict", "3"])
+        ns = {}
+        exec(compile(text, "master.cfg fragment", "exec"), ns)
+        self.assertEqual(ns["PYFINGUARD_ENV"]["PYFINGUARD_STRICT"], "3")
+        self.assertNotIn("--strict 3", text)
+
+
 class Usage(unittest.TestCase):
     def test_bad_options_exit_2(self):
         for args in ([], ["frob"], ["--frob"], ["run"], ["run", "--bogus", "--", "true"],
                      ["run", "--mode", "nap", "--", "true"], ["run", "--log"],
                      ["env", "--format", "xml"], ["env", "extra"], ["env", "--", "x"],
+                     ["env", "--strict", "0"], ["env", "--strict", "256"], ["env", "--strict", "x"],
+                     ["env", "--report-format", "xml"], ["env", "--syslog-socket", "dev/log"],
+                     ["run", "--strict", "-1", "--", "true"],
                      ["doctor", "--bogus"], ["doctor", "a", "b"], ["demo", "--timeout", "x"],
                      ["demo", "--bogus"]):
             r = dc.launch(args)

@@ -1,4 +1,5 @@
 #include "park.h"
+#include "runtime.h"
 
 #include <cerrno>
 #include <csignal>
@@ -52,7 +53,11 @@ namespace {
 bool is_routine(Fn api, Reason why, uint64_t epoch, bool from_cpython) {
   if (why == Reason::thread_exit || why == Reason::thread_hang) return true;
   if (why == Reason::stale_ts || why == Reason::deleted_ts || why == Reason::ended_interp) return false;
-  if (phase_of(epoch) == kFinalizing) return true;
+  // FINALIZING as the guard saw it, but CPython's finalization may be over: 3.13's
+  // Py_RunMain and Py_Exit finalize through an internal function, so no hook returns
+  // to store FINALIZED, and a native thread's late PyGILState_Ensure from a libc atexit
+  // handler must not pass as routine.
+  if (phase_of(epoch) == kFinalizing && !runtime_finalization_over()) return true;
   return gen_of(epoch) == g_main_generation.load() &&
          (api == fn_PyEval_RestoreThread || api == fn_pthread_cond_timedwait ||
           (api == fn_PyEval_AcquireThread && from_cpython));

@@ -236,6 +236,14 @@ bool runtime_thread_ending_normally() {
   return tts() == nullptr;
 }
 
+bool runtime_finalization_over() {
+  if (!g_rt.present.load()) return true;
+  auto init = g_rt.is_initialized.load();
+  if (!init || init()) return false;
+  if (auto f = g_rt.probe_fn.load()) return f() == 0;
+  return false;  // 3.6's _Py_Finalizing stays set
+}
+
 void *runtime_interp_of(void *ts) {
   if (!ts || !g_rt.present.load()) return nullptr;
   if (auto f = g_rt.ts_interp.load()) return f(ts);

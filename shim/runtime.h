@@ -27,6 +27,11 @@ void runtime_after_dlclose();
 // True when the runtime's image was unmapped.
 bool runtime_is_finalizing();
 
+// Has CPython's finalization run to its end (not initialized, and its finalizing flag
+// reset again on the way out)? False while it runs, and where CPython never resets the
+// flag (3.6). Lock-free, like runtime_is_finalizing().
+bool runtime_finalization_over();
+
 // Is the calling thread at its normal end? CPython <= 3.9 ends every thread with
 // PyThread_exit_thread() after deleting its thread state (t_bootstrap; bpo-44434 removed
 // that call in 3.10). False on 3.10+, where only finalization calls it.

@@ -67,9 +67,13 @@ class Install(unittest.TestCase):
         self.assertTrue(os.path.isfile(os.path.realpath(self.lib)), self.lib)
         share = os.path.join(self.datadir, "pyfinguard")
         for f in ("tools/pfgpy/__init__.py", "tools/pfgpy/build.py",
-                  "tools/pfgpy/interpreters.py", "tests/scenarios/pfgtest.c",
-                  "tests/scenarios/late_ensure.c", "tests/scenarios/scen.h"):
+                  "tools/pfgpy/interpreters.py", "tools/pfgpy/doctor.py",
+                  "tools/pfgpy/demo.py", "tools/pfgpy/c/pfgtest.c",
+                  "tools/pfgpy/c/late_ensure.c", "tools/pfgpy/c/doctor_host.c",
+                  "tools/pfgpy/c/scen.h"):
             self.assertTrue(os.path.isfile(os.path.join(share, f)), f)
+        # Nothing of the tests is installed.
+        self.assertFalse(os.path.exists(os.path.join(share, "tests")))
 
     def test_docs(self):
         docdir = os.path.join(self.datadir, "doc", "pyfinguard")
@@ -124,7 +128,7 @@ class Install(unittest.TestCase):
             self.assertIn(os.path.join(self.datadir, "pyfinguard"), f.read())
 
     def test_launcher_demo_embedder(self):
-        # An embed-only libpython runs tests/scenarios/late_ensure.c from share/pyfinguard.
+        # An embed-only libpython runs pfgpy/c/late_ensure.c from share/pyfinguard.
         it = dc.interp(lambda i: i.kind == "embed-only", "an embed-only libpython")
         out = sh([self.launcher, "demo", "--python", it.name],
                  env=user_env(PFGPY_BUILD_DIR=os.path.join(self.tmp, "pfgpy")), timeout=300)

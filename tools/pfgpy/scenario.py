@@ -1,5 +1,5 @@
 """The scenario runner: build a scenario program for one interpreter and run it, reading
-what it says by the conventions of tests/scenarios/scen.h -- `STATE <thread> <word>` for
+what it says by the conventions of pfgpy/c/scen.h -- `STATE <thread> <word>` for
 each late thread, `MARK ...` at its blocking point (a timeout after the mark is a hang,
 before it a slow machine) -- and what the guard says (pfgpy.summary).
 
@@ -86,7 +86,7 @@ _build_locks_mu = threading.Lock()
 def prepare(sc, it, build_dir=None):
     """Build what the scenario needs on `it`; returns (cmd, extra env). Raises
     build.Unsupported, build.BuildError."""
-    src = lambda s: os.path.join(build.SCENARIOS, s)   # noqa: E731
+    src = build.source
     with _build_locks_mu:
         lock = _build_locks[(tuple(sc.sources) + tuple(sc.modules),
                              None if sc.kind == "host" else it.name)]

@@ -3,12 +3,12 @@
 
     pyfinguard: 1 thread parked after Python finalization began, 1 still present at exit; 1 reported, 1 routine
     (with PYFINGUARD_LOG=FILE: "1 reported in FILE, 1 routine")
-    pyfinguard: parked thread 1234 'worker' in PyEval_RestoreThread (generation 1, ...
+    pyfinguard: parked thread 1234 'worker' in PyEval_RestoreThread (generation 1, runtime finalized, 3 ms ...
 
     from pfgpy import summary
     s = summary.exit_summary(stderr)    # the last summary line, or None
     s.parked, s.present, s.reported, s.routine   (reported/routine None when not printed)
-    summary.parks(text)                 # [Park(tid, name, api), ...] in order
+    summary.parks(text)                 # [Park(tid, name, api, generation, why), ...]
 """
 import collections
 import re
@@ -17,10 +17,12 @@ import re
 SUMMARY_RE = re.compile(r"^pyfinguard: (\d+) threads? ?(?:\(s\))? parked after Python "
                         r"finalization(?: began)?, (\d+) still present at exit"
                         r"(?:; (\d+) reported(?: in .*?)?, (\d+) routine)?", re.M)
-PARK_RE = re.compile(r"^pyfinguard: parked thread (\d+) '(.*?)' in (\S+) ", re.M)
+PARK_RE = re.compile(r"^pyfinguard: parked thread (\d+) '(.*?)' in (\S+) "
+                     r"\(generation (\d+), ([^,]+),", re.M)
 
 Summary = collections.namedtuple("Summary", "parked present reported routine")
-Park = collections.namedtuple("Park", "tid name api")
+# why: "runtime finalizing", "runtime finalized", "CPython terminating the thread", ...
+Park = collections.namedtuple("Park", "tid name api generation why")
 
 
 def exit_summaries(text):
@@ -35,4 +37,5 @@ def exit_summary(text):
 
 
 def parks(text):
-    return [Park(int(m.group(1)), m.group(2), m.group(3)) for m in PARK_RE.finditer(text)]
+    return [Park(int(m.group(1)), m.group(2), m.group(3), int(m.group(4)), m.group(5))
+            for m in PARK_RE.finditer(text)]

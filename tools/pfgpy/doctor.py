@@ -8,11 +8,9 @@ import platform
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 
-from . import build, interpreters, live
-from .run import signame
+from . import build, interpreters, live, run
 
 # Runs inside the examined interpreter under the guard: asks the guard what it covers there.
 _DESCRIBE = r'''
@@ -52,22 +50,25 @@ def interpreter_for(python):
     return it, None
 
 
+def describe_quietly(argv, lib, timeout=60):
+    """Run argv under the guard without its exit summary: a pfgpy.run.Result; OSError
+    when it cannot be started."""
+    return run.run(argv, live.clean_env(lib, [("PYFINGUARD_QUIET", "1")]), timeout)
+
+
 def describe_under_guard(python, lib, timeout=60):
-    env = live.clean_env(lib, [("PYFINGUARD_QUIET", "1")])
     try:
-        r = subprocess.run([python, "-E", "-c", _DESCRIBE], env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, "timed out after %d s" % timeout, ""
+        r = describe_quietly([python, "-E", "-c", _DESCRIBE], lib, timeout)
     except OSError as e:
         return None, str(e), ""
-    err = r.stderr.decode("utf-8", "replace")
-    for line in r.stdout.decode("utf-8", "replace").splitlines():
+    if r.timed_out:
+        return None, "timed out after %d s" % timeout, ""
+    for line in r.stdout.splitlines():
         if line.startswith("PFG-DOCTOR "):
-            return json.loads(line[len("PFG-DOCTOR "):]), None, err
-    status = ("killed by " + signame(-r.returncode)) if r.returncode < 0 else \
-        "exit %d" % r.returncode
-    return None, "%s printed no report (%s): %s" % (python, status, err.strip()[-400:]), err
+            return json.loads(line[len("PFG-DOCTOR "):]), None, r.stderr
+    status = ("killed by " + r.signal) if r.signal else "exit %d" % r.status
+    return None, "%s printed no report (%s): %s" % (python, status, r.stderr.strip()[-400:]), \
+        r.stderr
 
 
 def parse_describe(text):
@@ -89,12 +90,20 @@ CORE_FUNCTIONS = ("PyEval_SaveThread", "PyEval_RestoreThread", "PyGILState_Ensur
                   "Py_FinalizeEx")
 
 
-def coverage_problems(info, cover):
-    """What keeps a description's coverage from being complete (empty: complete)."""
+def coverage_problems(info, cover, python_version=None):
+    """(problems, lacking): what keeps a description's coverage from being complete (no
+    problems: complete), and which of CORE_FUNCTIONS -- every CPython 3.6+ defines them:
+    without a runtime the guard reports none -- nothing covers. python_version: the
+    examined python's own "3.X.Y"; without it the description's runtime line is read."""
     problems = []
-    m = re.match(r"CPython (\d+)\.(\d+)", info.get("runtime", ""))
-    if m and (int(m.group(1)), int(m.group(2))) < (3, 6):
-        problems.append("CPython %s.%s is not supported (3.6+)" % m.groups())
+    if python_version is not None:
+        if tuple(int(x) for x in python_version.split(".")) < (3, 6):
+            problems.append("Python %s is not supported (pyfinguard guards CPython 3.6+)"
+                            % python_version)
+    else:
+        m = re.match(r"CPython (\d+)\.(\d+)", info.get("runtime", ""))
+        if m and (int(m.group(1)), int(m.group(2))) < (3, 6):
+            problems.append("CPython %s.%s is not supported (3.6+)" % m.groups())
     reported = dict((fn, mech) for fn, mech, _ in cover)
     lacking = [fn for fn in CORE_FUNCTIONS if reported.get(fn) in (None, "absent")]
     if not cover:
@@ -104,7 +113,7 @@ def coverage_problems(info, cover):
     missing = [fn for fn, mech, _ in cover if mech not in COVERED]
     if missing:
         problems.append("not covered: " + ", ".join(missing))
-    return problems
+    return problems, lacking
 
 
 # The two ways an embedding host loads a libpython, as doctor --libpython checks them.
@@ -139,17 +148,18 @@ def doctor_libpython(args, lib, out):
             problems.append("%s host could not be built: %s" % (mode, str(e).strip()[:200]))
             out.write("  not checked: the embedder could not be built\n")
             continue
-        env = live.clean_env(lib, [("PYFINGUARD_QUIET", "1")])
         try:
-            r = subprocess.run([exe, mode, path, "describe"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, timeout=60)
-        except (OSError, subprocess.TimeoutExpired) as e:
+            r = describe_quietly([exe, mode, path, "describe"], lib)
+        except OSError as e:
             problems.append("%s host: %s" % (mode, e))
             continue
-        text = r.stdout.decode("utf-8", "replace")
-        if r.returncode != 0:
+        if r.timed_out:
+            problems.append("%s host: timed out after 60 s" % mode)
+            continue
+        text = r.stdout
+        if r.status != 0:
             problems.append("%s host: the guard is not active or %s could not be loaded (%s)"
-                            % (mode, path, (text + r.stderr.decode("utf-8", "replace")).strip()[-200:]))
+                            % (mode, path, (text + r.stderr).strip()[-200:]))
             out.write("  not checked: %s\n" % problems[-1])
             continue
         info, cover = parse_describe(text)
@@ -159,7 +169,7 @@ def doctor_libpython(args, lib, out):
         for fn, mech, why in cover:
             if not fn.startswith(("pthread_", "dl")):
                 out.write("  %-26s %-12s %s\n" % (fn, mech, why))
-        p = coverage_problems(info, cover)
+        p, _ = coverage_problems(info, cover)
         out.write("  coverage:    %s\n" % ("complete" if not p else "INCOMPLETE (%s)" % "; ".join(p)))
         problems += ["%s host: %s" % (mode, x) for x in p]
         if args.no_live or p:
@@ -235,26 +245,10 @@ def main(args, lib, version, out=sys.stdout):
         out.write("  note         entry patching is unsupported on %s: only interposition "
                   "covers callers here\n" % arch)
     out.write("coverage:\n")
-    missing = []
     for fn, mech, why in cover:
         out.write("  %-26s %-12s %s\n" % (fn, mech, why))
-        if mech not in COVERED:
-            missing.append(fn)
-    problems = []
+    problems, lacking = coverage_problems(info, cover, rep["version"])
     pyver = tuple(int(x) for x in rep["version"].split("."))
-    if pyver < (3, 6):
-        problems.append("Python %s is not supported (pyfinguard guards CPython 3.6+)"
-                        % rep["version"])
-    reported = dict((fn, mech) for fn, mech, _ in cover)
-    # Functions every CPython 3.6+ defines: without a runtime the guard reports none.
-    lacking = [fn for fn in CORE_FUNCTIONS if reported.get(fn) in (None, "absent")]
-    if not cover:
-        problems.append("the guard reported no coverage lines")
-    elif lacking:
-        problems.append("no Python runtime covered (nothing reported for %s)"
-                        % ", ".join(lacking))
-    if missing:
-        problems.append("not covered: " + ", ".join(missing))
     out.write("coverage: %s\n" % ("complete" if not problems else "INCOMPLETE (%s)"
                                   % "; ".join(problems)))
     out.flush()

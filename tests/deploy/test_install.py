@@ -127,6 +127,13 @@ class Install(unittest.TestCase):
                                          "pfgtest*.so.cmd"))[0]) as f:
             self.assertIn(os.path.join(self.datadir, "pyfinguard"), f.read())
 
+    def test_launcher_doctor_libpython(self):
+        # The embedder doctor --libpython builds is pfgpy/c/doctor_host.c from share/pyfinguard.
+        it = dc.interp(lambda i: i.kind == "embed-only", "an embed-only libpython")
+        out = sh([self.launcher, "doctor", "--libpython", it.libpython, "--no-live"],
+                 env=user_env(PFGPY_BUILD_DIR=os.path.join(self.tmp, "pfgpy")), timeout=300)
+        self.assertIn("result: OK: coverage complete for both ways of loading", out)
+
     def test_launcher_demo_embedder(self):
         # An embed-only libpython runs pfgpy/c/late_ensure.c from share/pyfinguard.
         it = dc.interp(lambda i: i.kind == "embed-only", "an embed-only libpython")

@@ -27,326 +27,18 @@ import os
 import re
 import resource
 import shlex
-import signal
 import subprocess
 import sys
-import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCEN = os.path.join(REPO, "tests", "scenarios")
 sys.path.insert(0, os.path.join(REPO, "tools"))
-from pfgpy import build, interpreters  # noqa: E402
-
-# Freed memory is filled with this byte in every run, so that a use-after-free reads
-# garbage instead of the stale-but-intact values it would usually find.
-MALLOC_PERTURB = "165"
-
-# Baselines are asserted per measured CPython *release* (major, minor, micro): patch
-# releases differ (pyenv's 3.13.0 pthread_exit-s a late thread; Debian unstable's 3.13.18,
-# with the gh-87135 backport, hangs it). A version span below covers the releases measured
-# inside it and nothing is assumed beyond; a version no span covers (e.g. 3.13.5, 3.14.11)
-# gets its baseline recorded and reported as unmeasured -- on its cell line, in the closing
-# summary and in the table -- never silently asserted or passed (--strict: a failure).
-# Measured: pyenv 3.6.15, 3.7.16, 3.8.18, 3.9.18, 3.10.13, 3.11.7, 3.12.1, 3.13.0 and
-# Debian 12's 3.11.2 (the host); Debian unstable's 3.13.18, 3.14.10, 3.15.2 (static
-# executables and libpython3.X.so.1.0, in the chroot of tools/sid-env).
-def span(lo, hi=None):
-    """Inclusive span of CPython releases, e.g. span("3.9", "3.13.0") or span("3.14.10")."""
-    def t(v, fill):
-        p = [int(x) for x in v.split(".")]
-        return tuple(p + [fill] * (3 - len(p)))
-    return t(lo, 0), t(hi or lo, 999)
-
-
-ALL = span("3.0", "3.99")
-MEASURED = span("3.6", "3.13.0")    # the pyenv builds and Debian 12's 3.11
-V36_38 = span("3.6", "3.8")
-V39_313 = span("3.9", "3.13.0")     # CPython pthread_exit-s a late thread in take_gil
-SID313 = span("3.13.18")            # Debian unstable (tools/sid-env)
-SID314 = span("3.14.10")
-SID315 = span("3.15.2")
-
-
-class Scenario(object):
-    def __init__(self, sid, kind, what, expect, sources=None, args=(), script=None,
-                 modules=(), status=7, repeat=1, ordinary=False, note=""):
-        self.id = sid
-        self.letter = sid.split("-")[0]
-        self.kind = kind            # "embed": program linked to a libpython; "python": script;
-        #                             "host": dlopens libpython; "reload": dlopens and dlcloses
-        #                             a module linked to libpython
-        self.what = what
-        self.expect = expect        # [((lo, hi), {allowed baseline outcomes}), ...]
-        self.sources = sources or []     # "reload": the host's, then the module's
-        self.args = list(args)
-        self.script = script
-        self.modules = modules
-        self.status = status        # the program's own exit status
-        self.repeat = repeat
-        self.ordinary = ordinary    # h: baseline and guarded runs must be identical
-        self.note = note
-
-    def applies(self, it):
-        if it.skip:
-            return it.skip
-        if self.kind in ("embed", "host", "reload") and not it.can_embed:
-            return "no libpython to embed (%s)" % it.kind
-        if self.kind == "python" and not it.can_run_programs:
-            return "embedding target only"
-        return None
-
-    def expected(self, it):
-        v = tuple(it.version[:3]) + (0,) * (3 - len(it.version[:3]))
-        for (lo, hi), allowed in self.expect:
-            if lo <= v <= hi:
-                return set(allowed)
-        return None
-
-
-# Baseline outcomes, as measured on this machine with MALLOC_PERTURB_ set (re-measure with
-# --measure N). Outcome words: SIGSEGV / abort (SIGABRT) / hang (killed after the timeout,
-# after the program printed its MARK line) / exited (CPython pthread_exit-ed the thread,
-# process survives) / stuck (thread blocked forever in take_gil, process survives) /
-# passed (the stale thread got through its call: a silent use of freed memory) /
-# parked (pyfinguard parked it) / ok (ordinary program, its own status).
-# Several outcomes joined by '+' mean threads of one run ended differently.
-SCENARIOS = [
-    Scenario("a-seed", "embed",
-             "worker saved its tstate, wakes after Py_FinalizeEx, PyEval_RestoreThread; main joins it",
-             # Debian unstable (--measure 8 each): hang x8 on 3.13.18, 3.14.10, 3.15.2.
-             [(V36_38, {"hang"}), (V39_313, {"exited"}),
-              (SID313, {"hang"}), (SID314, {"hang"}), (SID315, {"hang"})],
-             sources=["seed.c"]),
-    Scenario("b-raii", "embed",
-             "as a, released by a C++ RAII guard whose (noexcept) destructor restores",
-             # Debian unstable: hang x8 on each (the thread hangs instead of unwinding).
-             [(V36_38, {"hang"}), (V39_313, {"abort"}),
-              (SID313, {"hang"}), (SID314, {"hang"}), (SID315, {"hang"})],
-             sources=["raii.cc"]),
-    Scenario("c-late-ensure", "embed",
-             "native thread's first PyGILState_Ensure after Py_FinalizeEx",
-             # Debian unstable: SIGSEGV x8 on 3.13.18 and 3.14.10; 3.15.2 hangs the
-             # late thread and main joins it: hang x8.
-             [(MEASURED, {"SIGSEGV"}), (SID313, {"SIGSEGV"}), (SID314, {"SIGSEGV"}),
-              (SID315, {"hang"})],
-             sources=["late_ensure.c"]),
-    Scenario("d-reinit-cworker", "embed",
-             "Py_Initialize again, then a C worker of the first runtime restores its stale tstate",
-             # Measured: 3.6 SIGSEGV in ~85% of runs, else passed (--measure 20: 17/3,
-             # 18/2); 3.7-3.13 and Debian's libpython passed in 20 of 20.
-             # Debian unstable: 3.13.18 passed x8; 3.14.10 and 3.15.2 stuck x8 (the stale
-             # thread hangs in take_gil, the process exits).
-             [(span("3.6"), {"SIGSEGV", "passed"}), (span("3.7", "3.13.0"), {"passed"}),
-              (SID313, {"passed"}), (SID314, {"stuck"}), (SID315, {"stuck"})],
-             sources=["reinit.c"], args=["c"],
-             note="`passed`: the stale restore silently succeeds on freed memory (3.6: "
-                  "usually SIGSEGV, sometimes passed)"),
-    Scenario("d-reinit-pydaemon", "embed",
-             "Py_Initialize again, then a daemon thread of the first runtime returns from os.read",
-             # Measured (4 runs each): SIGSEGV on 3.6-3.8, 3.10, 3.11, 3.13 and Debian's
-             # libpython; abort on 3.9 ("take_gil: PyMUTEX_LOCK(gil->mutex) failed") and
-             # 3.12 ("free(): invalid pointer"). Which one depends on what the reused memory
-             # holds, so both count as the documented crash.
-             # Debian unstable: 3.13.18 SIGSEGV x8 (abort allowed, as above); 3.14.10
-             # and 3.15.2 stuck x8.
-             [(MEASURED, {"SIGSEGV", "abort"}), (SID313, {"SIGSEGV", "abort"}),
-              (SID314, {"stuck"}), (SID315, {"stuck"})],
-             sources=["reinit.c"], args=["py"],
-             note="a crash either way; SIGSEGV or abort depends on what the freed memory holds"),
-    Scenario("e-ensure-storm", "embed",
-             "4 native threads loop PyGILState_Ensure/Release while main finalizes (5 runs)",
-             # Nondeterministic by nature: where each thread is when finalization starts.
-             # Measured (--measure 20, other core busy): 3.6 SIGSEGV 18 / stuck 2; 3.7
-             # SIGSEGV 16 / abort 1 / stuck 3; 3.8 SIGSEGV 17 / stuck 3; 3.9 SIGSEGV 14 /
-             # exited 6; 3.10 SIGSEGV 16 / exited 4; 3.11 exited 20; 3.12 SIGSEGV 11 /
-             # abort 6 / exited 3; 3.13 SIGSEGV 7 / abort 8 / exited 5; Debian libpython
-             # SIGSEGV 6 / abort 1 / exited 13. So any of the set, on every version.
-             # Debian unstable (--measure 8, busy machine): 3.13.18 SIGSEGV 5 / abort 3
-             # (and stuck once in a matrix run); 3.14.10 SIGSEGV 3 / abort 3 / stuck 2;
-             # 3.15.2 stuck 8.
-             [(V36_38, {"SIGSEGV", "abort", "stuck", "exited", "exited+stuck"}),
-              (V39_313, {"SIGSEGV", "abort", "exited"}),
-              (SID313, {"SIGSEGV", "abort", "stuck"}), (SID314, {"SIGSEGV", "abort", "stuck"}),
-              (SID315, {"stuck"})],
-             sources=["storm.c"], repeat=5,
-             note="nondeterministic: any outcome of the allowed set, per run"),
-    Scenario("f-daemon-blocked", "python",
-             "daemon threads in os.read and in an extension's Py_BEGIN_ALLOW_THREADS, woken by a native atexit handler",
-             # Debian unstable: stuck x8 on each (the daemon threads hang, the process
-             # exits).
-             [(V36_38, {"stuck"}), (V39_313, {"exited"}),
-              (SID313, {"stuck"}), (SID314, {"stuck"}), (SID315, {"stuck"})],
-             script="f_daemons.py", modules=("pfgtest",)),
-    Scenario("f-late-ensure", "python",
-             "extension's native thread (pfgtest.late_ensure) calls PyGILState_Ensure after finalization",
-             # Debian unstable: SIGSEGV x8 on 3.13.18 and 3.14.10; 3.15.2 stuck x8.
-             [(MEASURED, {"SIGSEGV"}), (SID313, {"SIGSEGV"}), (SID314, {"SIGSEGV"}),
-              (SID315, {"stuck"})],
-             script="f_late_ensure.py", modules=("pfgtest",)),
-    Scenario("g-pybind11", "python",
-             "pybind11 module's daemon thread waits inside py::gil_scoped_release",
-             # Debian unstable (pybind11 3.1): stuck x8 on each.
-             [(V36_38, {"stuck"}), (V39_313, {"abort"}),
-              (SID313, {"stuck"}), (SID314, {"stuck"}), (SID315, {"stuck"})],
-             script="g_pybind11.py", modules=("pfgtest", "pfgbind")),
-    Scenario("i-late-dlopen", "host",
-             "host dlopens libpython and calls it only through dlsym'd addresses; a saved "
-             "worker and a native thread reach for the GIL after Py_FinalizeEx",
-             # Debian unstable: SIGSEGV x8 on 3.13.18 and 3.14.10; 3.15.2 stuck x8.
-             [(MEASURED, {"SIGSEGV"}), (SID313, {"SIGSEGV"}), (SID314, {"SIGSEGV"}),
-              (SID315, {"stuck"})],
-             sources=["late_dlopen.c"]),
-    Scenario("k-reload-late", "reload",
-             "host dlopens and dlcloses a module linked to libpython 3 times, each time "
-             "running Python through it, then loads it again; after the final Py_FinalizeEx "
-             "a native thread calls PyGILState_Ensure",
-             [(MEASURED, {"SIGSEGV"})],
-             sources=["reload.c", "reload_mod.c"], args=["3", "late"]),
-    Scenario("j-join-dtor", "embed",
-             "a C++ static object joins, in its destructor, a worker whose first "
-             "PyGILState_Ensure comes after Py_FinalizeEx",
-             # Debian unstable: SIGSEGV x8 on 3.13.18 and 3.14.10; 3.15.2: the joined
-             # thread hangs, so does the process at exit: hang.
-             [(MEASURED, {"SIGSEGV"}), (SID313, {"SIGSEGV"}), (SID314, {"SIGSEGV"}),
-              (SID315, {"hang"})],
-             sources=["join_dtor.cc"]),
-    Scenario("h-ordinary", "python",
-             "non-daemon threads joined at shutdown, atexit handler using a thread, subprocesses",
-             [(ALL, {"ok"})],
-             script="h_ordinary.py", status=5, ordinary=True),
-    Scenario("h-embed", "embed",
-             "embedder: threads, PyGILState from a native thread, finalize, re-initialize, finalize",
-             [(ALL, {"ok"})],
-             sources=["embed_ordinary.c"], status=5, ordinary=True),
-    Scenario("k-reload-1", "reload",
-             "host dlopens and dlcloses a module linked to libpython (libpython is unmapped), "
-             "loads it again and runs Python with threads through it",
-             [(ALL, {"ok"})],
-             sources=["reload.c", "reload_mod.c"], args=["1", "plain"], status=5, ordinary=True),
-    Scenario("k-reload-3", "reload",
-             "as k-reload-1 with 3 load/unload passes, each initializing, running threads "
-             "and finalizing Python before its dlclose",
-             [(ALL, {"ok"})],
-             sources=["reload.c", "reload_mod.c"], args=["3", "python"], status=5, ordinary=True),
-    Scenario("k-reload-churn", "reload",
-             "40 load/unload passes, every 10th running Python, while one thread loops "
-             "on pthread_cond_timedwait and another dlopens and dlcloses libz",
-             [(ALL, {"ok"})],
-             sources=["reload.c", "reload_mod.c"], args=["40", "churn"], status=5, ordinary=True),
-]
-
-SUMMARY_RE = re.compile(r"^pyfinguard: (\d+) threads? ?(?:\(s\))? parked after Python "
-                        r"finalization(?: began)?, (\d+) still present at exit", re.M)
-STATE_RE = re.compile(r"^STATE (\S+) (\S+)", re.M)
-STATE_WORD = {"gone": "exited", "blocked": "stuck", "passed": "passed", "parked": "parked"}
-
-
-class Run(object):
-    def __init__(self, rc, timed_out, out, err, secs):
-        self.rc, self.timed_out, self.out, self.err, self.secs = rc, timed_out, out, err, secs
-
-    @property
-    def marked(self):
-        return re.search(r"^MARK ", self.out, re.M) is not None
-
-    def states(self):
-        return STATE_RE.findall(self.out)
-
-    def outcome(self, sc):
-        if self.timed_out:
-            return "hang" if self.marked else "timeout-before-mark"
-        if self.rc < 0:
-            try:
-                name = signal.Signals(-self.rc).name
-            except ValueError:
-                name = "signal %d" % -self.rc
-            return "abort" if name == "SIGABRT" else name
-        if self.rc != sc.status:
-            return "exit %d" % self.rc
-        st = self.states()
-        if not st:
-            return "ok"
-        words = set(STATE_WORD.get(s, s) for _, s in st)
-        if re.search(r"^\S+: PASSED", self.out, re.M):
-            words.add("passed")
-        return "+".join(sorted(words))
-
-    def summary(self):
-        m = SUMMARY_RE.findall(self.err)
-        return (int(m[-1][0]), int(m[-1][1])) if m else None
-
-    def tail(self, n=25):
-        lines = ("--- stdout\n" + self.out + "--- stderr\n" + self.err).splitlines()
-        return "\n".join("    | " + l for l in lines[-n:])
-
-
-def clean_env():
-    env = dict(os.environ)
-    for k in list(env):
-        if k.startswith(("PYFINGUARD_", "PYTHON")) or k in ("LD_PRELOAD", "LD_LIBRARY_PATH"):
-            del env[k]
-    env["MALLOC_PERTURB_"] = MALLOC_PERTURB
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
-
-
-def run_once(cmd, env, timeout, cwd):
-    t0 = time.monotonic()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd,
-                         start_new_session=True)
-    timed_out = False
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        # The program's own process group (start_new_session): our child and nothing else.
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, err = p.communicate()
-    return Run(p.returncode, timed_out, out.decode(errors="replace"),
-               err.decode(errors="replace"), time.monotonic() - t0)
-
-
-def run(cmd, env, timeout, cwd, retry=False):
-    r = run_once(cmd, env, timeout, cwd)
-    if retry and r.timed_out and not r.marked:
-        # A short (hang-expected) timeout, and the program never reached its blocking
-        # point: a slow or loaded machine, not a hang. Once more with a longer timeout.
-        r = run_once(cmd, env, timeout * 4, cwd)
-    return r
-
-
-_build_locks = collections.defaultdict(threading.Lock)
-_build_locks_mu = threading.Lock()
-
-
-def prepare(sc, it, build_dir):
-    """Build what the cell needs; returns (cmd, extra env). Raises build.Unsupported."""
-    with _build_locks_mu:
-        lock = _build_locks[(tuple(sc.sources) + tuple(sc.modules),
-                             None if sc.kind == "host" else it.name)]
-    with lock:
-        if sc.kind == "embed":
-            exe = build.build_embed(it, [os.path.join(SCEN, s) for s in sc.sources], build_dir)
-            return [exe] + sc.args, {}
-        if sc.kind == "reload":
-            # A host not linked to Python, and a module linked to this libpython.
-            exe = build.build_host([os.path.join(SCEN, sc.sources[0])], build_dir)
-            mod = build.build_module(it, [os.path.join(SCEN, sc.sources[1])], build_dir)
-            return [exe, mod] + sc.args, {}
-        if sc.kind == "host":
-            # Not linked to Python: it dlopens this interpreter's libpython by path.
-            exe = build.build_host([os.path.join(SCEN, s) for s in sc.sources], build_dir)
-            return [exe, it.libpython] + sc.args, {}
-        paths = []
-        for m in sc.modules:
-            paths.append(build.build_pfgtest(it, build_dir) if m == "pfgtest"
-                         else build.build_pfgbind(it, build_dir))
-        env = {"PYTHONPATH": os.pathsep.join(paths)} if paths else {}
-        return [it.executable, "-s", os.path.join(SCEN, sc.script)] + sc.args, env
+sys.path.insert(0, SCEN)
+from pfgpy import build, interpreters, library  # noqa: E402
+from pfgpy.scenario import (MALLOC_PERTURB, STATE_WORD, built, clean_env,  # noqa: E402
+                            prepare, run, uniq as _uniq)
+from scenarios import SCENARIOS  # noqa: E402  (tests/scenarios/scenarios.py)
 
 
 def _repro(cmd, env):
@@ -359,10 +51,10 @@ def _repro(cmd, env):
 def _diff(b, r):
     """First difference between a baseline and a guarded run, in one line."""
     if r.timed_out and not b.timed_out:
-        return "the guarded run hung (killed after %.0f s)" % r.secs
-    if b.rc != r.rc:
-        return "status %s vs %s" % (b.rc, r.rc)
-    for what, x, y in (("stdout", b.out, r.out), ("stderr", b.err, r.err)):
+        return "the guarded run hung (killed after %.0f s)" % r.seconds
+    if b.status != r.status:
+        return "status %s vs %s" % (b.status, r.status)
+    for what, x, y in (("stdout", b.stdout, r.stdout), ("stderr", b.stderr, r.stderr)):
         xl, yl = x.splitlines(), y.splitlines()
         for i in range(max(len(xl), len(yl))):
             a = xl[i] if i < len(xl) else "<none>"
@@ -376,10 +68,10 @@ def check_guarded(sc, r):
     """None if the guarded run is right, else the reason."""
     if r.timed_out:
         return "guarded run timed out (%s)" % ("hang" if r.marked else "before its MARK")
-    if r.rc != sc.status:
+    if r.status != sc.status:
         return "guarded run exited with %s, not the program's own %d" % (
-            r.outcome(sc), sc.status)
-    if "pyfinguard: warning" in r.err:
+            r.outcome(sc.status), sc.status)
+    if "pyfinguard: warning" in r.stderr:
         return "guard printed a warning"
     st = r.states()
     if not st:
@@ -388,7 +80,7 @@ def check_guarded(sc, r):
     if bad:
         return "threads not parked: %s" % ", ".join("%s=%s" % (n, STATE_WORD.get(s, s))
                                                    for n, s in bad)
-    if re.search(r"^\S+: PASSED", r.out, re.M):
+    if re.search(r"^\S+: PASSED", r.stdout, re.M):
         return "a late thread got past its call"
     s = r.summary()
     if s is None:
@@ -425,14 +117,6 @@ class Cell(object):
         return txt
 
 
-def _uniq(xs):
-    out = []
-    for x in xs:
-        if x not in out:
-            out.append(x)
-    return out
-
-
 def run_cell(sc, it, lib, build_dir, timeout, slow_timeout, strict=False):
     c = Cell(sc, it)
     t0 = time.monotonic()
@@ -440,14 +124,10 @@ def run_cell(sc, it, lib, build_dir, timeout, slow_timeout, strict=False):
     if why:
         c.status, c.reason = "SKIP", why
         return c
-    try:
-        cmd, extra = prepare(sc, it, build_dir)
-    except build.Unsupported as e:
-        c.status, c.reason = "SKIP", str(e)
+    prepared = built(c, lambda: prepare(sc, it, build_dir))
+    if prepared is None:
         return c
-    except build.BuildError as e:
-        c.status, c.reason, c.detail = "FAIL", "build failed", str(e)
-        return c
+    cmd, extra = prepared
     base_env = clean_env()
     base_env.update(extra)
     allowed = sc.expected(it)
@@ -459,7 +139,7 @@ def run_cell(sc, it, lib, build_dir, timeout, slow_timeout, strict=False):
     for i in range(sc.repeat):
         r = run(cmd, base_env, base_timeout, SCEN, retry=base_timeout < slow_timeout)
         base_runs.append(r)
-        o = r.outcome(sc)
+        o = r.outcome(sc.status)
         c.baseline.append(o)
         if allowed is not None and o not in allowed:
             fails.append(("baseline run %d: %s, expected %s" % (
@@ -473,8 +153,8 @@ def run_cell(sc, it, lib, build_dir, timeout, slow_timeout, strict=False):
             r = run(cmd, g_env, slow_timeout, SCEN)
             if sc.ordinary:
                 b = base_runs[min(i, len(base_runs) - 1)]
-                o = r.outcome(sc)
-                if (r.rc, r.out, r.err) != (b.rc, b.out, b.err):
+                o = r.outcome(sc.status)
+                if (r.status, r.stdout, r.stderr) != (b.status, b.stdout, b.stderr):
                     c.guarded.append("differs")
                     fails.append(("guarded run differs from baseline: " + _diff(b, r), r, g_env))
                     c.detail = b.tail()
@@ -483,7 +163,7 @@ def run_cell(sc, it, lib, build_dir, timeout, slow_timeout, strict=False):
             else:
                 why = check_guarded(sc, r)
                 s = r.summary()
-                c.guarded.append("parked" if why is None else r.outcome(sc))
+                c.guarded.append("parked" if why is None else r.outcome(sc.status))
                 if why is None and s:
                     c.reason = "%d parked, %d present at exit" % s
                 if why:
@@ -615,7 +295,8 @@ def write_table(path, cells, scs, its, lib, argv, timeout, section="host", title
     else:
         cmd = "/usr/bin/python3 tests/matrix.py %s" % " ".join(shlex.quote(a) for a in shown)
     L.append("Generated by `%s` on %s at commit %s "
-             "(timeout %.0f s per run). Do not edit: re-run the command.\n" % (
+             "(timeout %.0f s per run) from the scenario list tests/scenarios/scenarios.py. "
+             "Do not edit: re-run the command.\n" % (
                  cmd.strip(), datetime.date.today().isoformat(), _git_head(), timeout))
     if section != "host":
         L.append("Outcomes as in the first table. Baselines are asserted per measured CPython "
@@ -699,7 +380,9 @@ def main(argv=None):
     scs, its = select(args)
     if args.list:
         for s in scs:
-            print("%-18s %-6s %s" % (s.id, s.kind, s.what))
+            prog = " ".join(s.sources or [s.script] + list(s.modules)) + \
+                "".join(" " + a for a in s.args)
+            print("%-18s %-6s %-30s %s" % (s.id, s.kind, prog, s.what))
         print()
         for i in its:
             print("%-32s %-15s %-8s %s" % (i.name, i.kind, i.version_str,
@@ -710,14 +393,9 @@ def main(argv=None):
     # Crashes are the point of half the runs: no core files.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     build_dir = os.path.abspath(args.build_dir) if args.build_dir else build.default_build_dir()
-    lib = args.lib
-    if lib is None:
-        cand = os.path.join(REPO, "build", "shim", "libpyfinguard.so")
-        lib = cand if os.path.exists(cand) else None
-    if lib:
-        lib = os.path.abspath(lib)
-        if not os.path.exists(lib):
-            sys.exit("--lib %s does not exist" % lib)
+    lib = library.find(args.lib)
+    if args.lib and lib is None:
+        sys.exit("--lib %s does not exist" % os.path.abspath(args.lib))
 
     if args.measure:
         return measure(scs, its, build_dir, args)
@@ -765,7 +443,7 @@ def measure(scs, its, build_dir, args):
         env.update(extra)
         allowed = sc.expected(it) or set()
         t = args.timeout if "hang" in allowed else args.slow_timeout
-        cnt = collections.Counter(run(cmd, env, t, SCEN, retry=t < args.slow_timeout).outcome(sc)
+        cnt = collections.Counter(run(cmd, env, t, SCEN, retry=t < args.slow_timeout).outcome(sc.status)
                                   for _ in range(args.measure))
         return sc, it, ", ".join("%s x%d" % kv for kv in sorted(cnt.items()))
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:

@@ -17,15 +17,15 @@ LAUNCHER = os.path.join(REPO, "tools", "pyfinguard")
 SKIP = 77   # meson's "skipped" exit status
 
 sys.path.insert(0, os.path.join(REPO, "tools"))
-from pfgpy import build, interpreters  # noqa: E402
+from pfgpy import build, env, interpreters, library as pfgpy_library  # noqa: E402,F401
 
 
 def library():
-    lib = os.environ.get("PYFINGUARD_LIBRARY") or \
-        os.path.join(REPO, "build", "shim", "libpyfinguard.so")
-    if not os.path.isfile(lib):
-        raise SystemExit("library %s not built (run tools/setup)" % lib)
-    return os.path.abspath(lib)
+    lib = pfgpy_library.find(use_env=True)
+    if lib is None:
+        raise SystemExit("library %s not built (run tools/setup)" % (
+            os.environ.get("PYFINGUARD_LIBRARY") or pfgpy_library.in_tree()))
+    return lib
 
 
 def free_port():
@@ -51,18 +51,8 @@ def no_core():
 
 def base_env(**kw):
     """os.environ without any guard settings inherited from the caller, plus kw."""
-    env = dict(os.environ)
-    for k in list(env):
-        if k.startswith("PYFINGUARD_") and k != "PYFINGUARD_LIBRARY":
-            del env[k]
-    env.pop("LD_PRELOAD", None)
-    env["PYFINGUARD_LIBRARY"] = library()
-    for k, v in kw.items():
-        if v is None:
-            env.pop(k, None)
-        else:
-            env[k] = v
-    return env
+    return env.scrubbed(python=None, keep=("PYFINGUARD_LIBRARY",),
+                        set=dict({"PYFINGUARD_LIBRARY": library()}, **kw))
 
 
 def launch(args, env=None, timeout=120, launcher=LAUNCHER, **kw):

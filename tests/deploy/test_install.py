@@ -74,10 +74,13 @@ class Install(unittest.TestCase):
             self.assertTrue(os.path.isfile(os.path.join(self.datadir, "man", man)), man)
         share = os.path.join(self.datadir, "pyfinguard")
         for f in ("tools/pfgpy/__init__.py", "tools/pfgpy/build.py",
-                  "tools/pfgpy/interpreters.py", "tests/scenarios/pfgtest.c",
-                  "tests/scenarios/late_ensure.c", "tests/scenarios/scen.h",
-                  "tests/scenarios/doctor_host.c"):
+                  "tools/pfgpy/interpreters.py", "tools/pfgpy/doctor.py",
+                  "tools/pfgpy/demo.py", "tools/pfgpy/c/pfgtest.c",
+                  "tools/pfgpy/c/late_ensure.c", "tools/pfgpy/c/doctor_host.c",
+                  "tools/pfgpy/c/scen.h"):
             self.assertTrue(os.path.isfile(os.path.join(share, f)), f)
+        # Nothing of the tests is installed.
+        self.assertFalse(os.path.exists(os.path.join(share, "tests")))
 
     def test_docs(self):
         docdir = os.path.join(self.datadir, "doc", "pyfinguard")
@@ -153,8 +156,15 @@ class Install(unittest.TestCase):
                                          "pfgtest*.so.cmd"))[0]) as f:
             self.assertIn(os.path.join(self.datadir, "pyfinguard"), f.read())
 
+    def test_launcher_doctor_libpython(self):
+        # The embedder doctor --libpython builds is pfgpy/c/doctor_host.c from share/pyfinguard.
+        it = dc.interp(lambda i: i.kind == "embed-only", "an embed-only libpython")
+        out = sh([self.launcher, "doctor", "--libpython", it.libpython, "--no-live"],
+                 env=user_env(PFGPY_BUILD_DIR=os.path.join(self.tmp, "pfgpy")), timeout=300)
+        self.assertIn("result: OK: coverage complete for both ways of loading", out)
+
     def test_launcher_demo_embedder(self):
-        # An embed-only libpython runs tests/scenarios/late_ensure.c from share/pyfinguard.
+        # An embed-only libpython runs pfgpy/c/late_ensure.c from share/pyfinguard.
         it = dc.interp(lambda i: i.kind == "embed-only", "an embed-only libpython")
         out = sh([self.launcher, "demo", "--python", it.name],
                  env=user_env(PFGPY_BUILD_DIR=os.path.join(self.tmp, "pfgpy")), timeout=300)

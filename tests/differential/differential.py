@@ -57,7 +57,6 @@ import argparse
 import concurrent.futures
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +66,7 @@ CORPUS_DIR = os.path.join(HERE, "corpus")
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "stress"))
 import common  # noqa: E402  (tests/stress/common.py: library, interpreters, environment, tables)
+from pfgpy import env  # noqa: E402
 
 XFLAGS_ALL = ["-X", "dev", "-X", "tracemalloc=5", "-X", "faulthandler"]
 NEED_DEV = ((3, 7), "-X dev is new in Python 3.7")
@@ -128,18 +128,13 @@ CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, s
 SKIP_STATUS = 77
 
 
-class Run(object):
-    __slots__ = ("rc", "out", "err", "guard_lines", "hung", "exit_secs", "wall")
+class Run(common.Result):
+    """A run: stderr without the guard's own lines (counted in guard_lines); exit_secs is
+    the time from the program's mark (its end of main) to its exit, wall the whole run."""
+    guard_lines = exit_secs = wall = None
 
     def kind(self):
-        if self.hung:
-            return "hang"
-        if self.rc < 0:
-            try:
-                return signal.Signals(-self.rc).name
-            except ValueError:
-                return "signal %d" % -self.rc
-        return "exit %d" % self.rc
+        return self.describe()
 
     @property
     def crashed(self):
@@ -156,55 +151,34 @@ class Run(object):
 
 
 def child_env(lib, guarded, mark):
-    env = common.guard_env(lib, guarded)
     # The caller's PYTHON* settings would change what a program does (unbuffered output,
     # dev mode, tracemalloc...): each program gets the interpreter's defaults plus its flags.
-    for k in list(env):
-        if k.startswith("PYTHON"):
-            del env[k]
-    env["PYTHONDONTWRITEBYTECODE"] = "1"      # no __pycache__ in the source tree
-    env["PFGDIFF_MARK"] = mark
-    return env
+    return env.scrubbed(python="all", preload=lib if guarded else None,
+                        set={"PYTHONDONTWRITEBYTECODE": "1",    # no __pycache__ in the tree
+                             "PFGDIFF_MARK": mark})
 
 
 def run_one(cmd, lib, guarded, timeout):
     """One run in its own process group, killed (the whole group) on timeout."""
     fd, mark = tempfile.mkstemp(prefix="pfgdiff-mark-")
     os.close(fd)
-    r = Run()
     try:
-        t0 = time.monotonic()
-        p = subprocess.Popen(cmd, env=child_env(lib, guarded, mark), cwd=CORPUS_DIR,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, start_new_session=True,
-                             preexec_fn=lambda: common._child_setup(False))
-        try:
-            out, err = p.communicate(timeout=timeout)
-            r.hung = False
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            out, err = p.communicate()
-            r.hung = True
-        t1 = time.monotonic()
         # Leftover children of the program (a fork's child, a cat) end with their pipes;
-        # a group left behind after a hang was killed above.
-        r.rc = p.returncode
-        r.wall = t1 - t0
+        # a group left behind after a hang is killed by common.run.
+        c = common.run(cmd, child_env(lib, guarded, mark), timeout, cwd=CORPUS_DIR)
+        t1 = time.monotonic()
         try:
             with open(mark) as f:
-                r.exit_secs = t1 - float(f.read().strip())
+                exit_secs = t1 - float(f.read().strip())
         except (OSError, ValueError):
-            r.exit_secs = None
+            exit_secs = None
     finally:
         os.unlink(mark)
-    r.out = out.decode(errors="replace")
-    lines = err.decode(errors="replace").splitlines(True)
-    mine = [l for l in lines if l.startswith("pyfinguard:")]
-    r.guard_lines = len(mine)
-    r.err = "".join(l for l in lines if not l.startswith("pyfinguard:"))
+    lines = c.err.splitlines(True)
+    r = Run(c.rc, c.out, "".join(l for l in lines if not l.startswith("pyfinguard:")),
+            c.hung, c.secs)
+    r.guard_lines = sum(1 for l in lines if l.startswith("pyfinguard:"))
+    r.exit_secs, r.wall = exit_secs, c.secs
     return r
 
 

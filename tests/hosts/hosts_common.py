@@ -28,6 +28,7 @@ SKIP = dc.SKIP
 free_port = dc.free_port
 
 sys.path.insert(0, os.path.join(REPO, "tools"))
+from pfgpy import env as scrub  # noqa: E402
 
 # Lines that mean a process crashed or was killed (Apache's error log, uwsgi's log, a
 # shell's report, CPython's fatal error, C++'s std::terminate).
@@ -61,15 +62,8 @@ def no_core():
 def host_env(guard, **kw):
     """os.environ without any guard settings inherited from the caller; with guard=True
     LD_PRELOAD names the guard (and nothing else), PYFINGUARD_QUIET is not set."""
-    env = dict(os.environ)
-    for k in list(env):
-        if k.startswith("PYFINGUARD_"):
-            del env[k]
-    env.pop("LD_PRELOAD", None)
     # Nor what meson test adds for its own tests (MALLOC_PERTURB_, LD_LIBRARY_PATH).
-    for k in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONDONTWRITEBYTECODE",
-              "MALLOC_PERTURB_", "LD_LIBRARY_PATH"):
-        env.pop(k, None)
+    env = scrub.scrubbed(drop=("PYTHONDONTWRITEBYTECODE", "MALLOC_PERTURB_", "LD_LIBRARY_PATH"))
     if guard:
         env["LD_PRELOAD"] = library()
         # Diagnostics only: e.g. PFG_HOSTS_EXTRA_PRELOAD=/lib/x86_64-linux-gnu/libpython3.11.so.1.0
@@ -268,7 +262,7 @@ class Checks(object):
 
 def debian_module(name):
     """(PYTHONPATH entry holding the test extension `name` -- "pfgtest"
-    (tests/scenarios/pfgtest.c) or "pfgbind" (pfgbind.cc, pybind11) -- built for Debian's
+    (tools/pfgpy/c/pfgtest.c) or "pfgbind" (pfgbind.cc, pybind11) -- built for Debian's
     Python 3.11, the ABI the hosts embed, None) or (None, the reason it cannot be built)."""
     try:
         from pfgpy import build, interpreters

@@ -9,7 +9,7 @@ Cases:
                exits with the daemon threads still running. Asserted: with the guard the
                same stdout (pids normalized), stderr and exit status as without, and no
                crash line.
-  late-ensure  the pfgtest extension (tests/scenarios/pfgtest.c, built for Debian's
+  late-ensure  the pfgtest extension (tools/pfgpy/c/pfgtest.c, built for Debian's
                python3.11) started from gdb's Python: a native thread calls
                PyGILState_Ensure after gdb has finalized Python (woken by a libc atexit
                handler). Without the guard gdb dies of SIGSEGV ("Fatal signal: Segmentation

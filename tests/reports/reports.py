@@ -35,8 +35,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,7 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import matrix  # noqa: E402  (also puts tools/ on sys.path)
-from pfgpy import build, interpreters  # noqa: E402
+from pfgpy import build, interpreters, run as pfgrun, scenario  # noqa: E402
 
 LINE_MAX = 4096  # PIPE_BUF: the guard's JSON line limit
 ISO_RE = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{3})Z$")
@@ -83,20 +81,8 @@ class Result(object):
 
 def run(cmd, env, timeout=60):
     t0 = time.time()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                         cwd=matrix.SCEN, start_new_session=True)
-    timed_out = False
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, err = p.communicate()
-    return Result(p.pid, p.returncode, out.decode(errors="replace"),
-                  err.decode(errors="replace"), timed_out, t0, time.time())
+    r = pfgrun.run(cmd, env=env, timeout=timeout, cwd=matrix.SCEN)
+    return Result(r.pid, r.status, r.stdout, r.stderr, r.timed_out, t0, time.time())
 
 
 _ids = {}
@@ -298,7 +284,7 @@ def json_cell(sc, it, lib, build_dir):
             problems.append("no park line")
         if len(exits) != 1 or evs[-1:] != exits:
             problems.append("%d exit lines (want 1, last)" % len(exits))
-        states = len([s for s in matrix.STATE_RE.findall(r.out) if s[1] == "parked"])
+        states = len([s for s in scenario.STATE_RE.findall(r.out) if s[1] == "parked"])
         if len(parks) < states:
             problems.append("%d park lines, the program saw %d parked" % (len(parks), states))
         for i, e in enumerate(parks):

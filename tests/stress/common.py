@@ -8,13 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 
-from pfgpy import interpreters, build  # noqa: E402
+from pfgpy import build, env as env_, interpreters, library, run as run_  # noqa: E402,F401
 
 LAUNCHER = os.path.join(REPO, "tools", "pyfinguard")
 
@@ -22,54 +21,35 @@ LAUNCHER = os.path.join(REPO, "tools", "pyfinguard")
 def find_library(explicit=None):
     """--lib, $PYFINGUARD_LIBRARY, then the in-tree build directories (build-rel first:
     the one the reliability runs in docs/reliability.md were made with)."""
-    cands = [explicit, os.environ.get("PYFINGUARD_LIBRARY")]
-    cands += [os.path.join(REPO, d, "shim", "libpyfinguard.so")
-              for d in ("build-rel", "build", "build-stress")]
-    for c in cands:
-        if c and os.path.isfile(c):
-            return os.path.abspath(c)
-    sys.exit("libpyfinguard.so not found: build it (meson setup build && meson compile -C build) "
-             "or pass --lib")
+    lib = library.find(explicit, use_env=True, build_dirs=("build-rel", "build", "build-stress"))
+    if lib is None:
+        sys.exit("libpyfinguard.so not found: build it (meson setup build && meson compile "
+                 "-C build) or pass --lib")
+    return lib
 
 
 def clean_env(extra=None):
     """The caller's environment without anything that would change which Python or
-    which guard a child sees."""
-    env = dict(os.environ)
-    for k in list(env):
-        if k.startswith("PYFINGUARD_") or k in ("LD_PRELOAD", "PYTHONHOME", "PYTHONPATH",
-                                               "PYTHONSTARTUP", "PYTHONMALLOC"):
-            del env[k]
-    if extra:
-        env.update(extra)
-    return env
+    which guard a child sees (pfgpy.env's defaults, and PYTHONMALLOC)."""
+    return env_.scrubbed(drop=("PYTHONMALLOC",), set=extra)
 
 
 def guard_env(lib, guard, extra=None):
-    env = clean_env(extra)
-    if guard:
-        env["LD_PRELOAD"] = lib
-    return env
+    return env_.scrubbed(drop=("PYTHONMALLOC",), preload=lib if guard else None, set=extra)
 
 
-class Result(object):
-    def __init__(self, rc, out, err, hung, secs):
-        self.rc, self.out, self.err, self.hung, self.secs = rc, out, err, hung, secs
+class Result(run_.Result):
+    """pfgpy.run.Result under the short names the stress scripts use."""
+    rc = property(lambda self: self.status)
+    out = property(lambda self: self.stdout)
+    err = property(lambda self: self.stderr)
+    hung = property(lambda self: self.timed_out)
+    secs = property(lambda self: self.seconds)
 
     @property
     def crashed(self):
         """Killed by a signal (SIGSEGV, SIGABRT, ...) that we did not send."""
         return not self.hung and self.rc is not None and self.rc < 0
-
-    def describe(self):
-        if self.hung:
-            return "hang"
-        if self.rc < 0:
-            try:
-                return signal.Signals(-self.rc).name
-            except ValueError:
-                return "signal %d" % -self.rc
-        return "exit %d" % self.rc
 
 
 def _child_setup(cores):
@@ -87,22 +67,8 @@ def run(cmd, env, timeout, cwd=None, stdin=subprocess.DEVNULL, cores=False):
     """Run cmd in its own process group; on timeout kill the whole group (a hung child
     may have children) and report a hang. cores=True lifts RLIMIT_CORE in the child (with
     the kernel's default core_pattern the core lands in cwd)."""
-    t0 = time.monotonic()
-    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=stdin, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, start_new_session=True,
-                         preexec_fn=lambda: _child_setup(cores))
-    try:
-        out, err = p.communicate(timeout=timeout)
-        hung = False
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        out, err = p.communicate()
-        hung = True
-    return Result(p.returncode, out.decode(errors="replace"), err.decode(errors="replace"),
-                  hung, time.monotonic() - t0)
+    r = run_.run(cmd, env, timeout, cwd, stdin, preexec_fn=lambda: _child_setup(cores))
+    return Result(r.status, r.stdout, r.stderr, r.timed_out, r.seconds)
 
 
 def table(headers, rows, out=sys.stdout):

@@ -30,6 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+from pfgpy import summary  # noqa: E402  (common put tools/ on the path)
 
 SUBCOMMANDS = {
     "memcheck": "memcheck.py",
@@ -86,14 +87,13 @@ def prepare(it, sc, build_dir):
 REASONS = (("runtime finalizing", "F"), ("runtime finalized", "D"),
            ("CPython terminating the thread", "X"), ("thread state of an earlier runtime", "S"),
            ("waiting in take_gil past the point of no return", "W"))
-REPORT = re.compile(r"^pyfinguard: parked thread \d+ '.*' in \w+ \(generation \d+, ([^,]+),", re.M)
 
 
 def reasons(r):
     """Where the parked threads were caught, from the guard's reports on stderr: which
     stage of finalization each race reached."""
     out = {}
-    for why in REPORT.findall(r.err):
+    for why in (p.why for p in summary.parks(r.err)):
         code = dict(REASONS).get(why, "?")
         out[code] = out.get(code, 0) + 1
     return out

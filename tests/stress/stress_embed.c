@@ -38,7 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "scen.h"  /* say(): one write(2) per line (tests/scenarios) */
+#include "scen.h"  /* say(): one write(2) per line (tools/pfgpy/c) */
 
 static uint64_t rng_state;
 /* splitmix64: each thread gets its own stream derived from the seed. */

@@ -39,8 +39,6 @@ import concurrent.futures
 import os
 import re
 import resource
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -48,17 +46,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tools"))
-from pfgpy import build, interpreters  # noqa: E402
+from pfgpy import build, interpreters, library, scenario  # noqa: E402
+from pfgpy.scenario import span  # noqa: E402
 
-MALLOC_PERTURB = "165"
+MALLOC_PERTURB = scenario.MALLOC_PERTURB
 STATUS = 7
-
-
-def span(lo, hi=None):
-    def t(v, fill):
-        p = [int(x) for x in v.split(".")]
-        return tuple(p + [fill] * (3 - len(p)))
-    return t(lo, 0), t(hi or lo, 999)
 
 
 # Measured CPython releases: pyenv 3.6.15 ... 3.13.0 and Debian 12's libpython3.11 (3.11.2).
@@ -234,46 +226,15 @@ for g in ("shared", "own"):
                 GUARDED_BY_RELEASE[cell] = [(span("3.6", "3.13.0"), GUARDED[cell])]
             GUARDED_BY_RELEASE[cell].extend((sp, c) for sp, _, c in rows)
 
-class Run(object):
-    def __init__(self, rc, timed_out, out, err, secs):
-        self.rc, self.timed_out, self.out, self.err, self.secs = rc, timed_out, out, err, secs
 
-    @property
-    def marked(self):
-        return re.search(r"^MARK ", self.out, re.M) is not None
-
+class Run(scenario.Run):
     def fatal(self):
-        m = re.search(r"^Fatal Python error: (.*)$", self.err, re.M)
+        m = re.search(r"^Fatal Python error: (.*)$", self.stderr, re.M)
         return m.group(1).strip() if m else None
 
     def outcome(self):
-        if self.timed_out:
-            return "hang" if self.marked else "timeout-before-mark"
-        if self.rc < 0:
-            try:
-                name = signal.Signals(-self.rc).name
-            except ValueError:
-                name = "signal %d" % -self.rc
-            return "abort" if name == "SIGABRT" else name
-        if self.rc != STATUS:
-            return "exit %d" % self.rc
-        st = re.findall(r"^STATE (\S+) (\S+)", self.out, re.M)
-        if not st:
-            return "no-state"
-        word = {"gone": "exited", "blocked": "stuck", "passed": "passed", "parked": "parked",
-                "done": "ok"}
-        return "+".join(sorted(set(word.get(s, s) for _, s in st)))
-
-    def summary(self):
-        # docs/diagnostics.md: "N threads parked after Python finalization began, M still
-        # present at exit; R reported, U routine ..."
-        m = re.findall(r"^pyfinguard: (\d+) threads? parked after Python finalization began, "
-                       r"(\d+) still present at exit", self.err, re.M)
-        return (int(m[-1][0]), int(m[-1][1])) if m else None
-
-    def tail(self, n=20):
-        lines = ("--- stdout\n" + self.out + "--- stderr\n" + self.err).splitlines()
-        return "\n".join("    | " + l for l in lines[-n:])
+        return scenario.Run.outcome(self, STATUS, dict(scenario.STATE_WORD, done="ok"),
+                                    none="no-state", passed_line=False)
 
 
 def normalize(text):
@@ -282,50 +243,17 @@ def normalize(text):
     return text
 
 
-def clean_env():
-    env = dict(os.environ)
-    for k in list(env):
-        if k.startswith(("PYFINGUARD_", "PYTHON")) or k in ("LD_PRELOAD", "LD_LIBRARY_PATH"):
-            del env[k]
-    env["MALLOC_PERTURB_"] = MALLOC_PERTURB
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
-
-
-def run_once(cmd, env, timeout):
-    t0 = time.monotonic()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                         cwd=HERE, start_new_session=True)
-    timed_out = False
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, err = p.communicate()
-    return Run(p.returncode, timed_out, out.decode(errors="replace"),
-               err.decode(errors="replace"), time.monotonic() - t0)
+clean_env = scenario.clean_env
 
 
 def run(cmd, env, timeout):
-    r = run_once(cmd, env, timeout)
-    if r.timed_out and not r.marked:
-        # Never reached its blocking point: a loaded machine, not a hang. Once more.
-        r = run_once(cmd, env, timeout * 4)
-    return r
-
-
-def vkey(it):
-    v = tuple(it.version[:3])
-    return v + (0,) * (3 - len(v))
+    # A run that never reached its blocking point is retried with a longer timeout.
+    return Run.of(scenario.run(cmd, env, timeout, HERE, retry=True))
 
 
 def lookup(table, key, it):
     for (lo, hi), allowed in table.get(key, []):
-        if lo <= vkey(it) <= hi:
+        if lo <= scenario.version_key(it) <= hi:
             return set(allowed)
     return None
 
@@ -339,7 +267,7 @@ def cells_for(it):
             if w == "atexit" and k in ("zap", "late", "sleep"):
                 continue
             for g in GIL:
-                if g == "own" and vkey(it) < (3, 12, 0):
+                if g == "own" and scenario.version_key(it) < (3, 12, 0):
                     continue
                 out.append((w, k, g))
     return out
@@ -360,7 +288,7 @@ def executable(it, build_dir):
 def contract_for(cell, it):
     if cell in GUARDED_BY_RELEASE:
         for (lo, hi), c in GUARDED_BY_RELEASE[cell]:
-            if lo <= vkey(it) <= hi:
+            if lo <= scenario.version_key(it) <= hi:
                 return c
         return None
     return GUARDED.get(cell)
@@ -375,22 +303,22 @@ def check_guarded(contract, base, r):
         # its report says (PYFINGUARD_LOG=stderr), and everything else is identical.
         if not (r.timed_out and r.marked):
             return "not the baseline's hang: %s" % r.outcome()
-        if normalize(r.out) != normalize(base.out):
+        if normalize(r.stdout) != normalize(base.stdout):
             return "stdout differs"
-        extra = [l for l in r.err.splitlines() if not l.startswith("pyfinguard: ")]
-        if extra != base.err.splitlines():
+        extra = [l for l in r.stderr.splitlines() if not l.startswith("pyfinguard: ")]
+        if extra != base.stderr.splitlines():
             return "stderr differs beyond the guard's park reports"
-        if "pyfinguard: parked thread" not in r.err:
+        if "pyfinguard: parked thread" not in r.stderr:
             return "no park report for the woken thread"
         return None
     if kind == "same":
         if r.timed_out and not base.timed_out:
             return "the guarded run hung"
-        if r.rc != base.rc:
+        if r.status != base.status:
             return "status %s, baseline %s" % (r.outcome(), base.outcome())
         if contract[1] and contract[1] not in (r.fatal() or ""):
             return "no 'Fatal Python error: %s'" % contract[1]
-        for what, x, y in (("stdout", base.out, r.out), ("stderr", base.err, r.err)):
+        for what, x, y in (("stdout", base.stdout, r.stdout), ("stderr", base.stderr, r.stderr)):
             if normalize(x) != normalize(y):
                 xl, yl = normalize(x).splitlines(), normalize(y).splitlines()
                 for i in range(max(len(xl), len(yl))):
@@ -402,14 +330,14 @@ def check_guarded(contract, base, r):
     # parked (and the test of a gap: would it be parked?)
     if r.timed_out:
         return "hang" if r.marked else "timed out before its MARK"
-    if r.rc != STATUS:
+    if r.status != STATUS:
         return "status: %s" % r.outcome()
-    if "pyfinguard: warning" in r.err:
+    if "pyfinguard: warning" in r.stderr:
         return "the guard printed a warning"
-    st = re.findall(r"^STATE (\S+) (\S+)", r.out, re.M)
+    st = re.findall(r"^STATE (\S+) (\S+)", r.stdout, re.M)
     if not st or any(s != "parked" for _, s in st):
         return "threads: %s" % (", ".join("%s=%s" % x for x in st) or "no STATE line")
-    if "pyfinguard: parked thread" not in r.err:
+    if "pyfinguard: parked thread" not in r.stderr:
         return "no 'pyfinguard: parked thread' report"
     s = r.summary()
     if s is None or s[0] < 1 or s[1] != s[0]:
@@ -439,12 +367,7 @@ class Result(object):
         return txt
 
 
-def uniq(xs):
-    out = []
-    for x in xs:
-        if x not in out:
-            out.append(x)
-    return out
+uniq = scenario.uniq
 
 
 def run_cell(it, cell, lib, build_dir, runs, timeout):
@@ -457,13 +380,8 @@ def run_cell(it, cell, lib, build_dir, runs, timeout):
 
 
 def _run_cell(res, it, cell, lib, build_dir, runs, timeout):
-    try:
-        exe = executable(it, build_dir)
-    except build.Unsupported as e:
-        res.status, res.reason = "SKIP", str(e)
-        return res
-    except build.BuildError as e:
-        res.status, res.reason, res.detail = "FAIL", "build failed", str(e)
+    exe = scenario.built(res, lambda: executable(it, build_dir))
+    if exe is None:
         return res
     cmd = [exe] + list(cell)
     env = clean_env()
@@ -552,8 +470,7 @@ def main(argv=None):
                     help="a cell on an unmeasured CPython release fails")
     a = ap.parse_args(argv)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    lib = a.lib or os.path.join(REPO, "build", "shim", "libpyfinguard.so")
-    lib = os.path.abspath(lib) if os.path.exists(lib) else None
+    lib = library.find(a.lib)
     build_dir = os.path.abspath(a.build_dir) if a.build_dir else build.default_build_dir()
     its = [i for i in interpreters.discover() if i.can_embed]
     if a.interp:

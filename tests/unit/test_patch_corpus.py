@@ -35,6 +35,10 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "tools"))
+from pfgpy import env as scrub  # noqa: E402
+
 TIMEOUT = 300
 
 # The guard's functions, as callsite_regs wants them: ':void' ones return nothing (so a
@@ -108,8 +112,9 @@ def text(b):
 
 
 def run_one(kind, path, extra_env, patched, corpus_lib, host, script, out_json):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PFG_", "LD_PRELOAD"))}
-    env.update(extra_env)
+    # Nothing of the caller's Python settings, preloads or corpus knobs (PFG_CORPUS_*).
+    env = scrub.scrubbed(python="all", drop=[k for k in os.environ if k.startswith("PFG_")],
+                         set=extra_env)
     env["PFG_CORPUS_PATCH"] = "1" if patched else "0"
     env["PFG_CORPUS_OUT"] = out_json
     env["PYTHONDONTWRITEBYTECODE"] = "1"

@@ -46,6 +46,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+from pfgpy import env, library  # noqa: E402
 
 PAIR_TARGET = 1.03          # issue 2 item 7 / issue 3 item 6
 START_TIME_TARGET = 1.05    # issue 2 item 7 / issue 3 item 6
@@ -55,10 +57,10 @@ START_INSTR_TARGET = 1.02   # issue 2 item 7
 # hop alone costs 8 on this machine, see docs/performance.md).
 PAIR_INSTR_HANDFUL = 10.0
 
-# Environment for every measured process: no inherited preload or Python settings, and a
-# fixed hash seed so that instruction counts repeat exactly from run to run.
-SCRUB = ("LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP",
-         "PYTHONHASHSEED", "PYTHONMALLOC", "PYTHONDEVMODE", "PYTHONTRACEMALLOC")
+# Environment for every measured process (pfgpy.env): no inherited preload or Python
+# settings, and a fixed hash seed so that instruction counts repeat exactly from run to run.
+SCRUB = ("LD_LIBRARY_PATH", "PYTHONHASHSEED", "PYTHONMALLOC", "PYTHONDEVMODE",
+         "PYTHONTRACEMALLOC")
 
 missed = []
 
@@ -73,20 +75,9 @@ def target_missed(text):
     print(line, flush=True)
 
 
-def base_env():
-    env = dict(os.environ)
-    for k in list(env):
-        if k in SCRUB or k.startswith("PYFINGUARD_"):
-            del env[k]
-    env["PYTHONHASHSEED"] = "0"
-    return env
+def env_with(preload=None):
+    return env.scrubbed(drop=SCRUB, preload=preload, set={"PYTHONHASHSEED": "0"})
 
-
-def env_with(preload):
-    env = base_env()
-    if preload:
-        env["LD_PRELOAD"] = preload
-    return env
 
 
 # ---------------------------------------------------------------------------------------
@@ -112,7 +103,6 @@ class Target(object):
 
 def discover():
     """tools/pfgpy/interpreters.py when it works; our own small discovery otherwise."""
-    sys.path.insert(0, os.path.join(REPO, "tools"))
     try:
         from pfgpy import interpreters
         found = interpreters.discover()
@@ -142,7 +132,7 @@ def fallback_discover():
     for exe in exes:
         try:
             r = subprocess.run([exe, "-E", "-S", "-c", _PROBE], stdout=subprocess.PIPE,
-                               timeout=20, env=base_env())
+                               timeout=20, env=env_with())
             ver, inc, libdir, soname, shared = json.loads(r.stdout.decode())
         except Exception as e:
             print("%-32s skipped: probe failed: %s" % (exe, e))
@@ -216,7 +206,7 @@ def build_null_hop():
 def ensure_lib(path):
     if os.path.exists(path):
         return os.path.abspath(path)
-    default = os.path.join(REPO, "build", "shim", "libpyfinguard.so")
+    default = library.in_tree()
     if os.path.abspath(path) != default:
         log("bench: %s does not exist" % path)
         sys.exit(2)

@@ -22,7 +22,18 @@ import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+# The tests' scenario programs (tests/scenarios, in the source tree only) and the programs
+# the launcher's doctor and demo build too (pfgpy/c: installed with pfgpy): scen.h, the
+# pfgtest extension, late_ensure.c, doctor_host.c.
 SCENARIOS = os.path.join(REPO, "tests", "scenarios")
+PROGRAMS = os.path.join(HERE, "c")
+INCLUDES = (SCENARIOS, PROGRAMS)
+
+
+def source(name):
+    """The path of a program's source: tests/scenarios/<name>, else pfgpy/c/<name>."""
+    p = os.path.join(SCENARIOS, name)
+    return p if os.path.exists(p) else os.path.join(PROGRAMS, name)
 
 CC = os.environ.get("CC", "cc")
 CXX = os.environ.get("CXX", "c++")
@@ -50,9 +61,10 @@ def _slug(s):
 def _digest(sources, extra):
     h = hashlib.sha256()
     files = set(os.path.abspath(s) for s in sources)
-    for s in list(files):
-        # Local headers change the program too; hash every header next to each source.
-        files.update(glob.glob(os.path.join(os.path.dirname(s), "*.h")))
+    for d in set(os.path.dirname(s) for s in files) | set(INCLUDES):
+        # Local headers change the program too: every header next to each source, and in
+        # the include directories.
+        files.update(glob.glob(os.path.join(d, "*.h")))
     for f in sorted(files):
         h.update(f.encode() + b"\0")
         with open(f, "rb") as fh:
@@ -92,49 +104,50 @@ def _is_cxx(sources, cxx):
     return any(s.endswith((".cc", ".cpp", ".cxx")) for s in sources)
 
 
+def _libpython_ldflags(interp):
+    # DT_RPATH (not RUNPATH) so that an inherited LD_LIBRARY_PATH cannot swap in another
+    # libpython with the same soname (pyenv's and Debian's are both libpython3.11.so.1.0).
+    return [interp.libpython, "-Wl,--disable-new-dtags", "-Wl,-rpath," + interp.libdir,
+            "-ldl", "-lm"]
+
+
+def _compile(sources, name, cxx, build_dir, subdir, flags, extra_cflags, ldflags,
+             key_extra=(), suffix=""):
+    """Compile and link sources into <build dir>/<subdir>/<name>-<hash><suffix>, unless
+    there already: COMMON_FLAGS, flags, the language standard, INCLUDES, extra_cflags."""
+    sources = [os.path.abspath(s) for s in sources]
+    compiler = CXX if _is_cxx(sources, cxx) else CC
+    name = name or os.path.splitext(os.path.basename(sources[0]))[0]
+    flags = COMMON_FLAGS + list(flags) + \
+        (["-std=c++17"] if compiler == CXX else ["-std=gnu11"]) + \
+        ["-I" + d for d in INCLUDES] + list(extra_cflags)
+    key = _digest(sources, [compiler, flags, ldflags] + list(key_extra))
+    outdir = os.path.join(build_dir or default_build_dir(), subdir)
+    os.makedirs(outdir, exist_ok=True)
+    out = os.path.join(outdir, "%s-%s%s" % (name, key, suffix))
+    if os.path.exists(out):
+        return out
+    return _run_compiler([compiler] + flags + sources + ["-o", "@OUT@"] + ldflags, out)
+
+
 def build_embed(interp, sources, build_dir=None, name=None, cxx=None,
                 extra_cflags=(), extra_ldflags=()):
     """Compile an embedding program linked to interp's libpython (rpath set). Returns the
     executable's path."""
     if not interp.can_embed:
         raise Unsupported(interp.skip or "%s has no shared libpython to embed" % interp.name)
-    sources = [os.path.abspath(s) for s in sources]
-    cxx = _is_cxx(sources, cxx)
-    compiler = CXX if cxx else CC
-    name = name or os.path.splitext(os.path.basename(sources[0]))[0]
-    flags = COMMON_FLAGS + (["-std=c++17"] if cxx else ["-std=gnu11"]) + \
-        ["-I" + interp.include, "-I" + SCENARIOS] + list(extra_cflags)
-    # DT_RPATH (not RUNPATH) so that an inherited LD_LIBRARY_PATH cannot swap in another
-    # libpython with the same soname (pyenv's and Debian's are both libpython3.11.so.1.0).
-    ldflags = [interp.libpython, "-Wl,--disable-new-dtags", "-Wl,-rpath," + interp.libdir,
-               "-ldl", "-lm"] + list(extra_ldflags)
-    key = _digest(sources, [compiler, flags, ldflags, interp.name, interp.libpython])
-    outdir = os.path.join(build_dir or default_build_dir(), _slug(interp.name))
-    os.makedirs(outdir, exist_ok=True)
-    out = os.path.join(outdir, "%s-%s" % (name, key))
-    if os.path.exists(out):
-        return out
-    return _run_compiler([compiler] + flags + sources + ["-o", "@OUT@"] + ldflags, out)
+    return _compile(sources, name, cxx, build_dir, _slug(interp.name),
+                    ["-I" + interp.include], extra_cflags,
+                    _libpython_ldflags(interp) + list(extra_ldflags),
+                    [interp.name, interp.libpython])
 
 
 def build_host(sources, build_dir=None, name=None, cxx=None, extra_cflags=(), extra_ldflags=()):
     """Compile a program that does not link libpython at all (it may dlopen one at run
     time, as PostgreSQL's plpython3u or uWSGI do), unless extra_ldflags link one. Returns
     the executable's path."""
-    sources = [os.path.abspath(s) for s in sources]
-    cxx = _is_cxx(sources, cxx)
-    compiler = CXX if cxx else CC
-    name = name or os.path.splitext(os.path.basename(sources[0]))[0]
-    flags = COMMON_FLAGS + (["-std=c++17"] if cxx else ["-std=gnu11"]) + \
-        ["-I" + SCENARIOS] + list(extra_cflags)
-    ldflags = ["-ldl"] + list(extra_ldflags)
-    key = _digest(sources, [compiler, flags, ldflags])
-    outdir = os.path.join(build_dir or default_build_dir(), "hosts")
-    os.makedirs(outdir, exist_ok=True)
-    out = os.path.join(outdir, "%s-%s" % (name, key))
-    if os.path.exists(out):
-        return out
-    return _run_compiler([compiler] + flags + sources + ["-o", "@OUT@"] + ldflags, out)
+    return _compile(sources, name, cxx, build_dir, "hosts", [], extra_cflags,
+                    ["-ldl"] + list(extra_ldflags))
 
 
 def build_module(interp, sources, build_dir=None, name=None, cxx=None, extra_cflags=()):
@@ -143,22 +156,9 @@ def build_module(interp, sources, build_dir=None, name=None, cxx=None, extra_cfl
     a dlclose of the module unmaps libpython again. Returns the library's path."""
     if not interp.can_embed:
         raise Unsupported(interp.skip or "%s has no shared libpython to link" % interp.name)
-    sources = [os.path.abspath(s) for s in sources]
-    cxx = _is_cxx(sources, cxx)
-    compiler = CXX if cxx else CC
-    name = name or os.path.splitext(os.path.basename(sources[0]))[0]
-    flags = COMMON_FLAGS + ["-fPIC", "-shared"] + \
-        (["-std=c++17"] if cxx else ["-std=gnu11"]) + \
-        ["-I" + interp.include, "-I" + SCENARIOS] + list(extra_cflags)
-    ldflags = [interp.libpython, "-Wl,--disable-new-dtags", "-Wl,-rpath," + interp.libdir,
-               "-ldl", "-lm"]
-    key = _digest(sources, [compiler, flags, ldflags, interp.name, interp.libpython])
-    outdir = os.path.join(build_dir or default_build_dir(), _slug(interp.name))
-    os.makedirs(outdir, exist_ok=True)
-    out = os.path.join(outdir, "%s-%s.so" % (name, key))
-    if os.path.exists(out):
-        return out
-    return _run_compiler([compiler] + flags + sources + ["-o", "@OUT@"] + ldflags, out)
+    return _compile(sources, name, cxx, build_dir, _slug(interp.name),
+                    ["-fPIC", "-shared", "-I" + interp.include], extra_cflags,
+                    _libpython_ldflags(interp), [interp.name, interp.libpython], suffix=".so")
 
 
 def pybind11_include():
@@ -181,7 +181,8 @@ def build_extension(interp, modname, sources, build_dir=None, cxx=None, pybind11
     sources = [os.path.abspath(s) for s in sources]
     cxx = True if pybind11 else _is_cxx(sources, cxx)
     compiler = CXX if cxx else CC
-    flags = COMMON_FLAGS + ["-fPIC", "-shared", "-I" + interp.include, "-I" + SCENARIOS]
+    flags = COMMON_FLAGS + ["-fPIC", "-shared", "-I" + interp.include] + \
+        ["-I" + d for d in INCLUDES]
     flags += ["-std=c++17"] if cxx else ["-std=gnu11"]
     if pybind11:
         inc = pybind11_include()
@@ -242,15 +243,15 @@ def pybind11_version():
 
 
 def build_pfgtest(interp, build_dir=None):
-    """The test extension `pfgtest` (tests/scenarios/pfgtest.c) for interp. Returns the
+    """The test extension `pfgtest` (pfgpy/c/pfgtest.c) for interp. Returns the
     directory to put on PYTHONPATH. API: pfgtest.late_ensure(), block_in_allow_threads(),
     wake_fd_at_exit(fd), register_thread(name); see pfgtest.c."""
-    return build_extension(interp, "pfgtest", [os.path.join(SCENARIOS, "pfgtest.c")], build_dir)
+    return build_extension(interp, "pfgtest", [source("pfgtest.c")], build_dir)
 
 
 def build_pfgbind(interp, build_dir=None):
     """The pybind11 test module `pfgbind` (tests/scenarios/pfgbind.cc)."""
-    return build_extension(interp, "pfgbind", [os.path.join(SCENARIOS, "pfgbind.cc")],
+    return build_extension(interp, "pfgbind", [source("pfgbind.cc")],
                            build_dir, pybind11=True)
 
 

@@ -20,6 +20,11 @@ import os
 import shutil
 import subprocess
 
+try:
+    from .env import scrubbed
+except ImportError:         # run as a script: python3 tools/pfgpy/interpreters.py
+    from env import scrubbed
+
 MIN_VERSION = (3, 6)
 
 # Run inside the candidate interpreter; prints one JSON object. Must stay compatible with
@@ -93,11 +98,8 @@ class Interpreter(object):
 def probe(executable, timeout=20):
     """Ask an interpreter about itself. Returns (facts dict, None) or (None, reason)."""
     try:
-        env = dict(os.environ)
-        for k in ("PYTHONHOME", "PYTHONPATH", "LD_PRELOAD", "PYTHONSTARTUP"):
-            env.pop(k, None)
         out = subprocess.run([executable, "-E", "-S", "-c", _PROBE], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, timeout=timeout, env=env)
+                             stderr=subprocess.PIPE, timeout=timeout, env=scrubbed())
     except subprocess.TimeoutExpired:
         return None, "probe timed out after %ss" % timeout
     except OSError as e:

@@ -26,18 +26,21 @@ typedef void *(*save_t)(void);
 typedef void (*restore_t)(void *);
 typedef void (*void_t)(void);
 
-static ensure_t ensure;
-static gate_t wake_native, native_ready;
-static int native_tid;
-static volatile int native_passed;
+/* The native thread: started before finalization, its first PyGILState_Ensure after. */
+static struct {
+  ensure_t ensure;      /* dlsym'd: the host may not link libpython */
+  gate_t wake, ready;
+  int tid;
+  volatile int passed;
+} nat;
 
 static void *native(void *arg) {
   (void)arg;
-  native_tid = scen_tid();
-  gate_open(&native_ready);
-  gate_wait(&wake_native);
-  ensure();
-  native_passed = 1;
+  nat.tid = scen_tid();
+  gate_open(&nat.ready);
+  gate_wait(&nat.wake);
+  nat.ensure();
+  nat.passed = 1;
   say("native: PASSED PyGILState_Ensure after finalization");
   return NULL;
 }
@@ -100,9 +103,9 @@ int main(int argc, char **argv) {
   run_t run = (run_t)sym(scope, "PyRun_SimpleStringFlags");
   save_t save = (save_t)sym(scope, "PyEval_SaveThread");
   restore_t restore = (restore_t)sym(scope, "PyEval_RestoreThread");
-  ensure = (ensure_t)sym(scope, "PyGILState_Ensure");
-  gate_init(&wake_native);
-  gate_init(&native_ready);
+  nat.ensure = (ensure_t)sym(scope, "PyGILState_Ensure");
+  gate_init(&nat.wake);
+  gate_init(&nat.ready);
   int daemon_pipe[2];
   if (pipe(daemon_pipe) != 0) return 90;
   initex(0);
@@ -121,16 +124,16 @@ int main(int argc, char **argv) {
   void *mts = save();
   pthread_t n;
   pthread_create(&n, NULL, native, NULL);
-  gate_wait(&native_ready);
+  gate_wait(&nat.ready);
   sleep_ms(100);  /* the daemon is inside os.read by now */
-  int daemon_tid = other_thread(scen_tid(), native_tid);
+  int daemon_tid = other_thread(scen_tid(), nat.tid);
   restore(mts);
   int rc = fini();
   say("MARK host: Py_FinalizeEx returned %d; waking the daemon and the native thread", rc);
   char c = 'x';
   if (write(daemon_pipe[1], &c, 1) != 1) return 90;
-  gate_open(&wake_native);
-  say("STATE native %s", settle(native_tid, &native_passed, 1000));
+  gate_open(&nat.wake);
+  say("STATE native %s", settle(nat.tid, &nat.passed, 1000));
   static volatile int daemon_passed;  /* it prints PASSED itself if it gets through */
   say("STATE daemon %s", daemon_tid ? settle(daemon_tid, &daemon_passed, 1000) : "unknown");
   say("host: exit 7");

@@ -1,4 +1,5 @@
-/* Helpers shared by the scenario programs (tests/scenarios) and tests/stress.
+/* Helpers shared by the scenario programs (tests/scenarios), the programs the launcher
+ * builds (tools/pfgpy/c) and tests/stress.
  *
  * Every scenario reports what became of its threads on stdout with lines
  *     STATE <thread-name> <passed|gone|parked|blocked>

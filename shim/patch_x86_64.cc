@@ -11,9 +11,11 @@
 //
 // The slot lives in an "arena" mmap'ed within rel32 reach of the target, so the entry
 // jump, the trampoline's jump back and relocated RIP-relative operands all stay rel32.
-// Arenas are never writable and executable at once: an arena is filled while RW, sealed
-// RX, and later slots are added through /proc/self/mem (which writes RX pages without
-// changing their protection, so threads running earlier trampolines never fault).
+// Arenas are never writable and executable at once: an arena is reserved PROT_NONE, each
+// page is filled while RW (int3, then its first slot) and sealed RX before anything can
+// jump into it, and later slots on a sealed page are added through /proc/self/mem (which
+// writes RX pages without changing their protection, so threads running earlier
+// trampolines never fault).
 //
 // Nothing here allocates with malloc or throws; state is a few fixed arrays and mmap'ed
 // chunks, guarded by one mutex (patching runs at load time or from dlopen).
@@ -373,18 +375,60 @@ void sync_cores(bool other_threads = true) {
 // ---------------------------------------------------------------------------------------
 // Near memory: arenas of trampolines within rel32 reach of their targets.
 
+// Reserved PROT_NONE; pages are committed (int3-filled, sealed RX) one at a time as slots
+// need them. Filling all 64 KiB with int3 up front faulted in 16 pages, and callgrind
+// counted 65,000 instructions of memset, for the one page a runtime's 14 patches use; a
+// stray jump into a page never committed still faults at once.
 struct Arena {
   uintptr_t base;
-  std::size_t len;
-  std::size_t used;
-  bool sealed;  // RX; further slots only through /proc/self/mem
-  bool full;    // do not add slots (procmem failed on it)
-  unsigned live;  // slots of patches not forgotten (forget(): 0 unmaps the arena)
+  std::size_t len;        // reserved
+  std::size_t committed;  // [base, base + committed): RX pages
+  std::size_t used;       // slots handed out, from base
+  unsigned live;          // slots of patches not forgotten (forget(): 0 unmaps the arena)
+  bool full;              // a page could not be made RW or sealed: no more slots here
 };
 constexpr int kMaxArenas = 256;
 Arena g_arenas[kMaxArenas];
 int g_narenas;
-bool g_procmem_failed;  // sticky: once /proc/self/mem writes fail, use one arena per patch
+bool g_procmem_failed;  // sticky: once /proc/self/mem writes fail, every slot gets a fresh page
+
+// Where the next slot of `a` goes (offset from base): after the last one on its sealed
+// page, written through /proc/self/mem, or at the start of the next reserved page. False
+// when the arena is full.
+bool next_slot(const Arena &a, std::size_t &off, bool &fresh_page) {
+  if (a.used < a.committed && !g_procmem_failed) {  // slots never straddle pages (4096 % 128 == 0)
+    off = a.used;
+    fresh_page = false;
+    return true;
+  }
+  if (a.full || a.committed + kPage > a.len) return false;
+  off = a.committed;
+  fresh_page = true;
+  return true;
+}
+
+// Write a slot where next_slot() said. A fresh page is made RW (never executable while
+// writable), filled and sealed RX before its address is handed out.
+bool write_slot(Arena &a, std::size_t off, bool fresh_page, const uint8_t *slot) {
+  uintptr_t s = a.base + off;
+  if (fresh_page) {
+    void *pg = reinterpret_cast<void *>(s);
+    if (mprotect(pg, kPage, PROT_READ | PROT_WRITE) != 0) { a.full = true; return false; }
+    memset(pg, 0xCC, kPage);  // int3 everywhere unused
+    memcpy(pg, slot, kSlotLen);
+    if (mprotect(pg, kPage, PROT_READ | PROT_EXEC) != 0) {
+      mprotect(pg, kPage, PROT_NONE);
+      a.full = true;
+      return false;
+    }
+    a.committed += kPage;
+  } else if (!procmem_write(s, slot, kSlotLen)) {
+    g_procmem_failed = true;
+    return false;
+  }
+  a.used = off + kSlotLen;
+  return true;
+}
 
 bool in_reach(uintptr_t at, uintptr_t a, std::size_t len) {
   int64_t lo = static_cast<int64_t>(a) - static_cast<int64_t>(at);
@@ -443,8 +487,6 @@ struct GapFinder {
   }
   void finish() { consider(prev_heap ? prev_end + kHeapGap : prev_end, kUserTop); }
 };
-
-std::size_t arena_len() { return g_procmem_failed ? kPage : kArenaLen; }
 
 // Everything a patch needs to know from /proc/self/maps, in one read of it (reading it is
 // most of the cost of a patch): the extent holding the target, whether the whole function
@@ -505,11 +547,11 @@ void snapshot_add(uintptr_t start, std::size_t len) {
   m = Mapping{};
   m.start = start;
   m.end = start + len;
-  m.r = m.w = true;  // as mapped; sealed r-x later, which no survey of a target depends on
+  // ---p as reserved; pages become r-x later, which no survey of a target depends on
 }
 
 bool survey(uintptr_t target, std::size_t fn_size, Survey &sv) {
-  GapFinder gf(target, arena_len());
+  GapFinder gf(target, kArenaLen);
   bool ext_open = true;
   uintptr_t cur = target, end = target + fn_size;
   bool rx_bad = false, rx_done = fn_size == 0;
@@ -537,31 +579,25 @@ bool survey(uintptr_t target, std::size_t fn_size, Survey &sv) {
   return ok;
 }
 
-// Map a new RW arena near `at` at one of the candidates (from a survey), else look
+// Reserve a new arena near `at` at one of the candidates (from a survey), else look
 // again. Never MAP_FIXED over anything: MAP_FIXED_NOREPLACE fails on an occupied range,
 // and kernels older than 4.17 treat it as a hint, which is checked afterwards.
 Arena *new_arena(uintptr_t at, const uintptr_t *cand0, int n0) {
   if (g_narenas == kMaxArenas) return nullptr;
-  std::size_t len = arena_len();
+  std::size_t len = kArenaLen;
   uintptr_t cand[GapFinder::kMax];
   int n = n0;
   for (int i = 0; i < n0; ++i) cand[i] = cand0[i];
   for (int round = 0; round < 4; ++round) {
     for (int i = 0; i < n; ++i) {
-      void *p = mmap(reinterpret_cast<void *>(cand[i]), len, PROT_READ | PROT_WRITE,
+      void *p = mmap(reinterpret_cast<void *>(cand[i]), len, PROT_NONE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
       if (p == MAP_FAILED) continue;
       uintptr_t a = reinterpret_cast<uintptr_t>(p);
       if (!in_reach(at, a, len)) { munmap(p, len); continue; }
-      memset(p, 0xCC, len);  // int3 everywhere unused
       snapshot_add(a, len);  // a gap is gone
       Arena &ar = g_arenas[g_narenas++];
-      ar.base = a;
-      ar.len = len;
-      ar.used = 0;
-      ar.sealed = false;
-      ar.full = false;
-      ar.live = 0;
+      ar = Arena{a, len, 0, 0, 0, false};
       return &ar;
     }
     // Another thread may have mapped our candidates meanwhile: look again.
@@ -578,11 +614,11 @@ Arena *new_arena(uintptr_t at, const uintptr_t *cand0, int n0) {
 // Does not map anything (used by check()).
 bool peek_slot(uintptr_t at, const Survey &sv, uintptr_t &slot) {
   for (int i = 0; i < g_narenas; ++i) {
-    Arena &a = g_arenas[i];
-    if (a.full || a.used + kSlotLen > a.len) continue;
-    if (a.sealed && g_procmem_failed) continue;
-    if (!in_reach(at, a.base, a.len)) continue;
-    slot = a.base + a.used;
+    const Arena &a = g_arenas[i];
+    std::size_t off;
+    bool fresh;
+    if (!in_reach(at, a.base, a.len) || !next_slot(a, off, fresh)) continue;
+    slot = a.base + off;
     return true;
   }
   if (sv.ngaps < 1) return false;
@@ -1065,18 +1101,19 @@ Result install(void *target, std::size_t fn_size, void *hook, void **real_out) {
   uint8_t slotbuf[kSlotLen];
   uintptr_t slot = 0;
   Arena *arena = nullptr;
-  // Up to two attempts: an existing sealed arena (written through /proc/self/mem), then
-  // a fresh arena (written while still RW) if that write failed.
+  // Up to two attempts: a sealed page (written through /proc/self/mem), then a fresh page
+  // (written while RW) if that write failed.
   for (int attempt = 0; attempt < 2 && !slot; ++attempt) {
     arena = nullptr;
-    for (int i = 0; i < g_narenas && attempt == 0; ++i) {
+    std::size_t off = 0;
+    bool fresh = false;
+    for (int i = 0; i < g_narenas; ++i) {
       Arena &a = g_arenas[i];
-      if (a.full || a.used + kSlotLen > a.len || (a.sealed && g_procmem_failed)) continue;
-      if (in_reach(p.at, a.base, a.len)) { arena = &a; break; }
+      if (in_reach(p.at, a.base, a.len) && next_slot(a, off, fresh)) { arena = &a; break; }
     }
-    if (!arena) arena = new_arena(p.at, p.sv.gaps, p.sv.ngaps);
+    if (!arena && (arena = new_arena(p.at, p.sv.gaps, p.sv.ngaps))) next_slot(*arena, off, fresh);
     if (!arena) { unclaim(rec); fail(r, "no free address range within +-2 GiB of the target"); return r; }
-    uintptr_t s = arena->base + arena->used;
+    uintptr_t s = arena->base + off;
     // stub: jmp qword [rip+0]; .quad hook
     memset(slotbuf, 0xCC, sizeof slotbuf);
     static const uint8_t j[6] = {0xFF, 0x25, 0, 0, 0, 0};
@@ -1084,21 +1121,14 @@ Result install(void *target, std::size_t fn_size, void *hook, void **real_out) {
     memcpy(slotbuf + 6, &hook, 8);
     unsigned tlen;
     if (!encode(p, s + kStubLen, slotbuf + kStubLen, tlen, r)) { unclaim(rec); return r; }
-    if (!arena->sealed) {
-      memcpy(reinterpret_cast<void *>(s), slotbuf, kSlotLen);
-      if (mprotect(reinterpret_cast<void *>(arena->base), arena->len, PROT_READ | PROT_EXEC) != 0) {
+    if (!write_slot(*arena, off, fresh, slotbuf)) {
+      if (fresh) {
         unclaim(rec);
-        fail(r, "mprotect(RX) of the trampoline arena failed (errno %d)", errno);
-        arena->full = true;  // left RW, never executed: unusable
+        fail(r, "mprotect of a trampoline page failed (errno %d)", errno);
         return r;
       }
-      arena->sealed = true;
-    } else if (!procmem_write(s, slotbuf, kSlotLen)) {
-      g_procmem_failed = true;
-      arena->full = true;
-      continue;
+      continue;  // /proc/self/mem refused: the next attempt takes a fresh page
     }
-    arena->used += kSlotLen;
     slot = s;
   }
   if (!slot) { unclaim(rec); fail(r, "could not write the trampoline"); return r; }

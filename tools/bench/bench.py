@@ -20,8 +20,10 @@ Four measurements, one table each (docs/performance.md explains method and cavea
                    the pair counts. Without the guard, with a do-nothing interposer
                    (tools/bench/null_hop.c: the floor of any LD_PRELOAD wrapper) and with
                    the guard.
-  3. start-up      `python -c pass`: CPU time (interleaved runs, median of per-pair
-                   ratios) and callgrind instructions, without and with the guard. Targets:
+  3. start-up      `python -c pass`: CPU time (interleaved runs, median of per-round
+                   ratios) and callgrind instructions, without and with the guard; the time
+                   also for an empty preloaded object and for the guard with
+                   PYFINGUARD_PATCH=off, the floors the guard cannot go below. Targets:
                    <= 1.05 time (<= 1.03 on static executables, issue 12), <= 1.02
                    instructions. Also Debian unstable's static python3.13/3.14/3.15 inside
                    the tools/sid-env chroot (root only; --no-sid skips it), with the
@@ -210,6 +212,12 @@ def build_pair(t):
            t.libpython, "-Wl,--disable-new-dtags", "-Wl,-rpath," + os.path.dirname(t.libpython),
            "-ldl"]
     return compile_cached(cmd, [src], os.path.join(d, "pair"))
+
+
+def build_empty_preload():
+    src = os.path.join(HERE, "empty_preload.c")
+    cmd = [os.environ.get("CC", "cc"), "-O2", "-shared", "-fPIC", src]
+    return compile_cached(cmd, [src], os.path.join(build_dir(), "empty_preload.so"))
 
 
 def build_null_hop():
@@ -499,39 +507,48 @@ def measure_startup(targets, lib, runs, jobs, cpu):
     instr = {}
     for (t, pre), n in zip(jl, tot):
         instr[(t.name, pre)] = n
+    # Besides no guard and the guard, two floors in the same rounds: an empty preloaded
+    # object (what any LD_PRELOAD costs) and the guard with PYFINGUARD_PATCH=off (the
+    # guard without its entry patches), so a missed target says where the time goes.
+    empty = build_empty_preload()
+    envs = {"raw": env_with(None), "guard": env_with(lib), "empty": env_with(empty),
+            "off": dict(env_with(lib), PYFINGUARD_PATCH="off")}
     pin(cpu)
     res = {}
     for t in runnable:
-        log("bench: start-up time %s (%d x 2 runs)" % (t.name, runs))
+        log("bench: start-up time %s (%d x 4 runs)" % (t.name, runs))
         argv = [t.executable, "-c", "pass"]
-        envs = {None: env_with(None), lib: env_with(lib)}
-        raw, gd, ratio, wall = [], [], [], []
+        cpu_s = {k: [] for k in envs}
+        ratio = {k: [] for k in envs}
+        wall = []
         try:
-            for pre in (None, lib):  # warm the page cache for both
-                spawn_time(argv, envs[pre])
+            for k in envs:  # warm the page cache for each
+                spawn_time(argv, envs[k])
         except RuntimeError as e:
             print("%s: start-up failed: %s" % (t.name, e))
             continue
         for i in range(runs):
-            order = (None, lib) if i % 2 == 0 else (lib, None)
+            order = list(envs) if i % 2 == 0 else list(envs)[::-1]
             got = {}
-            for pre in order:
-                got[pre] = spawn_time(argv, envs[pre])
-            raw.append(got[None][0])
-            gd.append(got[lib][0])
-            ratio.append(got[lib][0] / got[None][0])
-            wall.append(got[lib][1] / got[None][1])
-        res[t.name] = (median(raw), median(gd), median(ratio), median(wall))
+            for k in order:
+                got[k] = spawn_time(argv, envs[k])
+            for k in envs:
+                cpu_s[k].append(got[k][0])
+                ratio[k].append(got[k][0] / got["raw"][0])
+            wall.append(got["guard"][1] / got["raw"][1])
+        res[t.name] = (median(cpu_s["raw"]), median(cpu_s["guard"]), median(ratio["guard"]), median(wall),
+                       median(ratio["empty"]), median(ratio["off"]))
     pin(None)
     out = {}
     for t in runnable:
         if t.name not in res:
             out[t.name] = {"kind": t.kind, "failed": True}
             continue
-        r_ms, g_ms, ratio, wall = res[t.name]
+        r_ms, g_ms, ratio, wall, empty_ratio, off_ratio = res[t.name]
         ir, ig = instr.get((t.name, None)), instr.get((t.name, lib))
         out[t.name] = {"kind": t.kind, "raw_cpu_ms": r_ms * 1e3, "guard_cpu_ms": g_ms * 1e3,
-                       "time_ratio": ratio, "wall_ratio": wall, "raw_instr": ir, "guard_instr": ig,
+                       "time_ratio": ratio, "wall_ratio": wall, "empty_ratio": empty_ratio,
+                       "patch_off_ratio": off_ratio, "raw_instr": ir, "guard_instr": ig,
                        "instr_ratio": ig / float(ir) if ir and ig else None}
     return out
 
@@ -540,18 +557,20 @@ def report_startup(out, runs, cpu):
     rows = []
     for name, o in out.items():
         if o.get("failed"):
-            rows.append([name, "failed"] + ["-"] * 7)
+            rows.append([name, "failed"] + ["-"] * 9)
             continue
         ir, ig = o["raw_instr"], o["guard_instr"]
         rows.append([name, "%.2f" % o["raw_cpu_ms"], "%.2f" % o["guard_cpu_ms"],
-                     fmt_ratio(o["time_ratio"]), fmt_ratio(o["wall_ratio"])] +
+                     fmt_ratio(o["time_ratio"]), fmt_ratio(o["wall_ratio"]),
+                     fmt_ratio(o["empty_ratio"]), fmt_ratio(o["patch_off_ratio"])] +
                     (["%.2fM" % (ir / 1e6), "%.2fM" % (ig / 1e6), "%+.2fM" % ((ig - ir) / 1e6),
                       fmt_ratio(o["instr_ratio"])] if o["instr_ratio"] else ["-"] * 4))
     table("3. start-up: `python -c pass`; time: CPU time (user+sys) of the child, median of %d "
-          "interleaved pairs of runs pinned to CPU %s, ratio = median of per-pair ratios; "
+          "interleaved rounds of runs pinned to CPU %s, ratio = median of per-round ratios to no "
+          "guard (also for an empty preloaded object and for the guard with PYFINGUARD_PATCH=off); "
           "instructions: callgrind" % (runs, cpu),
           ["interpreter", "raw cpu ms", "guard cpu ms", "time ratio", "wall ratio",
-           "raw instr", "guard instr", "delta", "instr ratio"], rows)
+           "empty preload", "patch off", "raw instr", "guard instr", "delta", "instr ratio"], rows)
     for name, o in out.items():
         if o.get("failed"):
             continue

@@ -122,7 +122,7 @@ bool batch_alone() {
 // next runs user code, so none keeps executing stale prefetched bytes of the old entry
 // (Intel SDM, cross-modifying code). Best effort: older kernels lack the command.
 // With other_threads false (a process of one task, see write_entry()) there is no other
-// thread to serialize: membarrier is skipped, registration included (up to ~60 us here).
+// thread to serialize: membarrier is skipped, registration included.
 void sync_cores(bool other_threads) {
   static int registered;  // 0 unknown, 1 yes, -1 unavailable; guarded by the lock
   if (other_threads && registered == 0) {
@@ -159,9 +159,8 @@ bool procmem_write(uintptr_t addr, const void *src, std::size_t n) {
 //  1b. a batch in a process of one task: /proc/self/mem. The page swap exists for other
 //     threads that may be fetching the entry while it changes; with no other task there
 //     is none, and our own thread is in this function, not in the entry, so the write is
-//     as atomic as the swap for every thread that exists -- at a tenth of its cost
-//     (mmap, mprotect and an mremap that splits the text mapping, ~20 us, against one
-//     pwrite, ~2 us). The answer holds until writes_batch_end(): nothing between installs
+//     as atomic as the swap for every thread that exists, in one system call instead of
+//     three (mmap, mprotect and an mremap that splits the text mapping). The answer holds until writes_batch_end(): nothing between installs
 //     creates a thread (images.cc looks symbols up and records coverage).
 //  2. page swap (swap_write): atomic for threads entering the function, W^X kept;
 //  3. /proc/self/mem: W^X kept, protection unchanged, but the kernel copies byte-wise on

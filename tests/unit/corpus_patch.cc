@@ -326,7 +326,12 @@ __attribute__((constructor)) void at_load() {
     return;
   }
   if (getenv("PFG_CORPUS_PATCH") && strcmp(getenv("PFG_CORPUS_PATCH"), "0") == 0) return;
+  // As the guard patches at load: one batch in a process of one task, so the entries are
+  // written in place through /proc/self/mem (docs/patching.md). corpus_host patches
+  // outside a batch: page swaps, one /proc/self/maps reading per patch.
+  pfg::patch::batch_begin();
   pfg_corpus_patch_linkmap(lm);
+  pfg::patch::batch_end();
 }
 
 }  // namespace

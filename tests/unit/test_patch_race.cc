@@ -232,8 +232,13 @@ int main(int argc, char **argv) {
     struct timespec d = {0, 1000 + rand() % 200000};
     nanosleep(&d, nullptr);
     long h0 = __atomic_load_n(&g_hooked, __ATOMIC_RELAXED);
+    // Every other round inside a batch, as the guard patches: with the caller thread
+    // present the batch must still swap the page, and its core serialization comes at
+    // batch_end().
+    if (i % 2) pfg::patch::batch_begin();
     pfg::patch::Result r = pfg::patch::install(reinterpret_cast<void *>(s.f), 14, reinterpret_cast<void *>(&hook),
                                                &g_real);
+    if (i % 2) pfg::patch::batch_end();
     if (!r.ok) {
       printf("round %d: refused: %s\n", i, r.why);
       ++refused;

@@ -6,7 +6,7 @@
 #include <sys/auxv.h>
 #include <sys/utsname.h>
 
-#include "report.h"
+#include "writer.h"
 
 namespace pfg {
 
@@ -44,15 +44,6 @@ void copy_host(const char *name) {
 }
 
 }  // namespace
-
-void strict_register_at_load() {
-  // Only the variable's presence is looked at here; its value is checked with the others
-  // in config_load() (one warning line, in a process that runs Python). on_exit rather
-  // than atexit: its handler gets the exit status, and it is not tied to this library's
-  // DSO handle, so __cxa_finalize does not run it early when our destructors run.
-  if (getauxval(AT_SECURE) || !getenv("PYFINGUARD_STRICT")) return;
-  on_exit(report_strict_at_exit, nullptr);
-}
 
 void config_load() {
   if (g_config.loaded) return;

@@ -33,10 +33,4 @@ void config_load();
 
 const char *mode_name(Mode m);
 
-// Called from the library's constructor, before the program's main() and before
-// __libc_start_main registers the loader's destructor pass: with PYFINGUARD_STRICT set
-// (and not in secure execution), registers the exit handler that changes the status
-// (report.cc, report_strict_at_exit). Nothing at all without the variable.
-void strict_register_at_load();
-
 }  // namespace pfg

@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include "interpose.h"
-#include "runtime.h"
 
 namespace {
 

@@ -6,9 +6,10 @@
 
 #include "interpose.h"
 #include "park.h"
-#include "report.h"
-#include "runtime.h"
+#include "probes.h"
+#include "sink.h"
 #include "state.h"
+#include "writer.h"
 
 namespace pfg {
 namespace {

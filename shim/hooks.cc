@@ -14,6 +14,7 @@
 #include "interpose.h"
 #include "lifecycle.h"
 #include "park.h"
+#include "probes.h"
 #include "runtime.h"
 #include "state.h"
 

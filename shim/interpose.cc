@@ -3,7 +3,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
-#include "report.h"
+#include "writer.h"
 
 // The hidden definitions in hooks.cc.
 #define PFG_PY(ret, name, params, args) extern "C" ret pfg_hook_##name params;

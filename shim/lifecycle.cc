@@ -2,7 +2,7 @@
 
 #include <atomic>
 
-#include "runtime.h"
+#include "probes.h"
 #include "state.h"
 
 namespace pfg {

@@ -1,5 +1,4 @@
 #include "park.h"
-#include "runtime.h"
 
 #include <cerrno>
 #include <csignal>
@@ -12,8 +11,7 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "window.h"
-#include "gilwait.h"
+#include "probes.h"
 #include "report.h"
 
 namespace pfg {
@@ -164,8 +162,6 @@ void park_atfork_child() {
   for (unsigned i = 0; i < kMaxParkRecords; ++i) g_parked[i].tid.store(0);
   g_parked_count.store(0);
   g_reportable_count.store(0);
-  window_atfork_child();
-  gilwait_atfork_child();
 }
 
 }  // namespace pfg

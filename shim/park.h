@@ -5,24 +5,9 @@
 #include <pthread.h>
 
 #include "interpose.h"
+#include "parkrecord.h"
 
 namespace pfg {
-
-struct ParkRecord {
-  std::atomic<int> tid;  // 0 while the slot is being filled
-  pthread_t thread;
-  Fn api;                // the intercepted function the thread called
-  uint64_t generation;   // runtime generation the thread belonged to / reached for
-  uint64_t epoch;        // g_epoch seen by the thread
-  int64_t when_ns;       // CLOCK_MONOTONIC at park
-  char name[16];         // thread name (prctl)
-  // Stopped during CPython's own finalization, where CPython stops such a thread too,
-  // silently (<= 3.13: pthread_exit from take_gil; 3.14: hangs it). Reported only with
-  // PYFINGUARD_LOG set (report.cc). Everything else -- a thread reaching for the GIL
-  // after Py_FinalizeEx returned or in a later runtime, where CPython would let it use
-  // freed memory -- is always reported.
-  bool routine;
-};
 
 constexpr unsigned kMaxParkRecords = 4096;
 extern ParkRecord g_parked[kMaxParkRecords];
@@ -50,7 +35,7 @@ bool is_parked_tid(int tid);
 // it will never run again. Only used when something is parked or Python is finalizing.
 int join_completing(pthread_t t, void **retval);
 
-// fork(): the child has none of the parent's parked threads.
+// fork(): the child has none of the parent's parked threads (preload.cc calls it).
 void park_atfork_child();
 
 const char *reason_text(Reason r);

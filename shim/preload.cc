@@ -3,21 +3,30 @@
 // handler. Everything else is done by the pieces named in docs/design.md.
 #include <pthread.h>
 
-#include "config.h"
+#include "gilwait.h"
 #include "park.h"
-#include "report.h"
 #include "runtime.h"
 #include "state.h"
+#include "summary.h"
+#include "window.h"
 #include "../include/pyfinguard.h"
 
 #define PFG_API extern "C" __attribute__((visibility("default")))
 
 namespace {
 
+// fork(): only the forking thread exists in the child. Each mechanism forgets the other
+// threads it knew (orchestrated here, from the top, so that no mechanism calls another's).
+void atfork_child() {
+  pfg::park_atfork_child();
+  pfg::window_atfork_child();
+  pfg::gilwait_atfork_child();
+}
+
 __attribute__((constructor)) void pfg_load() {
   pfg::resolve_libc();
   pfg::runtime_detect_at_load();
-  pthread_atfork(nullptr, nullptr, pfg::park_atfork_child);
+  pthread_atfork(nullptr, nullptr, atfork_child);
   pfg::strict_register_at_load();  // nothing unless PYFINGUARD_STRICT is set
 }
 

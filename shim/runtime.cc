@@ -12,33 +12,23 @@
 #include "images.h"
 #include "interpose.h"
 #include "patch.h"
-#include "report.h"
+#include "probes.h"
+#include "sink.h"
 #include "state.h"
 #include "window.h"
+#include "writer.h"
 
 namespace pfg {
 
 namespace {
 
-// The probes are read lock-free on hot paths (decide(), the pthread_exit and GIL-wait
-// hooks) and cleared when the image is unmapped: atomics, each loaded once per use.
+// What detection knows of the runtime it took over (the probes are in probes.cc).
+// Detection mutex.
 struct Runtime {
-  std::atomic<bool> present;
   int image;
-  std::atomic<int (*)(void)> probe_fn;
-  std::atomic<void *const *> probe_var;
-  const char *probe_name;
-  const char *(*get_version)(void);
-  std::atomic<int (*)(void)> is_initialized;
-  std::atomic<void *(*)(void)> this_thread_state;
-  std::atomic<void *(*)(void *)> ts_interp;     // PyThreadState_GetInterpreter (3.9+)
-  std::atomic<void *(*)(void)> interp_head;     // PyInterpreterState_Head
-  std::atomic<void *(*)(void *)> interp_next;   // PyInterpreterState_Next
-  std::atomic<int> minor;  // 3.<minor>, from Py_GetVersion() at detection (safe before Py_Initialize)
   bool semantic;
   bool late;  // taken over from a dlopen handle
   bool free_threaded;  // stepped aside (take_over)
-  char version[32];   // "3.11.7", copied at take-over: describe() must not call an unmapped image
   char ignored[256];  // a second runtime we did not take over (reported)
 };
 Runtime g_rt;
@@ -71,7 +61,7 @@ void take_over(void *scope, void *anchor) {
   int idx = image_add(anchor, &is_new);
   if (idx < 0 || !is_new) return;
   const Image &im = image_at(idx);
-  if (g_rt.present.load()) {
+  if (probes_present()) {
     snprintf(g_rt.ignored, sizeof g_rt.ignored, "%s", im.path);
     return;
   }
@@ -84,12 +74,12 @@ void take_over(void *scope, void *anchor) {
   // once (docs/design.md, "Free-threaded builds").
   auto version_fn = reinterpret_cast<const char *(*)(void)>(lookup(scope, "Py_GetVersion"));
   if (const char *v = version_fn ? version_fn() : nullptr; v && strstr(v, "free-threading")) {
-    snprintf(g_rt.version, sizeof g_rt.version, "%.*s", int(strcspn(v, " ")), v);
+    probes_set_version(v);
     g_rt.free_threaded = true;
     state_step_aside();
     const int fd = log_fd();
     if (fd >= 0)
-      Writer(fd).str("pyfinguard: CPython ").str(g_rt.version).str(" (").safe(im.path, 200)
+      Writer(fd).str("pyfinguard: CPython ").str(runtime_version()).str(" (").safe(im.path, 200)
           .str(") is a free-threaded build, which pyfinguard does not support: it stays inactive in this process\n");
     return;
   }
@@ -115,42 +105,17 @@ void take_over(void *scope, void *anchor) {
     cover(Fn(i), def, im, bypass, g_rt.semantic);
   }
   patch::batch_end();
-  g_rt.probe_fn.store(nullptr);
-  g_rt.probe_var.store(nullptr);
-  if (auto f = lookup(scope, "Py_IsFinalizing")) {
-    g_rt.probe_fn.store(reinterpret_cast<int (*)(void)>(f));
-    g_rt.probe_name = "Py_IsFinalizing";
-  } else if (auto g = lookup(scope, "_Py_IsFinalizing")) {
-    g_rt.probe_fn.store(reinterpret_cast<int (*)(void)>(g));
-    g_rt.probe_name = "_Py_IsFinalizing";
-  } else if (auto v = lookup(scope, "_Py_Finalizing")) {
-    g_rt.probe_var.store(static_cast<void *const *>(v));
-    g_rt.probe_name = "_Py_Finalizing";
-  } else {
-    g_rt.probe_name = "none (phase only)";
-  }
-  g_rt.get_version = version_fn;
-  g_rt.is_initialized.store(reinterpret_cast<int (*)(void)>(lookup(scope, "Py_IsInitialized")));
-  g_rt.this_thread_state.store(reinterpret_cast<void *(*)(void)>(lookup(scope, "PyGILState_GetThisThreadState")));
-  g_rt.ts_interp.store(reinterpret_cast<void *(*)(void *)>(lookup(scope, "PyThreadState_GetInterpreter")));
-  g_rt.interp_head.store(reinterpret_cast<void *(*)(void)>(lookup(scope, "PyInterpreterState_Head")));
-  g_rt.interp_next.store(reinterpret_cast<void *(*)(void *)>(lookup(scope, "PyInterpreterState_Next")));
-  g_rt.minor.store(0);
-  snprintf(g_rt.version, sizeof g_rt.version, "unknown");
-  if (g_rt.get_version) {
-    const char *v = g_rt.get_version();
-    if (v[0] == '3' && v[1] == '.') g_rt.minor.store(atoi(v + 2));
-    snprintf(g_rt.version, sizeof g_rt.version, "%.*s", int(strcspn(v, " ")), v);
-  }
+  probes_fill(lookup, scope, version_fn);
   g_rt.image = idx;
   g_rt.late = scope != RTLD_DEFAULT && scope != RTLD_NEXT;
   window_init();
   ++g_hist.takeovers;
-  g_rt.present.store(true);
+  probes_publish();
 }
 
 // The runtime's image was unmapped. Order matters: first the probes (the only calls the
-// guard makes into the image on its own, from hooks of *other* images' code and libc),
+// guard makes into the image on its own, from hooks of *other* images' code and libc:
+// probes.h),
 // then the real-function slots (interpose.cc says why the hot paths may read them
 // meanwhile), then what only detection and reports read. A runtime that was running
 // ends with its image: its generation is FINALIZED from now on, so a thread that used
@@ -158,15 +123,7 @@ void take_over(void *scope, void *anchor) {
 // mapping) starts a new generation.
 void drop_runtime(const char *why) {
   const Image &im = image_at(g_rt.image);
-  g_rt.present.store(false);
-  g_rt.probe_fn.store(nullptr);
-  g_rt.probe_var.store(nullptr);
-  g_rt.is_initialized.store(nullptr);
-  g_rt.this_thread_state.store(nullptr);
-  g_rt.ts_interp.store(nullptr);
-  g_rt.interp_head.store(nullptr);
-  g_rt.interp_next.store(nullptr);
-  g_rt.get_version = nullptr;
+  probes_clear();
   reset_python_slots();
   const int forgotten = patch::forget(im.map_lo, im.map_hi);
   gilwait_forget_range(im.map_lo, im.map_hi);
@@ -178,7 +135,7 @@ void drop_runtime(const char *why) {
   if (phase_of(g_epoch.load()) != kFinalized) end_finalizing();
   ++g_hist.unloads;
   snprintf(g_hist.last, sizeof g_hist.last, "CPython %s, %s, mapping %u at %#lx, %s; %d entry patch%s dropped",
-           g_rt.version, im.path, im.mapping, (unsigned long)im.bias, why, forgotten, forgotten == 1 ? "" : "es");
+           runtime_version(), im.path, im.mapping, (unsigned long)im.bias, why, forgotten, forgotten == 1 ? "" : "es");
   image_drop(g_rt.image);
 }
 
@@ -193,7 +150,7 @@ void check_unloads() {
   for (int i = 0; i < kMaxImages; ++i) {
     const Image &im = image_at(i);
     if (!im.live || image_check_mapped(i)) continue;
-    if (g_rt.present.load() && i == g_rt.image) drop_runtime("unmapped by dlclose");
+    if (probes_present() && i == g_rt.image) drop_runtime("unmapped by dlclose");
     else image_drop(i);
   }
 }
@@ -228,57 +185,6 @@ void runtime_after_dlclose() {
   pthread_mutex_unlock(&g_detect_mu);
 }
 
-bool runtime_thread_ending_normally() {
-  auto tts = g_rt.this_thread_state.load();
-  if (g_rt.minor.load() >= 10 || !tts) return false;
-  // Reads the runtime's TSS slot for this thread (static data, pthread_getspecific):
-  // NULL once the thread deleted its state (and once the runtime dropped its TSS key).
-  return tts() == nullptr;
-}
-
-bool runtime_finalization_over() {
-  if (!g_rt.present.load()) return true;
-  auto init = g_rt.is_initialized.load();
-  if (!init || init()) return false;
-  if (auto f = g_rt.probe_fn.load()) return f() == 0;
-  return false;  // 3.6's _Py_Finalizing stays set
-}
-
-void *runtime_interp_of(void *ts) {
-  if (!ts || !g_rt.present.load()) return nullptr;
-  if (auto f = g_rt.ts_interp.load()) return f(ts);
-  return static_cast<void **>(ts)[2];  // 3.6-3.8: struct _ts { prev, next, interp, ... }
-}
-
-bool runtime_interp_listed(void *interp) {
-  auto head = g_rt.interp_head.load();
-  auto next = g_rt.interp_next.load();
-  if (!head || !next) return true;  // cannot tell: treat as live (let the call through)
-  int steps = 0;
-  for (void *i = head(); i; i = next(i))
-    if (i == interp || ++steps > 4096) return true;
-  return false;
-}
-
-bool runtime_is_finalizing() {
-  // Py_FinalizeEx clears "initialized" at its point of no return, in the same step that
-  // sets the finalizing flag (3.6-3.13), and -- unlike that flag, which it resets again
-  // on its way out (_PyRuntimeState_Fini) -- leaves it cleared until a new runtime
-  // starts. Without this, a thread arriving between that reset and the FINALIZED store
-  // of our hook was let into a destroyed runtime (tests/scenarios/storm.c found it).
-  //
-  // Each probe is loaded once: an unmapped image's probes are cleared (drop_runtime), and
-  // a runtime whose image is gone is past any point of no return.
-  if (!g_rt.present.load()) return true;
-  auto init = g_rt.is_initialized.load();
-  if (init && !init()) return true;
-  if (auto f = g_rt.probe_fn.load()) return f() != 0;
-  if (auto v = g_rt.probe_var.load()) return *static_cast<void *const volatile *>(v) != nullptr;
-  return false;
-}
-
-const char *runtime_version() { return g_rt.version[0] ? g_rt.version : "unknown"; }
-
 int runtime_describe(char *buf, size_t size) {
   // Formats into a local buffer first so the return value is the full length. Under the
   // detection mutex: images come and go (dlopen/dlclose hooks) while we read them.
@@ -297,9 +203,9 @@ int runtime_describe(char *buf, size_t size) {
   uint64_t e = g_epoch.load();
   static const char *const phases[] = {"running", "finalizing", "finalized", "?"};
   add("version: %s\n", PFG_VERSION);
-  if (g_rt.present.load()) {
+  if (probes_present()) {
     const Image &im = image_at(g_rt.image);
-    add("runtime: CPython %s\n", g_rt.version);
+    add("runtime: CPython %s\n", runtime_version());
     add("image: %s\n", im.path);
     add("mapping: %u of this path, base %#lx, %s\n", im.mapping, (unsigned long)im.bias,
         im.cookie_at ? "identified by a cookie in its data segment"
@@ -309,10 +215,10 @@ int runtime_describe(char *buf, size_t size) {
     else if (g_rt.late) add("build: shared libpython loaded with dlopen\n");
     else add("build: shared libpython, semantic interposition %s\n",
              g_rt.semantic ? "on (its own calls go through the PLT)" : "off (its own calls are direct)");
-    add("probe: %s%s\n", g_rt.is_initialized.load() ? "Py_IsInitialized, " : "", g_rt.probe_name);
+    add("probe: %s%s\n", probes_have_initialized() ? "Py_IsInitialized, " : "", probes_name());
     if (g_rt.ignored[0]) add("ignored: second runtime %s\n", g_rt.ignored);
   } else if (g_rt.free_threaded) {
-    add("runtime: CPython %s, a free-threaded build: not supported, the guard is inactive\n", g_rt.version);
+    add("runtime: CPython %s, a free-threaded build: not supported, the guard is inactive\n", runtime_version());
   } else if (g_hist.unloads) {
     add("runtime: none mapped now (its image was unmapped)\n");
   } else {
@@ -327,7 +233,7 @@ int runtime_describe(char *buf, size_t size) {
   add("phase: %s\n", phases[phase_of(e)]);
   for (int i = 0; i < fn_count; ++i) {
     if (kFns[i].python) {
-      if (!g_rt.present.load() && !g_hist.unloads) continue;
+      if (!probes_present() && !g_hist.unloads) continue;
       add("cover %s %s %s\n", kFns[i].name, mech_name(g_cover[i].mech), g_cover[i].why);
     } else {
       add("cover %s interpose libc, called through the PLT by every image\n", kFns[i].name);

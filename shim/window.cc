@@ -8,7 +8,8 @@
 #include <unistd.h>
 
 #include "gilwait.h"
-#include "report.h"
+#include "sink.h"
+#include "writer.h"
 
 namespace pfg {
 

@@ -51,14 +51,14 @@ bool past_point_of_no_return(uint64_t e) {
 }
 
 // ... for a thread other than its finalizer.
-bool late(uint64_t e) { return t_pt.finalizer_gen != gen_of(e) && past_point_of_no_return(e); }
+bool late(uint64_t e) { return !is_finalizer(e) && past_point_of_no_return(e); }
 
 // A thread that last took the GIL in an earlier generation, waiting for the GIL now:
 // its thread state was freed with that runtime. It cannot be the thread that
 // initialized the current one (initializing() sets its acquired_epoch).
 bool stale(uint64_t e) {
   const uint64_t a = t_pt.acquired_epoch;
-  return a != 0 && gen_of(a) != gen_of(e) && t_pt.finalizer_gen != gen_of(e);
+  return a != 0 && gen_of(a) != gen_of(e) && !is_finalizer(e);
 }
 
 [[noreturn]] void park_waiter(CondSlot *s, pthread_mutex_t *m, uint64_t e) {

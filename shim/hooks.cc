@@ -1,30 +1,16 @@
-// The wrappers: policy only. docs/design.md ("Decisions") is the reference and
-// shim/model/ checks it; keep the three in step.
-//
-// Each hook is defined once, hidden, as pfg_hook_<name>; the exported <name> is an
-// alias. Inside the library we only ever use the hidden address, which is what an
-// entry patch jumps to even when an executable's definition of <name> wins lookup.
+// The wrappers of CPython's C API (PFG_PY in intercepted.def): policy only.
+// docs/design.md ("Decisions") is the reference and shim/model/ checks it; keep the
+// three in step. The libc hooks are in libc_hooks.cc; hooks.h says how both are defined.
 #include <atomic>
-#include <cerrno>
-#include <dlfcn.h>
 
-#include "gilwait.h"
-#include "window.h"
+#include "hooks.h"
 #include "images.h"
 #include "interpose.h"
 #include "lifecycle.h"
 #include "park.h"
 #include "probes.h"
-#include "runtime.h"
 #include "state.h"
-
-#define PFG_LIKELY(x) __builtin_expect(!!(x), 1)
-#define PFG_UNLIKELY(x) __builtin_expect(!!(x), 0)
-// The hook's caller is CPython's own code (libpython, or a static python executable).
-// A macro: __builtin_return_address(0) must be the hook's own return address.
-#define PFG_CALLED_FROM_PYTHON() in_python_text(reinterpret_cast<uintptr_t>(__builtin_return_address(0)))
-#define PFG_EXPORT_ALIAS(ret, name, params) \
-  extern "C" __attribute__((visibility("default"), alias("pfg_hook_" #name))) ret name params;
+#include "window.h"
 
 using namespace pfg;
 
@@ -39,7 +25,7 @@ __attribute__((noinline, cold)) void decide(Fn api, void *ts, uint64_t e, bool f
   // 1. The thread that finalizes the current runtime is never parked, during
   //    finalization or after (an embedder's main thread calling into a finalized
   //    runtime gets CPython's own behaviour, as without the guard).
-  if (t_pt.finalizer_gen == gen_of(e)) return;
+  if (is_finalizer(e)) return;
   // 2. A thread state saved under an earlier runtime: freed at that finalization, its
   //    address possibly reused by the current one. Never dereferenced.
   const Handle h = t_pt.h;
@@ -108,8 +94,74 @@ void finalizer_enter() {
 // return, let every open window close first (window.h). One load and a compare otherwise.
 inline void before_cpython_frees() {
   const uint64_t e = g_epoch.load();
-  if (PFG_UNLIKELY(phase_of(e) == kFinalizing) && t_pt.finalizer_gen == gen_of(e) && runtime_is_finalizing())
+  if (PFG_UNLIKELY(phase_of(e) == kFinalizing) && is_finalizer(e) && runtime_is_finalizing())
     drain_windows_once(gen_of(e));
+}
+
+// What every acquiring hook (PyEval_AcquireThread, PyEval_AcquireLock, PyGILState_Ensure,
+// PyThreadState_New) does around its real call: register for the drain, open the window,
+// read g_epoch -- after the window opens: the drain's Dekker pairing (window.h) -- and
+// decide() off the fast path, then call (real, with that epoch) and close the window
+// once it returns. The fast path is a current handle for a hook given the caller's own
+// thread state (ts, kOwnTs), RUNNING for the others. caller: the hook's return address,
+// tells CPython's own call from an extension's for a report (decide()'s from_cpython).
+template <Fn api, bool kOwnTs = false, typename Real>
+inline auto acquiring(Real &&real, void *ts = nullptr, uintptr_t caller = 0) {
+  window_register();
+  window_open();
+  const uint64_t e = g_epoch.load();
+  if (PFG_UNLIKELY(kOwnTs ? !handle_current(e) : phase_of(e) != kRunning))
+    decide(api, ts, e, caller && in_python_text(caller));
+  struct Window {
+    ~Window() { window_close(); }  // once the real call has returned (its result copied)
+  } open;
+  return real(e);
+}
+
+// CPython switches thread states inside PyGILState_Ensure/Release (calling RestoreThread
+// and SaveThread itself, through the PLT or through our entry patches): one level deeper
+// in reg_depth for the call, so that those switches are not taken for the caller's own,
+// and the caller's outstanding save put back afterwards.
+template <typename Real>
+inline auto inside_gilstate(Real &&real) {
+  struct Level {
+    const Handle outer = t_pt.h;  // CPython's own switches inside may overwrite it
+    Level() { t_pt.reg_depth += kGilStateLevel; }
+    ~Level() {
+      t_pt.reg_depth -= kGilStateLevel;
+      t_pt.h = outer;
+    }
+  } level;
+  return real();
+}
+
+// Py_Main/Py_BytesMain/_Py_UnixMain: the python executable's own runtime, whose whole
+// program runs inside the real call. Announce its generation first and remember it
+// (park.cc: what happens to its threads at exit is routine).
+void main_starts() {
+  begin_generation();
+  t_pt.acquired_epoch = g_epoch.load();
+  g_main_generation.store(gen_of(t_pt.acquired_epoch));
+}
+
+// (Re-)initialization. Py_Initialize* start the new generation only once the runtime
+// exists: until then the thread that initializes passes as the previous runtime's
+// finalizer, and every other thread still sees FINALIZED and parks -- announcing the
+// new generation first let a PyGILState_Ensure into a half-built runtime (found by the
+// model, docs/model.md F7). Py_Main/Py_BytesMain run the whole program inside the real
+// call, so they announce it first.
+template <typename F>
+inline auto initializing(F &&real) {
+  const uint64_t e = g_epoch.load();
+  if (phase_of(e) == kRunning) return real();
+  t_pt.finalizer_gen = gen_of(e);
+  struct Done {
+    ~Done() {
+      begin_generation();
+      t_pt.acquired_epoch = g_epoch.load();  // holds the new runtime's GIL
+    }
+  } done;
+  return real();
 }
 
 }  // namespace
@@ -126,7 +178,7 @@ __attribute__((visibility("hidden"))) void *pfg_hook_PyEval_SaveThread(void) {
   // Not RUNNING, or a thread not yet registered for the drain (its first save): the
   // handle must not let the restore take the fast path before the thread's window is
   // visible to a finalizer.
-  if (PFG_UNLIKELY(phase_of(e) != kRunning || !(pt.mode & 1))) return save_slow(ts, e);
+  if (PFG_UNLIKELY(phase_of(e) != kRunning || !(pt.reg_depth & kRegistered))) return save_slow(ts, e);
   return ts;
 }
 
@@ -148,55 +200,34 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyEval_RestoreThread(void *t
   window_close();
 }
 
+// A thread CPython starts (3.14's thread_run) takes its first GIL here: the caller tells
+// a program's own late thread from an extension's (docs/diagnostics.md).
 __attribute__((visibility("hidden"))) void pfg_hook_PyEval_AcquireThread(void *ts) {
-  window_register();
-  window_open();
-  const uint64_t e = g_epoch.load();
-  // A thread CPython starts (3.14's thread_run) takes its first GIL here: from_cpython
-  // tells a program's own late thread from an extension's (docs/diagnostics.md).
-  if (PFG_UNLIKELY(!handle_current(e))) decide(fn_PyEval_AcquireThread, ts, e, PFG_CALLED_FROM_PYTHON());
-  if (t_pt.h.ts == ts) t_pt.h.epoch = 0;
-  t_pt.acquired_epoch = e;
-  PFG_REAL(PyEval_AcquireThread)(ts);
-  window_close();
+  acquiring<fn_PyEval_AcquireThread, true>([ts](uint64_t e) {
+    if (t_pt.h.ts == ts) t_pt.h.epoch = 0;
+    t_pt.acquired_epoch = e;
+    PFG_REAL(PyEval_AcquireThread)(ts);
+  }, ts, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_PyEval_AcquireLock(void) {
-  window_register();
-  window_open();
-  const uint64_t e = g_epoch.load();
-  if (PFG_UNLIKELY(phase_of(e) != kRunning)) decide(fn_PyEval_AcquireLock, nullptr, e);
-  t_pt.acquired_epoch = e;
-  PFG_REAL(PyEval_AcquireLock)();
-  window_close();
+  acquiring<fn_PyEval_AcquireLock>([](uint64_t e) {
+    t_pt.acquired_epoch = e;
+    PFG_REAL(PyEval_AcquireLock)();
+  });
 }
 
-// CPython switches thread states inside Ensure/Release (calling RestoreThread and
-// SaveThread itself, through the PLT or through our entry patches); t_in_gilstate keeps
-// those internal switches from overwriting the caller's own outstanding save.
 __attribute__((visibility("hidden"))) int pfg_hook_PyGILState_Ensure(void) {
-  window_register();
-  window_open();
-  const uint64_t e = g_epoch.load();
-  if (PFG_UNLIKELY(phase_of(e) != kRunning)) decide(fn_PyGILState_Ensure, nullptr, e);
-  const Handle outer = t_pt.h;  // CPython's own switches inside may overwrite it
-  t_pt.mode += 2;
-  t_pt.acquired_epoch = e;
-  int st = PFG_REAL(PyGILState_Ensure)();
-  t_pt.mode -= 2;
-  t_pt.h = outer;
-  window_close();
-  return st;
+  return acquiring<fn_PyGILState_Ensure>([](uint64_t e) {
+    t_pt.acquired_epoch = e;
+    return inside_gilstate([] { return PFG_REAL(PyGILState_Ensure)(); });
+  });
 }
 
 __attribute__((visibility("hidden"))) void pfg_hook_PyGILState_Release(int st) {
   uint64_t e = g_epoch.load();
   if (PFG_UNLIKELY(phase_of(e) != kRunning)) decide(fn_PyGILState_Release, nullptr, e);
-  const Handle outer = t_pt.h;
-  t_pt.mode += 2;
-  PFG_REAL(PyGILState_Release)(st);
-  t_pt.mode -= 2;
-  t_pt.h = outer;
+  inside_gilstate([st] { PFG_REAL(PyGILState_Release)(st); });
 }
 
 __attribute__((visibility("hidden"))) int pfg_hook_Py_FinalizeEx(void) {
@@ -235,16 +266,12 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyInterpreterState_Clear(voi
 // Inside PyGILState_Ensure it is CPython's own call, already decided.
 __attribute__((visibility("hidden"))) void *pfg_hook_PyThreadState_New(void *interp) {
   if (in_gilstate()) return PFG_REAL(PyThreadState_New)(interp);
-  window_register();
-  window_open();
-  const uint64_t e = g_epoch.load();
-  if (PFG_UNLIKELY(phase_of(e) != kRunning)) decide(fn_PyThreadState_New, nullptr, e);
-  if (PFG_UNLIKELY(interp_ended(interp)) && t_pt.finalizer_gen != gen_of(e))
-    park(fn_PyThreadState_New, e, Reason::ended_interp);
-  void *ts = PFG_REAL(PyThreadState_New)(interp);
-  note_ts_created(ts);
-  window_close();
-  return ts;
+  return acquiring<fn_PyThreadState_New>([interp](uint64_t e) {
+    if (PFG_UNLIKELY(interp_ended(interp)) && !is_finalizer(e)) park(fn_PyThreadState_New, e, Reason::ended_interp);
+    void *ts = PFG_REAL(PyThreadState_New)(interp);
+    note_ts_created(ts);
+    return ts;
+  });
 }
 
 // Records the deletion before the state is freed: a thread that saved it and restores
@@ -262,39 +289,6 @@ __attribute__((visibility("hidden"))) void pfg_hook_Py_EndInterpreter(void *ts) 
   PFG_REAL(Py_EndInterpreter)(ts);
   note_interp_ended(interp);
 }
-
-// (Re-)initialization. Py_Initialize* start the new generation only once the runtime
-// exists: until then the thread that initializes passes as the previous runtime's
-// finalizer, and every other thread still sees FINALIZED and parks -- announcing the
-// new generation first let a PyGILState_Ensure into a half-built runtime (found by the
-// model, docs/model.md F7). Py_Main/Py_BytesMain run the whole program inside the real
-// call, so they announce it first.
-}  // extern "C"
-
-// Py_Main/Py_BytesMain/_Py_UnixMain: the python executable's own runtime, whose whole
-// program runs inside the real call. Announce its generation first and remember it
-// (park.cc: what happens to its threads at exit is routine).
-static void main_starts() {
-  begin_generation();
-  t_pt.acquired_epoch = g_epoch.load();
-  g_main_generation.store(gen_of(t_pt.acquired_epoch));
-}
-
-template <typename F>
-static inline auto initializing(F &&real) {
-  const uint64_t e = g_epoch.load();
-  if (phase_of(e) == kRunning) return real();
-  t_pt.finalizer_gen = gen_of(e);
-  struct Done {
-    ~Done() {
-      begin_generation();
-      t_pt.acquired_epoch = g_epoch.load();  // holds the new runtime's GIL
-    }
-  } done;
-  return real();
-}
-
-extern "C" {
 
 __attribute__((visibility("hidden"))) void pfg_hook_Py_Initialize(void) {
   initializing([] { PFG_REAL(Py_Initialize)(); });
@@ -324,124 +318,7 @@ __attribute__((visibility("hidden"))) int pfg_hook__Py_UnixMain(int argc, char *
   return PFG_REAL(_Py_UnixMain)(argc, argv);
 }
 
-// CPython 3.9-3.13 terminate a late thread from take_gil() (after releasing the GIL
-// mutex), <= 3.8 from exit_thread_if_finalizing() after dropping the GIL: both through
-// PyThread_exit_thread() -> pthread_exit(). Unwinding C++ frames from there aborts
-// (noexcept destructors), and the seed's open race -- finalization starting while the
-// thread waits in take_gil (bpo-33608) -- ends exactly here. Park instead.
-__attribute__((visibility("hidden"))) void pfg_hook_pthread_exit(void *retval) {
-  if (PFG_CALLED_FROM_PYTHON()) {
-    uint64_t e = g_epoch.load();
-    // CPython's own flags, not our phase, and not a thread at its normal end: <= 3.9
-    // end every thread with PyThread_exit_thread() after deleting its thread state, and
-    // a non-daemon thread may get there just after Py_FinalizeEx, having waited for
-    // it, went on (tests/scenarios/h_ordinary.py). A thread inside one of our
-    // acquiring hooks (window open) is being terminated whatever its TSS says.
-    if (t_pt.finalizer_gen != gen_of(e) && runtime_is_finalizing() &&
-        (t_pt.window || !runtime_thread_ending_normally()))
-      park(fn_pthread_exit, e, Reason::thread_exit);
-  }
-  PFG_REAL(pthread_exit)(retval);
-  __builtin_unreachable();
-}
-
-// CPython >= 3.14 (and 3.13.x with the gh-87135 backport) no longer terminates a late
-// thread: PyThread_hang_thread() loops around pause() for ever. Such a thread is adopted:
-// parked like the ones the guard stops itself, so that it is counted and reported by the
-// same rules, PYFINGUARD_MODE applies, its window closes and a join on it completes.
-// signal.pause() from Python code reaches here too; before the point of no return, and
-// for the finalizer, it is the real pause().
-__attribute__((visibility("hidden"))) int pfg_hook_pause(void) {
-  if (PFG_CALLED_FROM_PYTHON()) {
-    const uint64_t e = g_epoch.load();
-    if (t_pt.finalizer_gen != gen_of(e) && phase_of(e) != kRunning && runtime_is_finalizing())
-      park(fn_pause, e, Reason::thread_hang);
-    // Inside an acquiring hook's real call CPython only pauses to hang the thread for
-    // good: 3.14+ does so to the threads of a sub-interpreter that Py_EndInterpreter
-    // ended while the main runtime runs (tests/subinterp end-daemon). Left as CPython
-    // has it, but its window must not hold up the drain of a later Py_FinalizeEx (it
-    // did, for 1 s and a warning).
-    t_pt.window = 0;
-  }
-  return PFG_REAL(pause)();
-}
-
-// CPython's own GIL waits (gilwait.h): every pthread_cond_timedwait in the process comes
-// here; only Python text's -- take_gil() -- is more than a range check and a call.
-__attribute__((visibility("hidden"))) int pfg_hook_pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m,
-                                                                          const struct timespec *abstime) {
-  if (PFG_LIKELY(!PFG_CALLED_FROM_PYTHON()))
-    return PFG_REAL(pthread_cond_timedwait)(c, m, abstime);
-  return gil_wait(c, m, abstime);
-}
-
-__attribute__((visibility("hidden"))) int pfg_hook_pthread_cond_destroy(pthread_cond_t *c) {
-  if (PFG_CALLED_FROM_PYTHON()) gil_cond_destroying(c);
-  return PFG_REAL(pthread_cond_destroy)(c);
-}
-
-__attribute__((visibility("hidden"))) int pfg_hook_pthread_mutex_destroy(pthread_mutex_t *m) {
-  if (PFG_CALLED_FROM_PYTHON() && !gil_mutex_destroy_allowed())
-    return 0;
-  return PFG_REAL(pthread_mutex_destroy)(m);
-}
-
-// Joins complete when their target is parked: it will never run again. The plain path
-// costs two loads when nothing was parked and the first runtime is running.
-__attribute__((visibility("hidden"))) int pfg_hook_pthread_join(pthread_t t, void **retval) {
-  // Plain only while the first runtime runs and nothing parked: after a finalization
-  // (even once a new runtime RUNS again) a thread of the old one may park at any time,
-  // and a join already waiting on it must complete (docs/model.md F5).
-  if (PFG_LIKELY(g_parked_count.load() == 0 && runtime_of(g_epoch.load()) == make_epoch(1, kRunning)))
-    return PFG_REAL(pthread_join)(t, retval);
-  return join_completing(t, retval);
-}
-
-__attribute__((visibility("hidden"))) int pfg_hook_pthread_tryjoin_np(pthread_t t, void **retval) {
-  if (g_parked_count.load() != 0 && is_parked_thread(t)) {
-    if (retval) *retval = nullptr;
-    return 0;
-  }
-  return PFG_REAL(pthread_tryjoin_np)(t, retval);
-}
-
-__attribute__((visibility("hidden"))) int pfg_hook_pthread_timedjoin_np(pthread_t t, void **retval,
-                                                                        const struct timespec *abstime) {
-  if (g_parked_count.load() != 0 && is_parked_thread(t)) {
-    if (retval) *retval = nullptr;
-    return 0;
-  }
-  return PFG_REAL(pthread_timedjoin_np)(t, retval, abstime);
-}
-
-__attribute__((visibility("hidden"))) int pfg_hook_pthread_clockjoin_np(pthread_t t, void **retval, clockid_t clk,
-                                                                        const struct timespec *abstime) {
-  if (g_parked_count.load() != 0 && is_parked_thread(t)) {
-    if (retval) *retval = nullptr;
-    return 0;
-  }
-  return PFG_REAL(pthread_clockjoin_np)(t, retval, clk, abstime);
-}
-
-// A runtime loaded late (plpython3u, uWSGI, any embedder using dlopen) is taken over
-// before dlopen returns, i.e. before its first call.
-__attribute__((visibility("hidden"))) void *pfg_hook_dlopen(const char *file, int mode) {
-  void *h = dlopen_as_caller(file, mode, __builtin_return_address(0));
-  if (h) runtime_detect_in(h);
-  return h;
-}
-
-// A dlclose may unmap the runtime's image (directly, or as a dependency of what it
-// closes): the guard forgets everything that pointed there before anyone can use it
-// (runtime.h; docs/design.md, "Images come and go").
-__attribute__((visibility("hidden"))) int pfg_hook_dlclose(void *handle) {
-  const int rc = PFG_REAL(dlclose)(handle);
-  if (rc == 0) runtime_after_dlclose();  // a failed dlclose unmapped nothing (and keeps its dlerror)
-  return rc;
-}
-
 }  // extern "C"
 
 #define PFG_PY(ret, name, params, args) PFG_EXPORT_ALIAS(ret, name, params)
-#define PFG_LIBC(ret, name, params, args) PFG_EXPORT_ALIAS(ret, name, params)
 #include "intercepted.def"

@@ -60,11 +60,13 @@ struct Handle {
 // trivially initialized).
 struct PerThread {
   Handle h;
-  // bit 0: registered for the finalizer's drain (window.h); bits 1..: nesting depth of
-  // the PyGILState_Ensure/Release hooks, 2 per level. The thread states CPython switches
-  // inside those calls are not the caller's own save/restore pairs. mode == 1 is the
-  // common case the fast paths test with one compare.
-  uint32_t mode;
+  // Two counts in one word, so that the common case -- registered, outside any GILState
+  // hook: reg_depth == kRegistered -- is one test on the fast paths:
+  //   bit 0 (kRegistered)  registered for the finalizer's drain (window.h)
+  //   bits 1..             nesting depth of the PyGILState_Ensure/Release hooks,
+  //                        kGilStateLevel per level. The thread states CPython switches
+  //                        inside those calls are not the caller's own save/restore pairs.
+  uint32_t reg_depth;
   int window;              // real acquiring calls this thread is inside (window.h)
   // The generation this thread finalized (0: none). Set by the Py_FinalizeEx/
   // Py_Finalize/Py_Exit hooks before FINALIZING is stored. A generation, not a flag:
@@ -78,7 +80,14 @@ struct PerThread {
 };
 extern __thread PerThread t_pt __attribute__((visibility("hidden")));
 
-inline bool in_gilstate() { return t_pt.mode >> 1; }
+constexpr uint32_t kRegistered = 1;
+constexpr uint32_t kGilStateLevel = 2;
+inline bool is_registered() { return t_pt.reg_depth & kRegistered; }
+inline bool in_gilstate() { return t_pt.reg_depth / kGilStateLevel != 0; }
+
+// Is this thread the one that finalizes (or finalized) the runtime of epoch e? Such a
+// thread is never parked: it gets CPython's own behaviour, as without the guard.
+inline bool is_finalizer(uint64_t e) { return t_pt.finalizer_gen == gen_of(e); }
 
 // Transitions. Called by the finalizing / initializing thread only.
 bool begin_finalizing();  // RUNNING -> FINALIZING (same generation); false if not RUNNING

@@ -35,7 +35,7 @@ namespace pfg {
 // Registers this thread's window word (t_pt.window) so that the drain sees it.
 void window_register_slow();  // cold
 inline void window_register() {
-  if (__builtin_expect(!(t_pt.mode & 1), 0)) window_register_slow();
+  if (__builtin_expect(!is_registered(), 0)) window_register_slow();
 }
 
 // The window around a real acquiring call: opened before g_epoch is read, closed when

@@ -31,7 +31,7 @@ LAYERS = {
     # 3: detection and take-over of a runtime, pyfinguard_describe()
     'runtime': 3,
     # 4: the policy on top: the hooks and the preload entry
-    'hooks': 4, 'preload': 4,
+    'hooks': 4, 'libc_hooks': 4, 'preload': 4,
 }
 MAX_LINES = 450
 # Over the limit on this branch and split on another one (issue 13): drop the entry once

@@ -1,0 +1,17 @@
+// How a hook is defined (hooks.cc: CPython's C API; libc_hooks.cc: libc). Each hook is
+// defined once, hidden, as pfg_hook_<name>; the exported <name> is an alias (made at the
+// end of the file that defines it: an alias must name a definition in its own
+// translation unit). Inside the library we only ever use the hidden address, which is
+// what an entry patch jumps to even when an executable's definition of <name> wins lookup.
+#pragma once
+#include <cstdint>
+
+#include "images.h"
+
+#define PFG_LIKELY(x) __builtin_expect(!!(x), 1)
+#define PFG_UNLIKELY(x) __builtin_expect(!!(x), 0)
+// The hook's caller is CPython's own code (libpython, or a static python executable).
+// A macro: __builtin_return_address(0) must be the hook's own return address.
+#define PFG_CALLED_FROM_PYTHON() in_python_text(reinterpret_cast<uintptr_t>(__builtin_return_address(0)))
+#define PFG_EXPORT_ALIAS(ret, name, params) \
+  extern "C" __attribute__((visibility("default"), alias("pfg_hook_" #name))) ret name params;

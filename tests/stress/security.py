@@ -39,7 +39,7 @@ import common  # noqa: E402
 FORBIDDEN = re.compile(r"^(exec\w*|fexecve|system|popen|posix_spawn\w*|fork|vfork|clone|"
                        r"socket|socketpair|connect|bind|listen|accept4?|send|sendto|sendmsg|"
                        r"getaddrinfo|gethostbyname\w*)$")
-# The PYFINGUARD_LOG=syslog destination (shim/report.cc, syslog_fd): the guard's only
+# The PYFINGUARD_LOG=syslog destination (shim/sink.cc, syslog_fd): the guard's only
 # socket calls, made only when that destination is selected (checked under strace).
 GUARD_SOCKET_IMPORTS = {"socket", "connect", "send"}
 TRACED = "execve,execveat,fork,vfork,socket,connect,bind,listen,sendto,sendmsg"

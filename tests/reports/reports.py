@@ -256,17 +256,25 @@ def skip_reason(sc, it):
 
 # ------------------------------------------------------------------------------- json
 
-def json_cell(sc, it, lib, build_dir):
-    c = Cell("%s %s" % (sc.id, it.name))
-    why = skip_reason(sc, it)
+def prepare_or_skip(c, sc, it, build_dir, why):
+    """(cmd, extra) for scenario sc on it, or None with cell c marked SKIP (why, or the
+    build saying the scenario cannot be built for it)."""
     if why:
         c.status, c.reason = "SKIP", why
-        return c
+        return None
     try:
-        cmd, extra = matrix.prepare(sc, it, build_dir)
+        return matrix.prepare(sc, it, build_dir)
     except build.Unsupported as e:
         c.status, c.reason = "SKIP", str(e)
+        return None
+
+
+def json_cell(sc, it, lib, build_dir):
+    c = Cell("%s %s" % (sc.id, it.name))
+    prepared = prepare_or_skip(c, sc, it, build_dir, skip_reason(sc, it))
+    if prepared is None:
         return c
+    cmd, extra = prepared
     r = run(cmd, guarded_env(lib, extra, {"PYFINGUARD_LOG": "stderr",
                                           "PYFINGUARD_REPORT_FORMAT": "json"}))
     problems = []
@@ -396,14 +404,10 @@ def syslog_cell(it, lib, build_dir, rs):
         c.status, c.reason = "SKIP", it.skip
         return c
     sc = late_scenario(it)
-    if sc is None:
-        c.status, c.reason = "SKIP", "no late-ensure scenario applies"
+    prepared = prepare_or_skip(c, sc, it, build_dir, None if sc else "no late-ensure scenario applies")
+    if prepared is None:
         return c
-    try:
-        cmd, extra = matrix.prepare(sc, it, build_dir)
-    except build.Unsupported as e:
-        c.status, c.reason = "SKIP", str(e)
-        return c
+    cmd, extra = prepared
     problems, notes = [], []
     host = os.uname().nodename
     for fmt in ("json", "text"):

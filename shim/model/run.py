@@ -19,6 +19,7 @@ Works in a temporary directory: spin and pan write pan.*, *.trail next to the mo
 they are given, and none of that belongs in the tree.
 """
 import argparse
+import json
 import os
 import re
 import shutil
@@ -49,93 +50,10 @@ class Config:
 
 
 # name, -D flags, expectation, what it is.  docs/model.md describes each one.
-CONFIGS = [
-    Config("protocol", [], "verify",
-           "the protocol of issue 10: no gate, decide() passes at once before the PONR, "
-           "drain after the PONR holding the GIL, pause() hook on 3.14; assumptions A1-A4"),
-    # The design before issue 10, and its two halves.
-    Config("old-design", ["OLD_DESIGN"], "counterexample",
-           "the protocol before issue 10 (gate grace off): drain at Py_FinalizeEx entry "
-           "releasing the GIL, and the admission gate"),
-    Config("old-design-no-p0", ["OLD_DESIGN", "NO_P0"], "counterexample",
-           "the same, P0 not checked: what the old design does to a nested PyGILState_Ensure"),
-    Config("mut-gate", ["OLD_GATE"], "counterexample",
-           "the admission gate kept (gate_admit waits during FINALIZING until the finalizer releases the GIL)"),
-    Config("mut-drain-at-entry", ["OLD_DRAIN"], "counterexample",
-           "the drain at Py_FinalizeEx entry, releasing the GIL (old drain), without the gate"),
-    Config("mut-drain-before-ponr", ["MUT_DRAIN_BEFORE_PONR"], "counterexample",
-           "the new drain (holding the GIL) but at Py_FinalizeEx entry, before the PONR"),
-    Config("mut-drain-releases-gil", ["MUT_DRAIN_RELEASES"], "counterexample",
-           "the drain releases the GIL while it waits (real SaveThread/RestoreThread)"),
-    Config("mut-decide-waits", ["MUT_DECIDE_WAITS"], "counterexample",
-           "decide() in FINALIZING waits until CPython is past its PONR instead of passing at once"),
-    # Mutants of the drain's ingredients.
-    Config("mut-no-drain", ["MUT_NO_DRAIN"], "counterexample",
-           "no drain: CPython frees thread states with windows open"),
-    Config("mut-no-window", ["MUT_NO_WINDOW"], "counterexample",
-           "acquiring hooks do not open a window"),
-    Config("mut-no-membarrier", ["MUT_NO_MEMBARRIER"], "counterexample",
-           "no membarrier before the scan: the window store may become visible after the g_epoch/flag load (x86-TSO)"),
-    Config("mut-restore-nowindow", ["MUT_RESTORE_NOWINDOW"], {"38": "verify", "313": "counterexample", "314": "counterexample"},
-           "PyEval_RestoreThread's fast path opens no window; "
-           "<= 3.8: the take_gil wait hook alone parks such a thread"),
-    Config("mut-no-pause-hook", ["MUT_NO_PAUSE_HOOK"], "counterexample",
-           "pause() not hooked: PyThread_hang_thread hangs the thread with its window open (3.14)", ("314",)),
-    Config("mut-no-wait-hook", ["MUT_NO_WAIT_HOOK"], "counterexample",
-           "take_gil wait hook missing: on <= 3.8 nothing parks a waiter of the GIL the finalizer keeps", ("38",)),
-    # Mutants of the rest of the guard: each drops or reorders one check or store.
-    Config("mut-save-after", ["MUT_SAVE_AFTER"], "counterexample",
-           "PyEval_SaveThread hook loads g_epoch after calling the real function"),
-    Config("mut-fast-nogen", ["MUT_FAST_NOGEN"], "counterexample",
-           "restore fast path compares only the phase, not the generation"),
-    Config("mut-no-stale-rule", ["MUT_NO_STALE_RULE"], "counterexample",
-           "decide() without rule 2 (stale handle of an earlier generation)"),
-    Config("mut-finalizing-noask", ["MUT_FINALIZING_NOASK"], "counterexample",
-           "decide() passes in FINALIZING without asking runtime_is_finalizing()"),
-    Config("mut-no-exit-hook", ["MUT_NO_EXIT_HOOK"], "counterexample",
-           "pthread_exit hook missing (CPython's exit really terminates the thread)", ("38", "313")),
-    Config("mut-no-finalizer-flag", ["MUT_NO_FINALIZER_FLAG"], "counterexample",
-           "Py_FinalizeEx hook does not set t_finalizer_gen"),
-    Config("mut-no-finalizing-store", ["MUT_NO_FINALIZING_STORE"], "counterexample",
-           "begin_finalizing() does not store FINALIZING"),
-    Config("mut-init-no-bump", ["MUT_INIT_NO_BUMP"], "counterexample",
-           "begin_generation() does not bump the generation"),
-    Config("mut-init-early", ["MUT_INIT_EARLY"], "counterexample",
-           "new generation announced before the real Py_Initialize instead of after it"),
-    Config("mut-no-join-completion", ["MUT_NO_JOIN_COMPLETION"], "counterexample",
-           "join_completing() does not complete joins of parked threads"),
-    Config("mut-join-fastpath", ["MUT_JOIN_FASTPATH"], "counterexample",
-           "plain pthread_join whenever nothing is parked and the phase is RUNNING (also after a re-initialization)"),
-    Config("mut-exit-phase", ["MUT_EXIT_PHASE"], "counterexample",
-           "pthread_exit hook parks whenever phase != RUNNING, ignoring CPython's flag and normal thread ends", ("38",)),
-    # Mutants of CPython's sequence: steps the guard relies on.
-    Config("mut-cpy-no-finalizing", ["MUT_CPY_NO_FINALIZING"], "counterexample",
-           "CPython never sets its finalizing flag (or the probe cannot read it)"),
-    Config("mut-cpy-free-first", ["MUT_CPY_FREE_FIRST"], "counterexample",
-           "CPython frees thread states before setting its finalizing flag", ("313", "314")),
-    Config("mut-cpy-no-first-check", ["MUT_CPY_NO_FIRST_CHECK"], "counterexample",
-           "take_gil without its check before waiting", ("313", "314")),
-    # Gaps: each lifts one assumption and must find a counterexample (no assumption is vacuous).
-    Config("gap-reinit-inflight", ["GAP_REINIT_INFLIGHT"], "counterexample",
-           "A1 lifted: Py_Initialize while an old thread is inside CPython's GIL acquisition"),
-    Config("gap-unstarted", ["GAP_UNSTARTED"], "counterexample",
-           "A2 lifted: a gen-1 Python thread whose first acquisition comes after re-init"),
-    Config("gap-take-gil-window", ["GAP_TAKE_GIL_WINDOW"], "counterexample",
-           "A3 lifted: CPython's own take_gil check-then-read race, eval-loop path", ("313", "314")),
-    Config("gap-drain-bound", ["GAP_DRAIN_BOUND"], "counterexample",
-           "A4 lifted: the drain gives up after its 1 s bound with a window still open"),
-    Config("gap-init-window", ["P0_STRICT"], "counterexample",
-           "P0 strict: a PyGILState_Ensure between the real Py_Initialize's return and the new "
-           "generation's store parks, although the new runtime is up"),
-    Config("gap-nested-window", ["TRACEMALLOC"], "counterexample",
-           "a PyGILState_Ensure nested inside another's real call (tracemalloc's raw allocator hook "
-           "in PyThreadState_New) closes the outer window: window_close() stores 0 (as specified)"),
-    Config("fix-nested-window", ["TRACEMALLOC", "FIX_NESTED_WINDOW"], "verify",
-           "the same with window_close() restoring the value window_open() found: verifies"),
-    Config("gap-cpy-fin-reset", ["CPY_FIN_RESET"], {"38": "verify", "313": "counterexample", "314": "counterexample"},
-           "CPython clears its finalizing flag on the way out of Py_FinalizeEx; <= 3.8: "
-           "the take_gil wait hook parks the eval-loop waiter on the guard's FINALIZED"),
-]
+# name, -D flags, expectation, what it is: configs.json (data; docs/model.md describes each).
+with open(os.path.join(HERE, "configs.json")) as _f:
+    CONFIGS = [Config(c["name"], c["defines"], c["expect"], c["what"], tuple(c.get("gens", ALL)))
+               for c in json.load(_f)["configs"]]
 BY_NAME = {c.name: c for c in CONFIGS}
 
 

@@ -44,8 +44,9 @@ __attribute__((noinline, cold)) void decide(Fn api, void *ts, uint64_t e, bool f
     default:
       park(api, e, Reason::finalized, from_cpython);
   }
-  // 3. The runtime runs, but an embedder deleted this very thread state after this thread
-  //    saved it (mod_wsgi-style: before ending its sub-interpreter): lifecycle.h.
+  // Rule 6 of docs/design.md (3-5 are the phases above): the runtime runs, but an
+  //    embedder deleted this very thread state after this thread saved it (mod_wsgi-
+  //    style, before ending its sub-interpreter): lifecycle.h.
   if (ts && h.epoch != 0 && h.ts == ts && ts_deleted_since(ts, h.epoch, e)) park(api, e, Reason::deleted_ts);
 }
 

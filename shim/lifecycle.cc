@@ -41,7 +41,9 @@ uint64_t last_event(void *addr, uint32_t from, uint64_t e) {
     const Event &s = g_ring[m % kRing];
     const uint64_t key = s.key.load();
     void *a = s.addr.load();
-    if (s.key.load() != key || (key & ~uint64_t(3)) != ((runtime_of(e) & ~uint64_t(3)) | uint64_t(m) << 2)) continue;
+    // Same key before and after (not rewritten meanwhile), and the event of this count in
+    // this generation (not an older one the ring has not overwritten yet).
+    if (s.key.load() != key || (key & ~uint64_t(3)) != (make_epoch(gen_of(e), 0) | uint64_t(m) << 2)) continue;
     if (a == addr) return key & 3;
   }
   return 0;

@@ -26,14 +26,17 @@ std::atomic<bool> g_inactive{false};
 void state_step_aside() { g_inactive.store(true); }
 
 namespace {
-// Replaces generation and phase, keeping the events counter that another thread's
-// PyThreadState_Delete may be bumping at the same moment. Returns the value replaced.
+// Every store to g_epoch: a CAS loop, so that the transitions (generation, phase) and
+// count_event() (the events counter, from any thread's PyThreadState_Delete) never lose
+// each other's update. Returns the value stored.
 template <typename F>
 uint64_t update_epoch(F &&next) {
   uint64_t e = g_epoch.load();
-  while (!g_epoch.compare_exchange_weak(e, next(e))) {
-  }
-  return e;
+  uint64_t n;
+  do {
+    n = next(e);
+  } while (!g_epoch.compare_exchange_weak(e, n));
+  return n;
 }
 }  // namespace
 
@@ -57,12 +60,7 @@ void begin_generation() {
 }
 
 uint64_t count_event() {
-  uint64_t e = g_epoch.load();
-  uint64_t n;
-  do {
-    n = runtime_of(e) | uint64_t((events_of(e) + 1) & kEventsMask) << 2;
-  } while (!g_epoch.compare_exchange_weak(e, n));
-  return n;
+  return update_epoch([](uint64_t e) { return runtime_of(e) | uint64_t((events_of(e) + 1) & kEventsMask) << 2; });
 }
 
 }  // namespace pfg

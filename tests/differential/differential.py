@@ -9,10 +9,12 @@
 corpus: every program of CORPUS (tests/differential/corpus/) runs on every python
 executable tools/pfgpy finds, N times without and N times with the guard (LD_PRELOAD,
 default environment), the two interleaved so that both see the same machine load, two
-processes at a time. Per (program, interpreter) the guarded runs must match the unguarded
-ones in exit status (or signal), stdout and stderr -- stderr without the guard's own
-documented lines ("pyfinguard: ...", docs/diagnostics.md), counted in a column -- must not
-hang (--timeout, the process group is killed), and must not exit slower (below). Any
+processes at a time, which side goes first alternating from run to run (the batch's last
+job runs alone, and some exits are much slower alone). Per (program, interpreter) the
+guarded runs must match the unguarded ones in exit status (or signal), stdout and
+stderr -- stderr without the guard's own documented lines ("pyfinguard: ...",
+docs/diagnostics.md), counted in a column -- must not hang (--timeout, the process group
+is killed), and must not exit slower (below). Any
 difference fails the cell, except a crash the guard prevented: every unguarded run died of
 SIGSEGV/SIGABRT/SIGBUS/SIGILL/SIGFPE, the guarded run exited cleanly with the same stdout
 (where some unguarded runs exit cleanly, a clean guarded run must match them exactly).

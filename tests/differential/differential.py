@@ -14,16 +14,19 @@ job runs alone, and some exits are much slower alone). Per (program, interpreter
 guarded runs must match the unguarded ones in exit status (or signal), stdout and
 stderr -- stderr without the guard's own documented lines ("pyfinguard: ...",
 docs/diagnostics.md), counted in a column -- must not hang (--timeout, the process group
-is killed), and must not exit slower (below). Any
-difference fails the cell, except a crash the guard prevented: every unguarded run died of
-SIGSEGV/SIGABRT/SIGBUS/SIGILL/SIGFPE, the guarded run exited cleanly with the same stdout
-(where some unguarded runs exit cleanly, a clean guarded run must match them exactly).
+is killed), and must not exit slower (below). Any difference fails the cell, except a
+crash the guard prevented: every unguarded run died of SIGSEGV/SIGABRT/SIGBUS/SIGILL/
+SIGFPE, the guarded run exited cleanly with the same stdout (where some unguarded runs
+exit cleanly, a clean guarded run must match them exactly).
 A cell whose unguarded runs disagree among their clean outcomes is a corpus bug and fails
 too (BASELINE-NONDET). A crash is compared by its signal and stdout (its stderr holds
-addresses). When a guarded run crashed with a signal no unguarded run showed, up to
---confirm (20) more unguarded runs look for that crash first: some cells crash without the
-guard now and then (debian-python3.11 -X dev: SIGSEGV in 9 of 21 runs), and a few runs
-per side would otherwise blame the guard for CPython's crash. A program or flag an interpreter lacks is a SKIP with its reason.
+addresses); so is a clean exit whose stderr holds "Fatal Python error" (another thread's
+crash report, cut short because the exit won the race), which is not a clean outcome of
+its own. When a guarded run crashed with a signal (or had such a cut report) no unguarded
+run showed, up to --confirm (20) more unguarded runs look for it first: some cells crash
+without the guard now and then (debian-python3.11 -X dev: SIGSEGV in 9 of 21 runs), and a
+few runs per side would otherwise blame the guard for CPython's crash. A program or flag
+an interpreter lacks is a SKIP with its reason.
 
 Exit time: each program writes time.monotonic() to $PFGDIFF_MARK when it starts to exit;
 the runner takes its own CLOCK_MONOTONIC when the process has been reaped (and its pipes
@@ -146,10 +149,25 @@ class Run(common.Result):
     def clean(self):
         return not self.hung and self.rc >= 0
 
+    @property
+    def fatal_cut(self):
+        # A clean exit with CPython's fatal error report in stderr: another thread was
+        # aborting (the 3.9-3.11 thread start crash under -X dev, docs/limitations.md) and
+        # the exit won the race, cutting the report short (pyenv 3.9 busy-xdev, 1 of 20
+        # unguarded runs: stderr exactly "Fatal Python error:"). It is that crash, not a
+        # clean outcome of its own.
+        return self.clean and "Fatal Python error" in self.err
+
+    def crash_key(self):
+        # What the confirm pass looks for without the guard: a signal, or a cut report.
+        return self.kind() if self.crashed else ("%s, fatal error cut short" % self.kind()
+                                                  if self.fatal_cut else None)
+
     def outcome(self):
         # A crash's stderr (a fatal error's addresses, faulthandler's thread dumps) differs
         # from run to run: crashes are compared by signal and stdout.
-        return (self.kind(), self.out, "<crash>" if self.crashed else self.err)
+        return (self.kind(), self.out, "<crash>" if self.crashed else
+                "<fatal error cut short>" if self.fatal_cut else self.err)
 
 
 def child_env(lib, guarded, mark):
@@ -214,7 +232,7 @@ def compare(base, guard):
     """(result, reasons): result is 'ok', 'ok (prevented N crashes)', 'FAIL' or
     'BASELINE-NONDET'."""
     reasons = []
-    clean = set(r.outcome() for r in base if r.clean)
+    clean = set(r.outcome() for r in base if r.clean and not r.fatal_cut)
     if len(clean) > 1:
         outs = sorted(clean)
         return "BASELINE-NONDET", ["unguarded runs disagree: %s" % " VS ".join(
@@ -229,7 +247,7 @@ def compare(base, guard):
         # A prevented crash: every unguarded run crashed, the guarded one exited with the
         # same stdout. (Where some unguarded runs were clean, a clean guarded run must
         # match them exactly: it was compared above.)
-        if g.clean and base_crashed and not clean and g.out in base_outs:
+        if g.clean and not g.fatal_cut and base_crashed and not clean and g.out in base_outs:
             prevented += 1
             continue
         if g.hung:
@@ -401,13 +419,13 @@ def main():
                 continue
             key = (it.name, prog[0], False)
             base, guard = results.get(key, []), results.get((it.name, prog[0], True), [])
-            want = set(g.kind() for g in guard if g.crashed) - set(b.kind() for b in base)
+            want = set(g.crash_key() for g in guard) - set(b.crash_key() for b in base) - {None}
             n = 0
             while want and n < a.confirm:
                 more = execute([(key, command(it, prog), lib, False, a.timeout)] * 2, a.jobs)[key]
                 base.extend(more)
                 n += len(more)
-                want -= set(b.kind() for b in more)
+                want -= set(b.crash_key() for b in more)
             if n:
                 extra[(it.name, prog[0])] = n
     # A slower exit suspected on a few runs a side: a cell whose exit time is bimodal

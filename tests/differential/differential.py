@@ -238,7 +238,7 @@ def compare(base, guard):
         return "BASELINE-NONDET", ["unguarded runs disagree: %s" % " VS ".join(
             "%s out=%r err=%r" % (k, short(o, 80), short(e, 120)) for k, o, e in outs[:3])]
     known = set(r.outcome() for r in base)
-    base_crashed = any(r.crashed for r in base)
+    base_crashed = any(r.crashed or r.fatal_cut for r in base)
     base_outs = set(r.out for r in base)
     prevented = 0
     for g in guard:

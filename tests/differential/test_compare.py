@@ -40,6 +40,8 @@ CASES = [
      CLEAN + [run(15, err="Fatal Python error:")], "FAIL"),
     ("cut report is no prevented crash", [run(-11)] * 3, [run(15, err="Fatal Python error:")],
      "FAIL"),
+    ("cut reports prevented", [run(15, err="Fatal Python error:")] * 3, [run(15)] * 3,
+     "ok (prevented 3 crashes)"),
     # Exit time: every guarded exit slower (a wait at exit), and a near-hang.
     ("every guarded exit slow", [run(15, secs=0.03)] * 4, [run(15, secs=1.2)] * 4, "FAIL"),
     ("one guarded exit 2 s slower", [run(15, secs=0.05)] * 20,

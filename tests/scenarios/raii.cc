@@ -43,10 +43,7 @@ void worker() {
 int main() {
   gate_init(&ready);
   gate_init(&wake);
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   std::thread t(worker);
   PyThreadState *mts = PyEval_SaveThread();
   gate_wait(&ready);

@@ -35,10 +35,7 @@ int main(int argc, char **argv) {
   int py = argc > 1 && strcmp(argv[1], "py") == 0;
   gate_init(&ready);
   gate_init(&wake);
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   pthread_t t;
   if (py) {
     char code[1024];

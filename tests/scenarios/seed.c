@@ -33,10 +33,7 @@ static void *worker(void *arg) {
 int main(void) {
   gate_init(&ready);
   gate_init(&wake);
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();   /* 3.6 creates the GIL lazily */
-#endif
+  scen_py_init();
   pthread_t t;
   pthread_create(&t, NULL, worker, NULL);
   PyThreadState *mts = PyEval_SaveThread();   /* let the worker take the GIL once */

@@ -45,10 +45,7 @@ int main(int argc, char **argv) {
   if (argc < 2) return 90;
   gate_init(&ready);
   gate_init(&wake);
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   pthread_t t1, t2;
   pthread_create(&t1, NULL, saver, NULL);
   pthread_create(&t2, NULL, late, NULL);

@@ -48,10 +48,7 @@ int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "restore";
   gate_init(&ready);
   gate_init(&wake);
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   pthread_t t;
   int is_late = strcmp(mode, "ensure") == 0;
   pthread_create(&t, NULL, is_late ? late : saver, NULL);

@@ -101,10 +101,7 @@ int main(int argc, char **argv) {
   say("seed %llu: savers %u ensurers %u late %u daemons %u reinit %d main %u/%ldus",
       (unsigned long long)seed, nsaver, nensurer, nlate, ndaemon, reinit, main_mode, main_delay);
 
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   t_start_us = now_us();
   pthread_t t;
   pthread_attr_t attr;
@@ -160,13 +157,11 @@ int main(int argc, char **argv) {
   if (rc != 0) say("Py_FinalizeEx returned %d", rc);
   if (reinit) {
     sleep_us((long)rnd(s, 5000));
-    Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-    /* 3.6 creates a runtime's GIL only here: without it a late native thread's first
-     * PyGILState_Ensure creates it while this thread runs bytecode without holding it,
-     * and both run the second runtime at once (was K9: "second runtime corrupted"). */
-    PyEval_InitThreads();
-#endif
+    /* On 3.6 this includes PyEval_InitThreads, which creates a runtime's GIL: without it a
+     * late native thread's first PyGILState_Ensure creates it while this thread runs
+     * bytecode without holding it, and both run the second runtime at once (was K9:
+     * "second runtime corrupted"). */
+    scen_py_init();
     /* Drops the GIL repeatedly so that stale first-runtime threads get at it. */
     PyRun_SimpleString("import time\nfor _ in range(20):\n    time.sleep(0.001)\n"
                        "junk = [str(i) for i in range(5000)]\n");

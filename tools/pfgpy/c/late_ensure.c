@@ -25,10 +25,7 @@ static void *native(void *arg) {
 
 int main(void) {
   gate_init(&wake);
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   pthread_t t;
   pthread_create(&t, NULL, native, NULL);
   PyRun_SimpleString("print('main: python ran', flush=True)");

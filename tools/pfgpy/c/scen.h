@@ -151,6 +151,14 @@ static inline void gate_wait(gate_t *g) {
 /* Python-side helpers, for the programs that include Python.h (before this header) and
  * link libpython; the programs that dlopen it (late_dlopen.c, doctor_host.c) do not see them. */
 #ifdef Py_PYTHON_H
+/* Py_InitializeEx(0), plus PyEval_InitThreads on 3.6, which creates the GIL lazily. */
+static inline void scen_py_init(void) {
+  Py_InitializeEx(0);
+#if PY_VERSION_HEX < 0x03070000
+  PyEval_InitThreads();
+#endif
+}
+
 /* One round of a stress program's "ensurer" thread: PyGILState_Ensure, a little C-API work
  * (the object make() returns, dropped), one time in four a section that drops the GIL inside
  * Ensure/Release (as many C-API calls do), PyGILState_Release, then native work. */

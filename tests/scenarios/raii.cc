@@ -45,9 +45,7 @@ int main() {
   gate_init(&wake);
   scen_py_init();
   std::thread t(worker);
-  PyThreadState *mts = PyEval_SaveThread();
-  gate_wait(&ready);
-  PyEval_RestoreThread(mts);
+  wait_without_gil(&ready);
   say("main: worker %d is inside its release scope; finalizing", wtid);
   int rc = Py_FinalizeEx();
   say("main: Py_FinalizeEx returned %d; waking worker", rc);

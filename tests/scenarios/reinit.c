@@ -19,10 +19,7 @@ static volatile int passed;
 static void *cworker(void *arg) {
   (void)arg;
   wtid = scen_tid();
-  PyGILState_Ensure();
-  PyThreadState *ts = PyEval_SaveThread();
-  gate_open(&ready);
-  gate_wait(&wake);
+  PyThreadState *ts = save_and_block(&ready, &wake);
   say("worker: woke in the second runtime, calling PyEval_RestoreThread");
   PyEval_RestoreThread(ts);
   passed = 1;
@@ -60,9 +57,7 @@ int main(int argc, char **argv) {
     PyEval_RestoreThread(mts);
   } else {
     pthread_create(&t, NULL, cworker, NULL);
-    PyThreadState *mts = PyEval_SaveThread();
-    gate_wait(&ready);
-    PyEval_RestoreThread(mts);
+    wait_without_gil(&ready);
   }
   say("main: %s thread %d is blocked; finalizing the first runtime", py ? "daemon" : "worker", wtid);
   int rc = Py_FinalizeEx();

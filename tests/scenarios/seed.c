@@ -36,9 +36,7 @@ int main(void) {
   scen_py_init();
   pthread_t t;
   pthread_create(&t, NULL, worker, NULL);
-  PyThreadState *mts = PyEval_SaveThread();   /* let the worker take the GIL once */
-  gate_wait(&ready);
-  PyEval_RestoreThread(mts);
+  wait_without_gil(&ready);   /* let the worker take the GIL once */
   say("main: worker %d saved its thread state; finalizing", wtid);
   int rc = Py_FinalizeEx();
   say("main: Py_FinalizeEx returned %d; waking worker", rc);

@@ -22,10 +22,7 @@ static gate_t ready, wake;  /* pipes: waits are real blocking read(2)s */
 
 static void *saver(void *arg) {
   (void)arg;
-  PyGILState_Ensure();
-  PyThreadState *ts = PyEval_SaveThread();
-  gate_open(&ready);
-  gate_wait(&wake);
+  PyThreadState *ts = save_and_block(&ready, &wake);
   PyEval_RestoreThread(ts);
   return NULL;
 }
@@ -49,9 +46,7 @@ int main(int argc, char **argv) {
   pthread_t t1, t2;
   pthread_create(&t1, NULL, saver, NULL);
   pthread_create(&t2, NULL, late, NULL);
-  PyThreadState *mts = PyEval_SaveThread();
-  gate_wait(&ready);
-  PyEval_RestoreThread(mts);
+  wait_without_gil(&ready);
   Py_FinalizeEx();
   gate_open(&wake);
   gate_open(&wake);

@@ -159,6 +159,23 @@ static inline void scen_py_init(void) {
 #endif
 }
 
+/* Main thread: release the GIL until gate g opens (a worker can take it meanwhile). */
+static inline void wait_without_gil(gate_t *g) {
+  PyThreadState *mts = PyEval_SaveThread();
+  gate_wait(g);
+  PyEval_RestoreThread(mts);
+}
+
+/* Worker: take the GIL once (which gives the thread its thread state), save that thread
+ * state, open ready and block until wake opens; returns the saved thread state. */
+static inline PyThreadState *save_and_block(gate_t *ready, gate_t *wake) {
+  PyGILState_Ensure();
+  PyThreadState *ts = PyEval_SaveThread();
+  gate_open(ready);
+  gate_wait(wake);
+  return ts;
+}
+
 /* One round of a stress program's "ensurer" thread: PyGILState_Ensure, a little C-API work
  * (the object make() returns, dropped), one time in four a section that drops the GIL inside
  * Ensure/Release (as many C-API calls do), PyGILState_Release, then native work. */

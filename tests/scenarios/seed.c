@@ -41,10 +41,5 @@ int main(void) {
   int rc = Py_FinalizeEx();
   say("main: Py_FinalizeEx returned %d; waking worker", rc);
   gate_open(&wake);
-  say("MARK main: joining worker");
-  pthread_join(t, NULL);
-  say("main: joined worker");
-  say("STATE worker %s", thread_state(wtid, passed));
-  say("main: exit 7");
-  return 7;
+  return join_report_exit(t, "worker", "worker", &wtid, &passed);
 }

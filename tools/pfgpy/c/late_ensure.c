@@ -33,10 +33,5 @@ int main(void) {
   int rc = Py_FinalizeEx();
   say("main: Py_FinalizeEx returned %d; waking native thread", rc);
   gate_open(&wake);
-  say("MARK main: joining native thread");
-  pthread_join(t, NULL);
-  say("main: joined native thread");
-  say("STATE native %s", thread_state(wtid, passed));
-  say("main: exit 7");
-  return 7;
+  return join_report_exit(t, "native thread", "native", &wtid, &passed);
 }

@@ -14,6 +14,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -132,6 +133,19 @@ static inline const char *settle(int tid, volatile int *passed, int ms) {
     if (strcmp(s, "blocked") != 0 || now_ms() >= end) return s;
     sleep_ms(10);
   }
+}
+
+/* The end of a scenario whose main thread joins its thread t (`what` in the log lines,
+ * `name` in the STATE line): the MARK, the join, the thread's state (tid and passed are
+ * read after the join), "main: exit 7". Returns 7, the scenario's own exit status. */
+static inline int join_report_exit(pthread_t t, const char *what, const char *name,
+                                   const int *tid, volatile int *passed) {
+  say("MARK main: joining %s", what);
+  pthread_join(t, NULL);
+  say("main: joined %s", what);
+  say("STATE %s %s", name, thread_state(*tid, *passed));
+  say("main: exit 7");
+  return 7;
 }
 
 /* A one-shot gate built on a pipe: waiting blocks in read(2), a real blocking system call. */

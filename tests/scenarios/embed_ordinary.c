@@ -16,10 +16,7 @@ static void *native(void *arg) {
 }
 
 static void round_trip(int round) {
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   PyRun_SimpleString(
       "import threading, time\n"
       "out = []\n"

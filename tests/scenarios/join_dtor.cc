@@ -39,10 +39,7 @@ struct Pool {
 static Pool pool;  // destroyed after main returns, after Python is finalized
 
 int main() {
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   PyRun_SimpleString("print('main: python ran', flush=True)");
   int rc = Py_FinalizeEx();
   say("main: Py_FinalizeEx returned %d; waking the worker, exit 7", rc);

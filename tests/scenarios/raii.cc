@@ -43,14 +43,9 @@ void worker() {
 int main() {
   gate_init(&ready);
   gate_init(&wake);
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   std::thread t(worker);
-  PyThreadState *mts = PyEval_SaveThread();
-  gate_wait(&ready);
-  PyEval_RestoreThread(mts);
+  wait_without_gil(&ready);
   say("main: worker %d is inside its release scope; finalizing", wtid);
   int rc = Py_FinalizeEx();
   say("main: Py_FinalizeEx returned %d; waking worker", rc);

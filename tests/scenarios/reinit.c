@@ -19,10 +19,7 @@ static volatile int passed;
 static void *cworker(void *arg) {
   (void)arg;
   wtid = scen_tid();
-  PyGILState_Ensure();
-  PyThreadState *ts = PyEval_SaveThread();
-  gate_open(&ready);
-  gate_wait(&wake);
+  PyThreadState *ts = save_and_block(&ready, &wake);
   say("worker: woke in the second runtime, calling PyEval_RestoreThread");
   PyEval_RestoreThread(ts);
   passed = 1;
@@ -35,10 +32,7 @@ int main(int argc, char **argv) {
   int py = argc > 1 && strcmp(argv[1], "py") == 0;
   gate_init(&ready);
   gate_init(&wake);
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   pthread_t t;
   if (py) {
     char code[1024];
@@ -63,9 +57,7 @@ int main(int argc, char **argv) {
     PyEval_RestoreThread(mts);
   } else {
     pthread_create(&t, NULL, cworker, NULL);
-    PyThreadState *mts = PyEval_SaveThread();
-    gate_wait(&ready);
-    PyEval_RestoreThread(mts);
+    wait_without_gil(&ready);
   }
   say("main: %s thread %d is blocked; finalizing the first runtime", py ? "daemon" : "worker", wtid);
   int rc = Py_FinalizeEx();

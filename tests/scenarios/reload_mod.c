@@ -36,10 +36,7 @@ static void *late(void *arg) {
 }
 
 __attribute__((visibility("default"))) int rm_session(int pass, int with_late) {
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   PyRun_SimpleString(
       "import threading, time\n"
       "out = []\n"

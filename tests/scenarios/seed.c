@@ -33,23 +33,13 @@ static void *worker(void *arg) {
 int main(void) {
   gate_init(&ready);
   gate_init(&wake);
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();   /* 3.6 creates the GIL lazily */
-#endif
+  scen_py_init();
   pthread_t t;
   pthread_create(&t, NULL, worker, NULL);
-  PyThreadState *mts = PyEval_SaveThread();   /* let the worker take the GIL once */
-  gate_wait(&ready);
-  PyEval_RestoreThread(mts);
+  wait_without_gil(&ready);   /* let the worker take the GIL once */
   say("main: worker %d saved its thread state; finalizing", wtid);
   int rc = Py_FinalizeEx();
   say("main: Py_FinalizeEx returned %d; waking worker", rc);
   gate_open(&wake);
-  say("MARK main: joining worker");
-  pthread_join(t, NULL);
-  say("main: joined worker");
-  say("STATE worker %s", thread_state(wtid, passed));
-  say("main: exit 7");
-  return 7;
+  return join_report_exit(t, "worker", "worker", &wtid, &passed);
 }

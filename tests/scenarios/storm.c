@@ -32,10 +32,7 @@ static void *looper(void *arg) {
 }
 
 int main(void) {
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   pthread_t t[NTHREADS];
   for (long i = 0; i < NTHREADS; i++) pthread_create(&t[i], NULL, looper, (void *)i);
   PyThreadState *mts = PyEval_SaveThread();

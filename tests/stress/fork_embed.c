@@ -22,10 +22,7 @@ static gate_t ready, wake;  /* pipes: waits are real blocking read(2)s */
 
 static void *saver(void *arg) {
   (void)arg;
-  PyGILState_Ensure();
-  PyThreadState *ts = PyEval_SaveThread();
-  gate_open(&ready);
-  gate_wait(&wake);
+  PyThreadState *ts = save_and_block(&ready, &wake);
   PyEval_RestoreThread(ts);
   return NULL;
 }
@@ -45,16 +42,11 @@ int main(int argc, char **argv) {
   if (argc < 2) return 90;
   gate_init(&ready);
   gate_init(&wake);
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   pthread_t t1, t2;
   pthread_create(&t1, NULL, saver, NULL);
   pthread_create(&t2, NULL, late, NULL);
-  PyThreadState *mts = PyEval_SaveThread();
-  gate_wait(&ready);
-  PyEval_RestoreThread(mts);
+  wait_without_gil(&ready);
   Py_FinalizeEx();
   gate_open(&wake);
   gate_open(&wake);

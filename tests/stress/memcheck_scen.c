@@ -24,10 +24,7 @@ static gate_t ready, wake;  /* pipes: waits are real blocking read(2)s */
 
 static void *saver(void *arg) {
   (void)arg;
-  PyGILState_Ensure();
-  PyThreadState *ts = PyEval_SaveThread();
-  gate_open(&ready);
-  gate_wait(&wake);
+  PyThreadState *ts = save_and_block(&ready, &wake);
   PyEval_RestoreThread(ts);   /* ts was freed by Py_FinalizeEx */
   fprintf(stderr, "memcheck_scen: worker PASSED PyEval_RestoreThread\n");
   PyEval_SaveThread();
@@ -48,16 +45,11 @@ int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "restore";
   gate_init(&ready);
   gate_init(&wake);
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   pthread_t t;
   int is_late = strcmp(mode, "ensure") == 0;
   pthread_create(&t, NULL, is_late ? late : saver, NULL);
-  PyThreadState *mts = PyEval_SaveThread();
-  gate_wait(&ready);
-  PyEval_RestoreThread(mts);
+  wait_without_gil(&ready);
   Py_FinalizeEx();
   if (strcmp(mode, "reinit") == 0) {
     Py_InitializeEx(0);

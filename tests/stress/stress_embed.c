@@ -38,41 +38,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "scen.h"  /* say(): one write(2) per line (tools/pfgpy/c) */
+#include "scen.h"  /* say(), the splitmix64 mix()/rnd(), native_work() (tools/pfgpy/c) */
 
-static uint64_t rng_state;
-/* splitmix64: each thread gets its own stream derived from the seed. */
-static uint64_t mix(uint64_t *s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-static unsigned rnd(uint64_t *s, unsigned n) { return n ? (unsigned)(mix(s) % n) : 0; }
-
-static long long now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-static void sleep_us(long us) {
-  struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-}
-static void spin_us(long us) {
-  long long end = now_us() + us;
-  while (now_us() < end) {}
-}
-/* Native work of a random kind and length (0-500 us): spinning keeps the thread on a
- * CPU, sleeping and yielding let the scheduler interleave differently. */
-static void native_work(uint64_t *s) {
-  switch (rnd(s, 4)) {
-    case 0: spin_us(rnd(s, 200)); break;
-    case 1: sleep_us(rnd(s, 500)); break;
-    case 2: sched_yield(); break;
-    default: break;
-  }
-}
+static uint64_t rng_state;  /* splitmix64: each thread gets its own stream from the seed */
 
 static volatile long long t_start_us;  /* set just before threads start */
 static volatile int stop_creating;
@@ -90,22 +58,11 @@ static void *saver(void *arg) {
   return NULL;
 }
 
+static PyObject *make_str(uint64_t *s) { return PyUnicode_FromFormat("x%u", rnd(s, 1000)); }
 static void *ensurer(void *arg) {
   uint64_t s = (uint64_t)(uintptr_t)arg;
   sleep_us(rnd(&s, 2000));
-  for (;;) {
-    PyGILState_STATE g = PyGILState_Ensure();
-    PyObject *o = PyUnicode_FromFormat("x%u", rnd(&s, 1000));
-    Py_XDECREF(o);
-    if (rnd(&s, 4) == 0) {
-      /* a C-API call that drops the GIL inside Ensure/Release */
-      Py_BEGIN_ALLOW_THREADS
-      native_work(&s);
-      Py_END_ALLOW_THREADS
-    }
-    PyGILState_Release(g);
-    native_work(&s);
-  }
+  for (;;) ensurer_round(&s, make_str);
   return NULL;
 }
 
@@ -114,8 +71,7 @@ static void *ensurer(void *arg) {
 static void *late(void *arg) {
   uint64_t s = (uint64_t)(uintptr_t)arg;
   long delay = (long)rnd(&s, 40000);
-  long long t = t_start_us + delay - now_us();
-  if (t > 0) sleep_us((long)t);
+  sleep_until_us(t_start_us + delay);
   PyGILState_STATE g = PyGILState_Ensure();
   PyObject *o = PyLong_FromLong(1);
   Py_XDECREF(o);
@@ -126,17 +82,11 @@ static void *late(void *arg) {
 struct waker { int fd; long delay_us; };
 static void *waker(void *arg) {
   struct waker *w = (struct waker *)arg;
-  long long t = t_start_us + w->delay_us - now_us();
-  if (t > 0) sleep_us((long)t);
+  sleep_until_us(t_start_us + w->delay_us);
   char c = 'x';
   ssize_t n = write(w->fd, &c, 1);
   (void)n;
   return NULL;
-}
-
-static int parked_count(void) {
-  unsigned (*f)(void) = (unsigned (*)(void))dlsym(RTLD_DEFAULT, "pyfinguard_parked_count");
-  return f ? (int)f() : -1;
 }
 
 int main(int argc, char **argv) {
@@ -151,10 +101,7 @@ int main(int argc, char **argv) {
   say("seed %llu: savers %u ensurers %u late %u daemons %u reinit %d main %u/%ldus",
       (unsigned long long)seed, nsaver, nensurer, nlate, ndaemon, reinit, main_mode, main_delay);
 
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   t_start_us = now_us();
   pthread_t t;
   pthread_attr_t attr;
@@ -210,13 +157,11 @@ int main(int argc, char **argv) {
   if (rc != 0) say("Py_FinalizeEx returned %d", rc);
   if (reinit) {
     sleep_us((long)rnd(s, 5000));
-    Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-    /* 3.6 creates a runtime's GIL only here: without it a late native thread's first
-     * PyGILState_Ensure creates it while this thread runs bytecode without holding it,
-     * and both run the second runtime at once (was K9: "second runtime corrupted"). */
-    PyEval_InitThreads();
-#endif
+    /* On 3.6 this includes PyEval_InitThreads, which creates a runtime's GIL: without it a
+     * late native thread's first PyGILState_Ensure creates it while this thread runs
+     * bytecode without holding it, and both run the second runtime at once (was K9:
+     * "second runtime corrupted"). */
+    scen_py_init();
     /* Drops the GIL repeatedly so that stale first-runtime threads get at it. */
     PyRun_SimpleString("import time\nfor _ in range(20):\n    time.sleep(0.001)\n"
                        "junk = [str(i) for i in range(5000)]\n");
@@ -225,6 +170,6 @@ int main(int argc, char **argv) {
   }
   sleep_us((long)rnd(s, 20000));  /* late threads and wakers fire after finalization too */
   stop_creating = 1;
-  say("PARKED %d", parked_count());
+  say("PARKED %d", guard_parked_count());
   return 7;
 }

@@ -29,31 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint64_t mix(uint64_t *s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-static unsigned rnd(uint64_t *s, unsigned n) { return n ? (unsigned)(mix(s) % n) : 0; }
-static long long now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-static void sleep_us(long us) {
-  struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-}
-static void native_work(uint64_t *s) {
-  long long end;
-  switch (rnd(s, 4)) {
-    case 0: end = now_us() + rnd(s, 200); while (now_us() < end) {} break;
-    case 1: sleep_us(rnd(s, 500)); break;
-    case 2: sched_yield(); break;
-    default: break;
-  }
-}
+#include "scen.h"  /* the splitmix64 mix()/rnd(), native_work(), now_us() (tools/pfgpy/c) */
 
 static long long last_deadline_us;
 
@@ -67,28 +43,17 @@ static int start(void *(*fn)(void *), void *arg) {
   return rc;
 }
 
+static PyObject *make_int(uint64_t *s) { return PyLong_FromLong((long)rnd(s, 1000)); }
 static void *ensurer_main(void *arg) {
   uint64_t s = (uint64_t)(uintptr_t)arg;
-  for (;;) {
-    PyGILState_STATE g = PyGILState_Ensure();
-    PyObject *o = PyLong_FromLong((long)rnd(&s, 1000));
-    Py_XDECREF(o);
-    if (rnd(&s, 4) == 0) {
-      Py_BEGIN_ALLOW_THREADS
-      native_work(&s);
-      Py_END_ALLOW_THREADS
-    }
-    PyGILState_Release(g);
-    native_work(&s);
-  }
+  for (;;) ensurer_round(&s, make_int);
   return NULL;
 }
 
 struct late_arg { uint64_t seed; long long at_us; };
 static void *late_main(void *arg) {
   struct late_arg *a = (struct late_arg *)arg;
-  long long t = a->at_us - now_us();
-  if (t > 0) sleep_us((long)t);
+  sleep_until_us(a->at_us);
   PyGILState_STATE g = PyGILState_Ensure();
   PyObject *o = PyLong_FromLong(1);
   Py_XDECREF(o);
@@ -99,8 +64,7 @@ static void *late_main(void *arg) {
 struct wake_arg { int fd; long long at_us; };
 static void *wake_main(void *arg) {
   struct wake_arg *a = (struct wake_arg *)arg;
-  long long t = a->at_us - now_us();
-  if (t > 0) sleep_us((long)t);
+  sleep_until_us(a->at_us);
   char c = 'x';
   ssize_t n = write(a->fd, &c, 1);
   (void)n;
@@ -155,8 +119,7 @@ static PyObject *allow_threads(PyObject *self, PyObject *args) {
   if (!PyArg_ParseTuple(args, "l", &us)) return NULL;
   Py_BEGIN_ALLOW_THREADS
   if (us & 1) {
-    long long end = now_us() + us;
-    while (now_us() < end) {}
+    spin_us(us);
   } else {
     sleep_us(us);
   }
@@ -216,14 +179,9 @@ static PyObject *late_at_exit(PyObject *self, PyObject *args) {
   Py_RETURN_NONE;
 }
 
-static int parked(void) {
-  unsigned (*f)(void) = (unsigned (*)(void))dlsym(RTLD_DEFAULT, "pyfinguard_parked_count");
-  return f ? (int)f() : -1;
-}
-
 static PyObject *parked_count(PyObject *self, PyObject *args) {
   (void)self; (void)args;
-  return PyLong_FromLong(parked());
+  return PyLong_FromLong(guard_parked_count());
 }
 
 static void at_exit(void) {
@@ -237,7 +195,7 @@ static void at_exit(void) {
   if (n_at_exit && t < 300000) t = 300000;  /* time for them to reach the GIL and park */
   if (t > 0) sleep_us((long)t);
   char buf[64];
-  int n = snprintf(buf, sizeof buf, "PARKED %d pid %d\n", parked(), (int)getpid());
+  int n = snprintf(buf, sizeof buf, "PARKED %d pid %d\n", guard_parked_count(), (int)getpid());
   ssize_t w = write(1, buf, (size_t)n);
   (void)w;
 }

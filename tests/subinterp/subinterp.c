@@ -135,10 +135,7 @@ int main(int argc, char **argv) {
   gate_init(&done);
   fcntl(done.fd[0], F_SETFL, O_NONBLOCK);
 
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   main_ts = PyThreadState_Get();
   if (own) {
 #if PY_VERSION_HEX >= 0x030C0000

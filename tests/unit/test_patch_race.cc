@@ -61,6 +61,19 @@ void *caller(void *arg) {
   return nullptr;
 }
 
+// Starts thread t calling f in a loop (see caller) and, once it runs, lets it run a random
+// while (1-201 us) so that the entry write lands at varying points of its loop.
+void start_caller(Shared *s, Fn f, pthread_t *t) {
+  s->f = f;
+  s->stop = false;
+  s->started = false;
+  s->calls = s->bad = 0;
+  pthread_create(t, nullptr, caller, s);
+  while (!s->started) sched_yield();
+  struct timespec d = {0, 1000 + rand() % 200000};
+  nanosleep(&d, nullptr);
+}
+
 }  // namespace
 
 // The control: the same race with the entry written the way the first version did, one
@@ -89,15 +102,8 @@ int run_control(int rounds) {
     mprotect(region, page * rounds, PROT_READ | PROT_EXEC);
     for (int i = 0; i < rounds; ++i) {
       Shared s;
-      s.f = reinterpret_cast<Fn>(region + i * page);
-      s.stop = false;
-      s.started = false;
-      s.calls = s.bad = 0;
       pthread_t t;
-      pthread_create(&t, nullptr, caller, &s);
-      while (!s.started) sched_yield();
-      struct timespec d = {0, 1000 + rand() % 200000};
-      nanosleep(&d, nullptr);
+      start_caller(&s, reinterpret_cast<Fn>(region + i * page), &t);
       control_write(region + i * page);
       s.stop = true;
       pthread_join(t, nullptr);
@@ -221,16 +227,8 @@ int main(int argc, char **argv) {
   srand(static_cast<unsigned>(ts0.tv_nsec));
   for (int i = 0; i < rounds; ++i) {
     Shared s;
-    s.f = reinterpret_cast<Fn>(region + i * page + offs[i % 3]);
-    s.stop = false;
-    s.started = false;
-    s.calls = s.bad = 0;
     pthread_t t;
-    pthread_create(&t, nullptr, caller, &s);
-    while (!s.started) sched_yield();
-    // let the caller run a random while, so the write lands at varying points of its loop
-    struct timespec d = {0, 1000 + rand() % 200000};
-    nanosleep(&d, nullptr);
+    start_caller(&s, reinterpret_cast<Fn>(region + i * page + offs[i % 3]), &t);
     long h0 = __atomic_load_n(&g_hooked, __ATOMIC_RELAXED);
     // Every other round inside a batch, as the guard patches: with the caller thread
     // present the batch must still swap the page, and its core serialization comes at

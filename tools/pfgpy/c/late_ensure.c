@@ -25,10 +25,7 @@ static void *native(void *arg) {
 
 int main(void) {
   gate_init(&wake);
-  Py_InitializeEx(0);
-#if PY_VERSION_HEX < 0x03070000
-  PyEval_InitThreads();
-#endif
+  scen_py_init();
   pthread_t t;
   pthread_create(&t, NULL, native, NULL);
   PyRun_SimpleString("print('main: python ran', flush=True)");
@@ -36,10 +33,5 @@ int main(void) {
   int rc = Py_FinalizeEx();
   say("main: Py_FinalizeEx returned %d; waking native thread", rc);
   gate_open(&wake);
-  say("MARK main: joining native thread");
-  pthread_join(t, NULL);
-  say("main: joined native thread");
-  say("STATE native %s", thread_state(wtid, passed));
-  say("main: exit 7");
-  return 7;
+  return join_report_exit(t, "native thread", "native", &wtid, &passed);
 }

@@ -8,8 +8,9 @@
 # threading's shutdown begins (threading._register_atexit, 3.9+), not after a fixed
 # number of runs: each run_string() takes the main GIL back from the busy daemons
 # (PyThreadState_Swap -> take_gil, up to a switch interval), so the exit time of a
-# fixed count was however many runs were left: 0.15-0.2 s typically, up to 1.3 s
-# without the guard (gdb on a slow exit: the runner in take_gil, the main thread in
+# fixed count was however many runs were left: about 0.2 s beside another process,
+# 2.2 s alone on 2 cores, with and without the guard (docs/reliability.md, section 9;
+# gdb on a slow exit: the runner in take_gil, the main thread in
 # wait_for_thread_shutdown).
 import os
 import sys

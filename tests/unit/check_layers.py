@@ -5,10 +5,12 @@ layer from a lower one, no file over 450 lines (issue 13; docs/design.md, "Layer
     check_layers.py [SHIM_DIR]            check (default: the shim/ next to tests/)
     check_layers.py --self-test [SHIM_DIR] show that a back-edge fails the check
 
-A module is a file's name without its extension (window.h and window.cc are "window");
-every shim/patch_*.{h,cc} and patch.h are the one module "patch", and intercepted.def
-belongs to "interpose". An edge is a `#include "..."` of another module's file. Includes
-within a layer are allowed as long as they form no cycle.
+A module is a file of shim/ named without its extension (window.h and window.cc are
+"window"), or a folder of shim/ with every source file in it (shim/patch/ is "patch");
+intercepted.def belongs to "interpose". An edge is a `#include "..."` of another
+module's file. Includes within a layer are allowed as long as they form no cycle. Inside
+a folder, its files (named the same way: patch/arena.h and patch/arena.cc are
+"patch/arena") must not include each other in a cycle either.
 """
 import os
 import re
@@ -38,13 +40,40 @@ SOURCE = re.compile(r'\.(h|cc|def)$')
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
-def module_of(name):
-    base = os.path.basename(name)
-    if base == 'patch.h' or base.startswith('patch_'):
-        return 'patch'
-    if base == 'intercepted.def':
+def unit_of(rel):
+    """The file rel (relative to shim/, '/'-separated) named without its extension:
+    'window', 'patch/arena'. Within a folder, the nodes of its own cycle check."""
+    if rel == 'intercepted.def':
         return 'interpose'
-    return SOURCE.sub('', base)
+    return SOURCE.sub('', rel)
+
+
+def module_of(rel):
+    """The module of the file rel: its folder under shim/, or its own unit."""
+    return unit_of(rel).split('/')[0]
+
+
+def sources(shim):
+    """Every source file under shim/, relative to it with '/' separators, sorted."""
+    out = []
+    for d, dirs, files in os.walk(shim):
+        dirs.sort()
+        for f in files:
+            if SOURCE.search(f):
+                out.append(os.path.relpath(os.path.join(d, f), shim).replace(os.sep, '/'))
+    return sorted(out)
+
+
+def resolve(shim, rel, inc):
+    """The file under shim/ that `#include "inc"` in rel names, as the compiler finds it
+    (the including file's folder first, then shim/ itself), or None for a file outside
+    shim/ (../include/pyfinguard.h)."""
+    root = os.path.realpath(shim)
+    for base in (os.path.dirname(os.path.join(root, rel)), root):
+        path = os.path.normpath(os.path.join(base, inc))
+        if os.path.isfile(path) and path.startswith(root + os.sep):
+            return os.path.relpath(path, root).replace(os.sep, '/')
+    return None
 
 
 def route(graph, start, goal):
@@ -69,8 +98,7 @@ def check(shim):
     """Returns the list of problems (empty: the layering holds)."""
     problems = []
     edges = {}  # (from, to) -> "file: #include" that makes it
-    files = sorted(f for f in os.listdir(shim) if SOURCE.search(f))
-    for f in files:
+    for f in sources(shim):
         with open(os.path.join(shim, f), encoding='utf-8') as fh:
             text = fh.read()
         lines = text.count('\n')
@@ -82,17 +110,23 @@ def check(shim):
                             'docs/design.md)' % (f, src, os.path.basename(__file__)))
             continue
         for inc in INCLUDE.findall(text):
-            if not os.path.exists(os.path.join(shim, inc)) or '/' in inc:
+            target = resolve(shim, f, inc)
+            if target is None:
                 continue  # outside shim/ (../include/pyfinguard.h)
-            dst = module_of(inc)
+            dst = module_of(target)
             if dst == src:
+                # Within a folder: an edge between two of its files, for the cycle check.
+                a, b = unit_of(f), unit_of(target)
+                if a != b:
+                    edges.setdefault((a, b), '%s: #include "%s"' % (f, inc))
                 continue
             edges.setdefault((src, dst), '%s: #include "%s"' % (f, inc))
             if dst in LAYERS and LAYERS[dst] > LAYERS[src]:
                 problems.append('upward include: %s (%s, layer %d -> %s, layer %d)' %
                                 (edges[(src, dst)], src, LAYERS[src], dst, LAYERS[dst]))
-    # Cycles between modules (within a layer too): every edge a -> b from which a can be
-    # reached again, printed with the path that closes it.
+    # Cycles between modules (within a layer too), and between the files of a folder:
+    # every edge a -> b from which a can be reached again, printed with the path that
+    # closes it. The two kinds of edges share no node ('patch' is not 'patch/arena').
     graph = {}
     for (a, b) in sorted(edges):
         graph.setdefault(a, []).append(b)
@@ -106,9 +140,10 @@ def check(shim):
 
 
 def self_test(shim):
-    """The check must fail on a copy of shim/ with a back-edge added (a cycle, an upward
-    include) or a file made too long, naming the offending edge or file; and must take a
-    new patch_*.cc for the module patch."""
+    """The check must fail on a copy of shim/ with a back-edge added (a cycle between
+    modules or between the files of a folder, an upward include, from the shim or from a
+    folder) or a file made too long, naming the offending edge or file; and must take a new
+    file in shim/patch/ for the module patch."""
     failures = []
     with tempfile.TemporaryDirectory() as tmp:
         copy = os.path.join(tmp, 'shim')
@@ -120,9 +155,20 @@ def self_test(shim):
                 fh.write(text)
             return set(check(copy)) - base
 
-        new = added('patch_aarch64.cc', '#include "patch.h"\n#include "state.h"\n')
+        new = added('patch/aarch64.cc', '#include "patch.h"\n#include "internal.h"\n#include "../state.h"\n')
         if new:
-            failures.append('patch_aarch64.cc was not taken for the module patch: %s' % new)
+            failures.append('patch/aarch64.cc was not taken for the module patch: %s' % new)
+        # Inside the folder: maps.cc -> x86_64_plan.h closes patch/maps -> patch/x86_64_plan
+        # -> patch/arena -> patch/maps.
+        new = added('patch/maps.cc', '#include "x86_64_plan.h"\n')
+        if not any(p.startswith('include cycle: patch/maps -> patch/x86_64_plan') and
+                   'patch/maps.cc: #include "x86_64_plan.h"' in p for p in new):
+            failures.append('a cycle inside shim/patch/ through maps.cc -> x86_64_plan.h passed: %s' % new)
+        base |= new
+        new = added('patch/arena.cc', '#include "../runtime.h"\n')
+        if not any(p.startswith('upward include: patch/arena.cc: #include "../runtime.h"') for p in new):
+            failures.append('an upward include patch/arena.cc -> runtime.h passed: %s' % new)
+        base |= new
         # park.cc -> gilwait.h closes a cycle within layer 2 (gilwait.cc includes park.h);
         # run as a program, the check must exit non-zero and name the edge.
         new = added('park.cc', '#include "gilwait.h"\n')
@@ -144,7 +190,8 @@ def self_test(shim):
     for f in failures:
         print('self-test: FAIL: ' + f)
     if not failures:
-        print('self-test: ok: a cycle, an upward include and a long file are caught')
+        print('self-test: ok: a cycle (between modules and inside a folder), an upward include '
+              '(from a file and from a folder) and a long file are caught')
     return 1 if failures else 0
 
 

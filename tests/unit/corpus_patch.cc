@@ -15,7 +15,7 @@
 // $PFG_CORPUS_OUT) says how many functions were patched, why the rest were refused, whether
 // check() and install() agreed, which of the functions the guard needs were patched, and
 // how many patched functions were actually called through their patch.
-#include "patch.h"
+#include "patch/patch.h"
 
 #include <dlfcn.h>
 #include <elf.h>

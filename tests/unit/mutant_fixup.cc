@@ -1,8 +1,8 @@
 // The corpus mutant's displacement "fix-up": it leaves the copied displacement as it was,
 // so every relocated RIP-relative operand points 2 GiB-ish away from its data. Linked
-// instead of shim/patch_fixup.cc into pfgpatch_mutant; patch-corpus-mutant passes only if
-// every image's patched run then fails.
-#include "patch_plan.h"
+// instead of shim/patch/x86_64_fixup.cc into pfgpatch_mutant; patch-corpus-mutant passes
+// only if every image's patched run then fails.
+#include "patch/x86_64_plan.h"
 
 namespace pfg::patch::x86 {
 

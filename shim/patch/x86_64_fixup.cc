@@ -1,8 +1,8 @@
-// The RIP-relative displacement fix-up of the x86-64 patcher (patch_plan.h says why it is
+// The RIP-relative displacement fix-up of the x86-64 patcher (x86_64_plan.h says why it is
 // alone here: tests/unit/mutant_fixup.cc replaces it in the corpus mutant).
 #include <string.h>
 
-#include "patch_plan.h"
+#include "x86_64_plan.h"
 
 namespace pfg::patch::x86 {
 

@@ -1,5 +1,5 @@
-// /proc/self/maps for the x86-64 patcher (patch_maps.h).
-#include "patch_maps.h"
+// /proc/self/maps for the patcher (maps.h).
+#include "maps.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,9 +1,9 @@
-// Planning and encoding for the x86-64 patcher (patch_plan.h).
-#include "patch_plan.h"
+// Planning and encoding for the x86-64 patcher (x86_64_plan.h).
+#include "x86_64_plan.h"
 
 #include <string.h>
 
-#include "patch_zydis.h"
+#include "zydis.h"
 
 namespace pfg::patch::x86 {
 namespace {

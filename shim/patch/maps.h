@@ -1,4 +1,4 @@
-// /proc/self/maps for the x86-64 patcher: read with a fixed buffer (no stdio, no malloc),
+// /proc/self/maps for the patcher: read with a fixed buffer (no stdio, no malloc),
 // once per batch of patches, and the rule for where a mapping "ends".
 #pragma once
 #include <stdint.h>

@@ -1,5 +1,5 @@
-// The decoder of the x86-64 patcher (patch_zydis.h).
-#include "patch_zydis.h"
+// The decoder of the x86-64 patcher (zydis.h).
+#include "zydis.h"
 
 #include <dlfcn.h>
 #include <pthread.h>

@@ -1,11 +1,11 @@
-// Writing code for the x86-64 patcher: trampoline slots through /proc/self/mem, the entry
+// Writing code for the patcher: trampoline slots through /proc/self/mem, the entry
 // jump as atomically as the platform allows, and serializing the cores afterwards.
 #pragma once
 #include <stdint.h>
 
 #include <cstddef>
 
-#include "patch_maps.h"
+#include "maps.h"
 
 namespace pfg::patch::x86 {
 

@@ -1,4 +1,4 @@
-// Near memory for the x86-64 patcher: arenas of trampoline slots within rel32 reach of
+// Near memory for the patcher: arenas of trampoline slots within reach (kReach) of
 // their targets, and the survey of /proc/self/maps that a patch needs.
 #pragma once
 #include <stdint.h>
@@ -6,7 +6,7 @@
 #include <cstddef>
 
 #include "patch.h"
-#include "patch_maps.h"
+#include "maps.h"
 
 namespace pfg::patch::x86 {
 

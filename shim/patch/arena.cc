@@ -12,7 +12,7 @@
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 namespace {
 
 constexpr std::size_t kArenaLen = 64 * 1024;
@@ -269,4 +269,4 @@ void unmap_released_arenas() {
   }
 }
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

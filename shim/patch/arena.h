@@ -8,7 +8,7 @@
 #include "patch.h"
 #include "maps.h"
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 
 constexpr int kMaxGaps = 8;  // candidate places for a new arena, nearest first
 
@@ -40,4 +40,4 @@ void slot_release(uintptr_t slot);
 // Unmap the arenas whose every slot was released (forget()).
 void unmap_released_arenas();
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

@@ -17,7 +17,7 @@
 
 #include "patch.h"
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 
 constexpr std::size_t kPage = 4096;
 
@@ -44,4 +44,4 @@ __attribute__((format(printf, 2, 3))) inline void fail(Result &r, const char *fm
   va_end(ap);
 }
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

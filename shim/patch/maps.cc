@@ -7,7 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 namespace {
 
 uintptr_t parse_hex(const char *&p, const char *e) {
@@ -154,4 +154,4 @@ void snapshot_add(uintptr_t start, std::size_t len) {
 
 void snapshot_drop() { g_snap.valid = false; }
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

@@ -17,7 +17,7 @@
 
 #include "internal.h"
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 namespace {
 
 // The writes of a batch share what a single patch would pay for on its own: one open
@@ -218,4 +218,4 @@ void writes_batch_end() {
   g_batch = Batch{false, -1, 0, false};
 }
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

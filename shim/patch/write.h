@@ -7,7 +7,7 @@
 
 #include "maps.h"
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 
 // pwrite() to /proc/self/mem: the kernel writes read-only (and r-x) pages with FOLL_FORCE
 // without changing their protection. True when the bytes read back.
@@ -26,4 +26,4 @@ void entry_written(WriteHow how);
 void writes_batch_begin();
 void writes_batch_end();
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

@@ -36,7 +36,7 @@
 #include "zydis.h"
 
 namespace pfg::patch {
-namespace x86 {
+namespace impl {
 namespace {
 
 pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -168,9 +168,9 @@ bool fill_slot(uintptr_t slot, uint8_t *buf, void *ctx, Result &r) {
 }
 
 }  // namespace
-}  // namespace x86
+}  // namespace impl
 
-using namespace x86;
+using namespace impl;
 
 bool supported() { return true; }
 

@@ -4,8 +4,8 @@
 
 #include "x86_64_plan.h"
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 
 void fix_disp32(uint8_t *disp, int32_t value) { memcpy(disp, &value, 4); }
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

@@ -8,7 +8,7 @@
 #include "arena.h"
 #include "internal.h"
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 
 constexpr unsigned kJmpLen = 5;        // E9 rel32
 constexpr unsigned kStubLen = 16;      // FF 25 00000000 <hook>, padded to 16
@@ -51,4 +51,4 @@ bool encode(const Plan &p, uintptr_t tramp, uint8_t *out, unsigned &len, Result 
 // a file of its own so that tests/unit can link a broken one: the corpus must then fail).
 void fix_disp32(uint8_t *disp, int32_t value);
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

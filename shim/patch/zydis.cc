@@ -9,7 +9,7 @@
 #define PFG_ZYDIS_SONAME "libZydis.so"
 #endif
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 namespace {
 
 ZydisApi g_zydis;
@@ -93,4 +93,4 @@ bool is_jcc(ZydisMnemonic m) {
 // Scan the whole function for relative branches into bytes 1..covered-1 of the patch.
 // Linear sweep: x86-64 compilers keep jump tables in .rodata, so text decodes cleanly;
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

@@ -4,8 +4,8 @@
 // only if every image's patched run then fails.
 #include "patch/x86_64_plan.h"
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 
 void fix_disp32(uint8_t *, int32_t) {}
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

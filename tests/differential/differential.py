@@ -48,7 +48,7 @@ wait, the drain's 1 s bound), while a scheduling spike hits one run. (2) needs t
 size to be meaningful; (3) holds at any size. Below ~100 ms per exit the CI size cannot
 tell a delay from noise; the long size's p50 and p95 columns can.
 
-acceptance (issue 10): (a) ctypes.PyDLL qsort callbacks -- PyGILState_Ensure nested under
+acceptance (docs/design.md, "The principle"): (a) ctypes.PyDLL qsort callbacks -- PyGILState_Ensure nested under
 the GIL -- in 16 daemon threads while main exits (its shutdown joins a thread and runs an
 atexit handler first), and (b) busy daemon threads under
 `-X dev -X tracemalloc=5 -X faulthandler` (without the thread churn: busy_daemons.py says why): with the guard, N runs per interpreter, 0 hangs,

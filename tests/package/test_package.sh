@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Suite `package` (issue 14): the Debian packages, built from a copy of this tree, checked
+# Suite `package` (docs/deployment.md, "The Debian package"): the Debian packages, built from a copy of this tree, checked
 # by lintian, and installed into a clean Debian 12 (bookworm) chroot where the launcher,
 # the library, doctor and pyfinguard-dev's pkg-config file are used from the installed
 # files only (in_chroot.sh).

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Sub-interpreter cells (issue 11): tests/subinterp/subinterp.c on every interpreter,
+"""Sub-interpreter cells: tests/subinterp/subinterp.c on every interpreter,
 each cell N times without and N times with the guard.
 
 A cell is (when, kind, gil), named <when>-<kind>[-own]: `end` = Py_EndInterpreter of the

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The shim's layers, checked: no include cycle between modules, no include of a higher
-layer from a lower one, no file over 450 lines (issue 13; docs/design.md, "Layers").
+layer from a lower one, no file over 450 lines (docs/design.md, "Layers").
 
     check_layers.py [--doc DESIGN_MD] [SHIM_DIR]  check (default: the shim/ next to tests/);
                                                   with --doc, also that DESIGN_MD's layer

@@ -32,7 +32,8 @@
 
 namespace {
 
-// The functions the guard must be able to patch on every interpreter (issue 3).
+// The functions the guard must be able to patch on every interpreter (docs/design.md,
+// "Where each function is covered").
 const char *const kMust[] = {
     "PyEval_SaveThread", "PyEval_RestoreThread", "PyEval_AcquireThread", "PyEval_AcquireLock",
     "PyGILState_Ensure", "PyGILState_Release",   "Py_FinalizeEx",        "Py_Finalize",

@@ -251,7 +251,7 @@ def main(args, lib, version, out=sys.stdout):
     pyver = tuple(int(x) for x in rep["version"].split("."))
     # "complete" is about the exported entries: every caller that reaches one. CPython's
     # own calls that link-time optimization inlined never do; the daemon live check below
-    # finds out for the restore path (issue 12).
+    # finds out for the restore path (docs/design.md, "Where each function is covered").
     out.write("coverage: %s\n" % ("complete for every caller of the exported entries" if not problems
                                   else "INCOMPLETE (%s)" % "; ".join(problems)))
     out.flush()

@@ -20,8 +20,8 @@ constexpr uintptr_t kUserLow = 0x10000;     // never map below (mmap_min_addr an
 // Do not take address space that [heap] (brk) will want to grow into.
 constexpr uintptr_t kHeapGap = uintptr_t{256} << 20;
 
-// Reserved PROT_NONE; pages are committed (kTrapByte-filled, sealed RX) one at a time as slots
-// need them. Filling all 64 KiB with int3 up front faulted in 16 pages, and callgrind
+// Reserved PROT_NONE; pages are committed (filled with kTrapByte, sealed RX) one at a time
+// as slots need them. Filling all 64 KiB with int3 up front faulted in 16 pages, and callgrind
 // counted 65,000 instructions of memset, for the one page a runtime's 14 patches use; a
 // stray jump into a page never committed still faults at once.
 struct Arena {

@@ -5,8 +5,8 @@
 
 #include <cstddef>
 
-#include "patch.h"
 #include "maps.h"
+#include "patch.h"
 
 namespace pfg::patch::impl {
 

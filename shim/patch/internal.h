@@ -33,6 +33,7 @@ constexpr const char *kReachText = "+-2 GiB";
 constexpr uint8_t kTrapByte = 0xCC;  // int3: what fills the unused bytes of an arena page
 constexpr uintptr_t kUserTop = 0x7ffffffff000ULL;  // end of the 47-bit user address space
 #endif
+static_assert(kPage % kSlotLen == 0, "slots never straddle pages (arena.cc, next_slot())");
 
 // r.ok = false and a one-line reason.
 __attribute__((format(printf, 2, 3))) inline void fail(Result &r, const char *fmt, ...) {

@@ -3,6 +3,7 @@
 // three in step. The libc hooks are in libc_hooks.cc; hooks.h says how both are defined.
 #include <atomic>
 
+#include "backtrace.h"
 #include "hooks.h"
 #include "images.h"
 #include "interpose.h"
@@ -84,6 +85,7 @@ __attribute__((noinline, cold)) void restore_slow(void *ts, uint64_t e) {
 // FINALIZING, so that it can never see itself as a late thread. Nothing else happens
 // here: CPython is far from its point of no return (docs/design.md).
 void finalizer_enter() {
+  backtrace_prepare();  // parks come after this; none may load a library (backtrace.h)
   t_pt.finalizer_gen = gen_of(g_epoch.load());
   begin_finalizing();
 }
@@ -155,6 +157,7 @@ template <typename F>
 inline auto initializing(F &&real) {
   const uint64_t e = g_epoch.load();
   if (phase_of(e) == kRunning) return real();
+  backtrace_prepare();  // before a thread of the earlier runtime can park (backtrace.h)
   t_pt.finalizer_gen = gen_of(e);
   struct Done {
     ~Done() {
@@ -278,6 +281,7 @@ __attribute__((visibility("hidden"))) void *pfg_hook_PyThreadState_New(void *int
 // Records the deletion before the state is freed: a thread that saved it and restores
 // it later parks instead (G1 of tests/subinterp/README.md). Never waits.
 __attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Delete(void *ts) {
+  backtrace_prepare();  // its thread may park later (rule 6): load what its report needs now
   note_ts_deleted(ts);
   PFG_REAL(PyThreadState_Delete)(ts);
 }
@@ -286,6 +290,7 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Delete(void *t
 // freed then -- so that a thread that attaches to it before the end (CPython's own
 // threading._shutdown joins the interpreter's threads inside) is unchanged.
 __attribute__((visibility("hidden"))) void pfg_hook_Py_EndInterpreter(void *ts) {
+  backtrace_prepare();  // a thread attaching to it later parks: its report needs this
   void *interp = runtime_interp_of(ts);  // ts is valid (current) at entry
   PFG_REAL(Py_EndInterpreter)(ts);
   note_interp_ended(interp);

@@ -5,9 +5,7 @@
 #include <dlfcn.h>
 #include <link.h>
 #include <unistd.h>
-#define UNW_LOCAL_ONLY
-#include <libunwind.h>
-
+#include "backtrace.h"
 #include "config.h"
 #include "interpose.h"
 #include "parkrecord.h"
@@ -61,21 +59,29 @@ struct Frame {
   uintptr_t symoff;
 };
 
-// Walks the calling thread's stack with libunwind and calls emit(frame, depth) for each
-// frame outside the guard, at most 24. Symbols come from libunwind's unw_get_proc_name,
+// Walks the calling thread's stack with libunwind (backtrace.h: loaded before any park,
+// never by a parking thread; no frames if it could not be) and calls emit(frame, depth)
+// for each frame outside the guard, at most 24. Symbols come from libunwind's unw_get_proc_name,
 // which reads the module's own symbol table (static functions included) from the file
 // with mmap: no malloc. Module names come from dladdr.
 template <class Emit>
 void walk_frames(Emit &emit) {
+  const Unwinder *u = backtrace_unwinder();
+  if (!u) return;
   unw_context_t uc;
   unw_cursor_t cur;
-  if (unw_getcontext(&uc) != 0 || unw_init_local(&cur, &uc) != 0) return;
+#ifdef __x86_64__
+  if (u->getcontext(&uc) != 0) return;
+#else
+  if (unw_getcontext(&uc) != 0) return;  // inline assembly on this architecture
+#endif
+  if (u->init_local(&cur, &uc) != 0) return;
   Dl_info self{};
   dladdr(reinterpret_cast<void *>(&report_park), &self);
   int depth = 0;
-  while (unw_step(&cur) > 0 && depth < 24) {
+  while (u->step(&cur) > 0 && depth < 24) {
     unw_word_t ip = 0, off = 0;
-    unw_get_reg(&cur, UNW_REG_IP, &ip);
+    u->get_reg(&cur, UNW_REG_IP, &ip);
     Dl_info di{};
     void *ent = nullptr;
     bool known = dladdr1(reinterpret_cast<void *>(ip - 1), &di, &ent, RTLD_DL_SYMENT) != 0;
@@ -89,11 +95,11 @@ void walk_frames(Emit &emit) {
     uintptr_t doff = known && di.dli_saddr ? ip - uintptr_t(di.dli_saddr) : 0;
     bool dyn_covers = dsym && di.dli_sname && doff < dsym->st_size;
     char sym[160];
-    bool unw = unw_get_proc_name(&cur, sym, sizeof sym, &off) == 0;
+    bool unw = u->get_proc_name(&cur, sym, sizeof sym, &off) == 0;
     // libunwind, too, names the nearest preceding symbol; believe it only when that
     // symbol starts where the unwind info says this function starts.
     unw_proc_info_t pi;
-    if (unw && unw_get_proc_info(&cur, &pi) == 0 && pi.start_ip && pi.start_ip != ip - off) unw = false;
+    if (unw && u->get_proc_info(&cur, &pi) == 0 && pi.start_ip && pi.start_ip != ip - off) unw = false;
     Frame f;
     f.ip = ip;
     f.module = known && di.dli_fname && *di.dli_fname ? di.dli_fname : nullptr;

@@ -27,7 +27,7 @@ import tempfile
 # layers; a module may include only its own layer and those below.
 LAYERS = {
     'state': 0, 'writer': 0, 'config': 0, 'patch': 0,
-    'interpose': 1, 'dlopen': 1, 'images': 1, 'probes': 1, 'sink': 1, 'parkrecord': 1,
+    'interpose': 1, 'dlopen': 1, 'backtrace': 1, 'images': 1, 'probes': 1, 'sink': 1, 'parkrecord': 1,
     'window': 2, 'gilwait': 2, 'lifecycle': 2, 'park': 2, 'report': 2, 'summary': 2,
     'runtime': 3,
     'hooks': 4, 'libc_hooks': 4, 'preload': 4,

@@ -4,6 +4,7 @@
 #include <atomic>
 
 #include "backtrace.h"
+#include "exitwatch.h"
 #include "hooks.h"
 #include "images.h"
 #include "interpose.h"
@@ -85,7 +86,11 @@ __attribute__((noinline, cold)) void restore_slow(void *ts, uint64_t e) {
 // FINALIZING, so that it can never see itself as a late thread. Nothing else happens
 // here: CPython is far from its point of no return (docs/design.md).
 void finalizer_enter() {
-  backtrace_prepare();  // parks come after this; none may load a library (backtrace.h)
+  // Parks and ends come after this: what they need is found now, in this ordinary
+  // context (no dynamic-loader call in a stopping thread), and the exit is watched.
+  backtrace_prepare();
+  park_prepare();
+  exitwatch_arm();
   t_pt.finalizer_gen = gen_of(g_epoch.load());
   begin_finalizing();
 }
@@ -282,6 +287,7 @@ __attribute__((visibility("hidden"))) void *pfg_hook_PyThreadState_New(void *int
 // it later parks instead (G1 of tests/subinterp/README.md). Never waits.
 __attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Delete(void *ts) {
   backtrace_prepare();  // its thread may park later (rule 6): load what its report needs now
+  exitwatch_arm();
   note_ts_deleted(ts);
   PFG_REAL(PyThreadState_Delete)(ts);
 }
@@ -291,6 +297,7 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Delete(void *t
 // threading._shutdown joins the interpreter's threads inside) is unchanged.
 __attribute__((visibility("hidden"))) void pfg_hook_Py_EndInterpreter(void *ts) {
   backtrace_prepare();  // a thread attaching to it later parks: its report needs this
+  exitwatch_arm();
   void *interp = runtime_interp_of(ts);  // ts is valid (current) at entry
   PFG_REAL(Py_EndInterpreter)(ts);
   note_interp_ended(interp);

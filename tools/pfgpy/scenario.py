@@ -165,9 +165,9 @@ class Run(_run.Result):
         return "+".join(sorted(out))
 
     def summary(self):
-        """(parked, present) from the guard's last exit summary line, or None."""
+        """(parked, present, ended) from the guard's last exit summary line, or None."""
         s = _summary.exit_summary(self.stderr)
-        return (s.parked, s.present) if s else None
+        return (s.parked, s.present, s.ended) if s else None
 
     def tail(self, n=25):
         lines = ("--- stdout\n" + self.stdout + "--- stderr\n" + self.stderr).splitlines()

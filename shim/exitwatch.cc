@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <climits>
+#include <csignal>
+#include <pthread.h>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -26,23 +28,20 @@ std::atomic<bool> g_armed{false};
 std::atomic<bool> g_exiting{false};
 std::atomic<int> g_exit_status{0};
 std::atomic<int64_t> g_exit_start_ns{0};
-// Parked threads sleep on this word; exit's handler wakes them (futex wake, one syscall,
-// only when something is parked) so that one of them takes the watch.
-int g_park_word = 0;
-std::atomic<bool> g_watch_taken{false};
+std::atomic<bool> g_watch_started{false};
 
 // How long every other thread must have been waiting on a futex without a timeout, and
 // nothing ran, before the watch concludes that only parked threads could end the wait.
 constexpr int64_t kCertainNs = 100 * 1000000LL;
 constexpr int64_t kTickNs = 10 * 1000000LL;
 
+void start_watch();
+
 void on_exit_handler(int status, void *) {
   g_exit_status.store(status);
   g_exit_start_ns.store(monotonic_ns());
   g_exiting.store(true);
-  if (g_parked_count.load() == 0) return;
-  g_park_word = 1;
-  syscall(SYS_futex, &g_park_word, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+  exitwatch_late_thread();  // threads stopped before the exit began: watch now
 }
 
 bool skip_parked(int tid) { return is_parked_tid(tid); }
@@ -54,11 +53,6 @@ unsigned parked_now() {
   return k;
 }
 
-[[noreturn]] void never_wake() {
-  static int never = 0;  // nobody ever wakes it: the thread sleeps in the kernel for good
-  for (;;) syscall(SYS_futex, &never, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
-}
-
 // The report of a blocked exit: why the watch ends it, then each parked thread. Text
 // lines or one JSON line; to the report destination (and stderr's summary after it).
 void report_blocked(int64_t waited_ns, bool certain, int status) {
@@ -66,18 +60,20 @@ void report_blocked(int64_t waited_ns, bool certain, int status) {
   if (fd < 0) return;
   Writer w(fd);
   g_reported.fetch_add(1);  // the exit summary follows this report
-  const unsigned parked = parked_now();
+  const unsigned parked = parked_now(), stopped = g_parked_count.load();
+  const unsigned ended = stopped > parked ? stopped - parked : 0;
   if (g_config.format == Format::json) {
     json_head(w, "exit_blocked");
     w.str(",\"waited_ms\":").ms(waited_ns).str(",\"cause\":\"")
-        .str(certain ? "every other thread waits on a parked one" : "timeout").str("\",\"status\":")
-        .dec(status).str(",\"parked\":[");
+        .str(certain ? "every other thread waits on a stopped one" : "timeout").str("\",\"status\":")
+        .dec(status).str(",\"ended\":").dec(ended).str(",\"parked\":[");
   } else {
-    w.str("pyfinguard: exit blocked for ").ms(waited_ns).str(" ms with ").dec(parked)
-        .str(parked == 1 ? " thread" : " threads").str(" parked (")
-        .str(certain ? "every other thread waits on what only a parked thread can release"
+    w.str("pyfinguard: exit blocked for ").ms(waited_ns).str(" ms after the guard stopped ")
+        .dec(stopped).str(stopped == 1 ? " late thread (" : " late threads (").dec(parked)
+        .str(" parked, ").dec(ended).str(" ended): ")
+        .str(certain ? "every other thread waits, with no timeout, on what only they could release"
                      : "no progress for PYFINGUARD_EXIT_TIMEOUT")
-        .str("): ending the process with its exit status ").dec(status).chr('\n');
+        .str("; ending the process with its exit status ").dec(status).chr('\n');
   }
   const int64_t now = monotonic_ns();
   bool first = true;
@@ -117,7 +113,7 @@ void flush_if_free(FILE *f) {
   _exit(status);
 }
 
-// The watch: every 10 ms, what every thread that is not parked does. Progress is a tenth
+// The watch, a thread of its own: every 10 ms, what every thread that is not parked does. Progress is a tenth
 // of a core or more of CPU time in the tick, or a thread in disk I/O (a destructor
 // flushing a database, a join of a working thread): the exit is never cut while it
 // works. A thread that wakes now and then (a poll with a timeout) is not progress. Without progress, the exit ends after 100 ms when every
@@ -125,7 +121,7 @@ void flush_if_free(FILE *f) {
 // wait -- and after PYFINGUARD_EXIT_TIMEOUT otherwise (a read of a pipe a parked thread
 // would write, a process where /proc cannot be read). Everything here is a raw syscall
 // or a Writer: the exiting thread may hold any lock.
-[[noreturn]] void watch() {
+void *watch(void *) {
   const int64_t timeout = g_config.exit_timeout_ns;
   int64_t quiet_since = g_exit_start_ns.load();
   uint64_t last_runtime = ~uint64_t(0);
@@ -147,6 +143,25 @@ void flush_if_free(FILE *f) {
       end_process(now - g_exit_start_ns.load(), true);
     if (timeout > 0 && quiet >= timeout) end_process(now - g_exit_start_ns.load(), false);
   }
+  return nullptr;
+}
+
+// A thread of its own, detached, every signal blocked (no handler of the program runs
+// on it), small stack: started by the exiting thread's handler or by a thread being
+// stopped -- ordinary contexts, neither holding a lock of the guard's.
+void start_watch() {
+  if (g_watch_started.load() || g_watch_started.exchange(true)) return;
+  pthread_attr_t a;
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&a, 128 * 1024);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);  // the new thread inherits the mask
+  pthread_t t;
+  if (pthread_create(&t, &a, watch, nullptr) != 0) g_watch_started.store(false);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&a);
 }
 
 }  // namespace
@@ -158,14 +173,10 @@ void exitwatch_arm() {
 
 bool exit_begun() { return g_exiting.load(); }
 
-void exitwatch_park_wait() {
-  for (;;) {
-    if (g_exiting.load()) {
-      if (!g_watch_taken.exchange(true)) watch();
-      never_wake();
-    }
-    syscall(SYS_futex, &g_park_word, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
-  }
+void exitwatch_late_thread() {
+  // Both orders meet here: a thread stopped before the exit began is seen by the
+  // handler (it counted itself first), one stopped after sees g_exiting (seq_cst).
+  if (g_exiting.load() && g_parked_count.load() != 0) start_watch();
 }
 
 }  // namespace pfg

@@ -1,8 +1,9 @@
 // A bounded exit (docs/design.md, "Exit is bounded"). A parked thread keeps every lock it
-// holds; an exit-time destructor, atexit handler or join that needs one would wait for
-// ever. When the process exits while threads are parked, one parked thread becomes the
-// watch: it tells an exit that still works from one that waits for ever, reports the
-// wait, and ends the process with the status it was exiting with.
+// holds, and an ended one never signals what it would have; an exit-time destructor,
+// atexit handler or join that needs either would wait for ever. When the process exits
+// after the guard stopped a late thread, a watch thread tells an exit that still works
+// from one that waits for ever, reports the wait, and ends the process with the status
+// it was exiting with.
 #pragma once
 
 namespace pfg {
@@ -16,8 +17,8 @@ void exitwatch_arm();
 // Has exit begun? (Its status is what the watch ends the process with.)
 bool exit_begun();
 
-// What a parked thread does for ever (park.cc): sleep, and, once exit began, become the
-// watch if no other thread is. Only raw syscalls and the async-signal-safe writers.
-[[noreturn]] void exitwatch_park_wait();
+// A late thread was stopped (park.cc, after its record): once the exit has begun, the
+// watch runs (started once).
+void exitwatch_late_thread();
 
 }  // namespace pfg

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <linux/futex.h>
 #include <dlfcn.h>
 #include <link.h>
 #include <sched.h>
@@ -125,7 +126,12 @@ void after_report() {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, nullptr);
-  exitwatch_park_wait();
+  exitwatch_late_thread();
+  // A futex word nobody ever wakes: the thread sleeps in the kernel, using no CPU.
+  // The loop absorbs spurious wake-ups and the glibc-internal signals (SIGSETXID,
+  // SIGCANCEL) that pthread_sigmask refuses to block.
+  static int never = 0;
+  for (;;) syscall(SYS_futex, &never, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
 }
 
 // std::terminate while the guard ends this thread: its unwind reached a frame that may
@@ -167,6 +173,7 @@ void install_terminate_net() {
   if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
   g_reports_in_flight.fetch_sub(1);
   after_report();
+  exitwatch_late_thread();  // an exit that waits for what this thread would have done
   install_terminate_net();
   t_ending_slot = int(slot < kMaxParkRecords ? slot : kMaxParkRecords);
   // As CPython's PyThread_exit_thread() does: the forced unwind runs the thread's C++

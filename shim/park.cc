@@ -64,8 +64,9 @@ bool is_routine(Fn api, Reason why, uint64_t epoch, bool from_cpython) {
   // FINALIZING as the guard saw it, but CPython's finalization may be over: 3.13's
   // Py_RunMain and Py_Exit finalize through an internal function, so no hook returns
   // to store FINALIZED, and a native thread's late PyGILState_Ensure from a libc atexit
-  // handler must not pass as routine.
-  if (phase_of(epoch) == kFinalizing && !runtime_finalization_over()) return true;
+  // handler or an exit-time destructor must not pass as routine (CPython would crash
+  // there). Once exit() began, finalization is over whatever CPython's flags say.
+  if (phase_of(epoch) == kFinalizing && !runtime_finalization_over() && !exit_begun()) return true;
   return gen_of(epoch) == g_main_generation.load() &&
          (api == fn_PyEval_RestoreThread || api == fn_pthread_cond_timedwait ||
           (api == fn_PyEval_AcquireThread && from_cpython));

@@ -27,7 +27,8 @@ struct ParkRecord {
   // freed memory -- is always reported.
   bool routine;
   // Never took the GIL through a hook: a native thread whose first call into Python is
-  // the late one. Its report names its start routine, not the executable.
+  // the late one (or a Python thread whose acquisitions no hook saw: a static build's
+  // internal calls). Its report names its start routine, not the executable.
   bool native;
   // Ended with pthread_exit, as this CPython ends late threads (docs/design.md,
   // "Ending or parking"), rather than parked. Cleared if its unwind reaches a frame that

@@ -284,7 +284,7 @@ void write_report(Writer &w, const ParkRecord &r, const char *what, const char *
     StartRoutine sr;
     walk_frames(sr);
     // Unnamed (its name is the program's) or native: say what it is and where it began.
-    w.str(r.native ? "pyfinguard:   (a native thread that never ran Python; started at "
+    w.str(r.native ? "pyfinguard:   (a thread the guard never saw hold the GIL -- a native thread; started at "
                    : "pyfinguard:   (an unnamed thread; started at ");
     if (sr.found.sym) w.str(sr.found.sym);
     else w.hex(sr.found.ip);

@@ -252,7 +252,7 @@ void write_report(Writer &w, const ParkRecord &r, const char *what, const char *
     // of threads parking together never interleave. Frames that do not fit are counted
     // in frames_omitted instead of splitting the line.
     w.limit(Writer::kBuf - kJsonTail);
-    json_head(w, r.ended.load() ? "end" : "park");
+    json_head(w, "park");  // ended or parked: the "ended" field says which
     w.str(",\"tid\":").dec(r.tid.load()).str(",\"thread\":").json(r.name, sizeof r.name)
         .str(",\"api\":\"").str(kFns[r.api].name).str("\",\"reason\":\"").str(what)
         .str("\",\"generation\":").dec(int64_t(r.generation)).str(",\"phase\":\"")

@@ -1,14 +1,11 @@
 #include "exitwatch.h"
 
 #include <atomic>
-#include <climits>
 #include <csignal>
-#include <pthread.h>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
-#include <linux/futex.h>
-#include <sys/syscall.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -31,11 +28,11 @@ std::atomic<int64_t> g_exit_start_ns{0};
 std::atomic<bool> g_watch_started{false};
 
 // How long every other thread must have been waiting on a futex without a timeout, and
-// nothing ran, before the watch concludes that only parked threads could end the wait.
+// nothing ran, before the watch concludes that only the threads the guard stopped could
+// have ended the wait.
 constexpr int64_t kCertainNs = 100 * 1000000LL;
 constexpr int64_t kTickNs = 10 * 1000000LL;
 
-void start_watch();
 
 void on_exit_handler(int status, void *) {
   g_exit_status.store(status);

@@ -37,7 +37,7 @@ void write_summary(Writer &w, unsigned n, unsigned present, unsigned ended, unsi
   w.str("pyfinguard: ").dec(n).str(n == 1 ? " thread" : " threads")
       .str(" parked after Python finalization began, ").dec(present).str(" still present at exit");
   // Ended threads only where there are any: the line is otherwise as it always was.
-  if (ended) w.str(", ").dec(ended).str(" ended as CPython ends them");
+  if (ended) w.str(", ").dec(ended).str(" ended with pthread_exit as this CPython ends late threads");
   w.str("; ").dec(reported).str(" reported");
   if (g_config.log_file) w.str(" in ").safe(g_config.log_path, 200);
   else if (g_config.syslog) w.str(" to syslog at ").safe(g_config.syslog_path, 108);

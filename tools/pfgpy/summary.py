@@ -2,7 +2,7 @@
 (docs/diagnostics.md).
 
     pyfinguard: 1 thread parked after Python finalization began, 1 still present at exit; 1 reported, 1 routine
-    pyfinguard: 0 threads parked after Python finalization began, 0 still present at exit, 2 ended as CPython ends them; 2 reported, 0 routine
+    pyfinguard: 0 threads parked after Python finalization began, 0 still present at exit, 2 ended with pthread_exit as this CPython ends late threads; 2 reported, 0 routine
     (with PYFINGUARD_LOG=FILE: "1 reported in FILE, 1 routine")
     pyfinguard: parked thread 1234 'worker' in PyEval_RestoreThread (generation 1, runtime finalized, 3 ms ...
 
@@ -17,7 +17,7 @@ import re
 # Older builds wrote "thread(s)" and no "began"; both are still read.
 SUMMARY_RE = re.compile(r"^pyfinguard: (\d+) threads? ?(?:\(s\))? parked after Python "
                         r"finalization(?: began)?, (\d+) still present at exit"
-                        r"(?:, (\d+) ended as CPython ends them)?"
+                        r"(?:, (\d+) ended with pthread_exit as this CPython ends late threads)?"
                         r"(?:; (\d+) reported(?: in .*?)?, (\d+) routine)?", re.M)
 # "ended thread": ended with pthread_exit as this CPython ends late threads (docs/design.md).
 PARK_RE = re.compile(r"^pyfinguard: (parked|ended) thread (\d+) '(.*?)' in (\S+) "

@@ -1,7 +1,7 @@
 // aarch64 entry patcher: the interface (patch.h), planning and the table of installed
 // patches. docs/patching.md, "aarch64", has the design and the safety argument;
 // aarch64_reloc.cc moves instructions, aarch64_mem.cc places slots and writes code, and
-// /proc/self/maps is parsed by patch_maps.cc, shared with the x86-64 patcher.
+// /proc/self/maps is parsed by maps.cc, shared with the x86-64 patcher.
 //
 // Layout of one patch:
 //
@@ -30,7 +30,7 @@
 
 #include "aarch64_mem.h"
 #include "aarch64_reloc.h"
-#include "patch_maps.h"
+#include "maps.h"
 
 namespace pfg::patch {
 namespace a64 {
@@ -242,14 +242,14 @@ bool supported() { return true; }
 
 void batch_begin() {
   Locker lock;
-  x86::maps_batch(true);
+  impl::maps_batch(true);
   writes_batch(true);
 }
 
 void batch_end() {
   Locker lock;
   writes_batch(false);
-  x86::maps_batch(false);
+  impl::maps_batch(false);
 }
 
 Result check(const void *target, std::size_t fn_size) {
@@ -317,7 +317,7 @@ int forget(uintptr_t lo, uintptr_t hi) {
     ++n;
   }
   unmap_released_arenas();
-  x86::snapshot_drop();
+  impl::snapshot_drop();
   return n;
 }
 

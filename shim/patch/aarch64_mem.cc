@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "aarch64_reloc.h"
-#include "patch_maps.h"
+#include "maps.h"
 
 #ifndef PROT_BTI
 #define PROT_BTI 0x10
@@ -43,16 +43,17 @@
 namespace pfg::patch::a64 {
 namespace {
 
-using x86::Mapping;  // patch_maps.{h,cc} parse /proc/self/maps for both patchers
+using impl::Mapping;  // maps.{h,cc} parse /proc/self/maps for both patchers
 
 constexpr std::size_t kArenaLen = 64 * 1024;
 constexpr uintptr_t kUserLow = 0x10000;
 constexpr uintptr_t kUserTop = 0xfffffffff000ULL;  // 48-bit VA; mmap fails above a smaller one
 constexpr uintptr_t kHeapGap = uintptr_t{256} << 20;
 
+std::size_t g_page;  // not a function-local static: its guard would need libstdc++
 std::size_t page() {
-  static std::size_t p = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-  return p;
+  if (!g_page) g_page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  return g_page;
 }
 
 struct Arena {
@@ -130,7 +131,7 @@ Arena *new_arena(uintptr_t at, int64_t reach, const Survey &sv) {
     if (p == MAP_FAILED) continue;
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
     if (!in_reach(at, a, kArenaLen, reach)) { munmap(p, kArenaLen); continue; }
-    x86::snapshot_add(a, kArenaLen);
+    impl::snapshot_add(a, kArenaLen);
     g_arenas[g_narenas] = Arena{a, 0, 0, 0, false};
     return &g_arenas[g_narenas++];
   }
@@ -258,7 +259,7 @@ bool survey(uintptr_t target, Survey &sv) {
   uintptr_t prev_end = kUserLow;
   bool prev_heap = false, open = false;
   Mapping ext{};
-  const bool ok = x86::for_each_mapping_batched([&](const Mapping &m) {
+  const bool ok = impl::for_each_mapping_batched([&](const Mapping &m) {
     if (m.start < kUserTop) {
       if (m.start > prev_end && !m.stack) consider(prev_heap ? prev_end + kHeapGap : prev_end, m.start);
       if (m.end > prev_end) prev_end = m.end;
@@ -268,7 +269,7 @@ bool survey(uintptr_t target, Survey &sv) {
       sv.found = open = true;
       ext = m;
     } else if (open) {
-      if (x86::continues(ext, m)) ext.end = m.end;
+      if (impl::continues(ext, m)) ext.end = m.end;
       else open = false;
     }
     return true;
@@ -342,12 +343,29 @@ void unmap_released_arenas() {
   }
 }
 
+// What __builtin___clear_cache does on aarch64, written out: libgcc's __clear_cache
+// would make the shared library need libgcc_s (the guard needs no C++ or GCC runtime).
+// DC CVAU per data-cache line unless CTR_EL0.IDC says the data cache need not be cleaned
+// to the point of unification, DSB ISH; IC IVAU per instruction-cache line unless
+// CTR_EL0.DIC, DSB ISH; ISB. DC/IC by address are broadcast to the inner shareable
+// domain; the ISB is this core's only (other cores: sync_other_cores()).
 void sync_code(uintptr_t p, std::size_t n) {
-  // GCC expands this to libgcc's __aarch64_sync_cache_range: DC CVAU per data-cache line
-  // (skipped when CTR_EL0.IDC says the caches are coherent), DSB ISH, IC IVAU per
-  // instruction-cache line (skipped when CTR_EL0.DIC), DSB ISH, ISB. The IC IVAU is
-  // broadcast to the inner shareable domain; only the ISB is local.
+#if defined(__aarch64__)
+  uint64_t ctr;
+  asm volatile("mrs %0, ctr_el0" : "=r"(ctr));
+  const uintptr_t dline = uintptr_t{4} << ((ctr >> 16) & 0xF), iline = uintptr_t{4} << (ctr & 0xF);
+  const uintptr_t end = p + n;
+  if (!(ctr & (uint64_t{1} << 28)))
+    for (uintptr_t a = p & ~(dline - 1); a < end; a += dline) asm volatile("dc cvau, %0" : : "r"(a) : "memory");
+  asm volatile("dsb ish" : : : "memory");
+  if (!(ctr & (uint64_t{1} << 29))) {
+    for (uintptr_t a = p & ~(iline - 1); a < end; a += iline) asm volatile("ic ivau, %0" : : "r"(a) : "memory");
+    asm volatile("dsb ish" : : : "memory");
+  }
+  asm volatile("isb" : : : "memory");
+#else
   __builtin___clear_cache(reinterpret_cast<char *>(p), reinterpret_cast<char *>(p + n));
+#endif
 }
 
 void sync_other_cores() {

@@ -209,12 +209,13 @@ bool fill_slot(uintptr_t slot, uint32_t *w, void *ctx, Result &r) {
 
 // Plan near (one word at the entry), else far (three) when no slot is in B reach. A far
 // trampoline returns with BR x16, which a BTI-guarded page accepts only on a landing
-// pad: a function that starts with one was built for BTI, so far is refused for it.
+// pad: far is refused on such a page, and for a function that starts with a landing pad
+// (built for BTI, wherever it is mapped).
 bool plan_any(const void *target, std::size_t fn_size, Plan &p, int64_t &reach, uintptr_t &slot, Result &r) {
   if (!plan(target, fn_size, false, p, r)) return false;
   reach = kNearReach;
   if (peek_slot(p.at, reach, p.sv, slot)) return true;
-  if (p.prefix) {
+  if (p.prefix || bti_guarded(p.at)) {
     fail(r, "no free address range within +-128 MiB of a function built for BTI (a far trampoline cannot branch back)");
     return false;
   }

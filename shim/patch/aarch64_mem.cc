@@ -147,91 +147,6 @@ void membarrier_now() {
   if (g_membarrier == 1) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0);
 }
 
-// Does the ELF image whose PT_LOAD holds `at` carry GNU_PROPERTY_AARCH64_FEATURE_1_BTI?
-// The kernel (executable, interpreter) and ld.so (everything else) map the text of such
-// an image with PROT_BTI on a CPU with BTI: the same rule, applied from the same note.
-struct BtiQuery {
-  uintptr_t at;
-  int marked;  // -1: no image holds `at`
-};
-int image_bti(dl_phdr_info *info, std::size_t, void *ctx) {
-  BtiQuery &q = *static_cast<BtiQuery *>(ctx);
-  bool holds = false;
-  for (int i = 0; i < info->dlpi_phnum; ++i) {
-    const ElfW(Phdr) &ph = info->dlpi_phdr[i];
-    if (ph.p_type == PT_LOAD && q.at >= info->dlpi_addr + ph.p_vaddr && q.at < info->dlpi_addr + ph.p_vaddr + ph.p_memsz)
-      holds = true;
-  }
-  if (!holds) return 0;
-  q.marked = 0;
-  for (int i = 0; i < info->dlpi_phnum; ++i) {
-    const ElfW(Phdr) &ph = info->dlpi_phdr[i];
-    if (ph.p_type != PT_GNU_PROPERTY) continue;
-    // One note: namesz 4 ("GNU\0"), descsz, type NT_GNU_PROPERTY_TYPE_0, then properties
-    // (type, datasz, data padded to 8).
-    const uint8_t *n = reinterpret_cast<const uint8_t *>(info->dlpi_addr + ph.p_vaddr);
-    uint32_t hdr[3];
-    memcpy(hdr, n, 12);
-    if (hdr[0] != 4 || hdr[2] != NT_GNU_PROPERTY_TYPE_0 || memcmp(n + 12, "GNU", 4) != 0) break;
-    const uint8_t *d = n + 16, *e = d + hdr[1];
-    while (d + 8 <= e) {
-      uint32_t pr[2], bits = 0;
-      memcpy(pr, d, 8);
-      if (pr[0] == GNU_PROPERTY_AARCH64_FEATURE_1_AND && pr[1] >= 4) {
-        memcpy(&bits, d + 8, 4);
-        q.marked = (bits & GNU_PROPERTY_AARCH64_FEATURE_1_BTI) != 0;
-      }
-      d += 8 + ((pr[1] + 7) & ~7u);
-    }
-  }
-  return 1;
-}
-
-// Is the page holding `at` guarded by BTI? /proc/self/maps does not say. Without this,
-// the mprotect() pair around an entry write would drop the guard: the image's property
-// note when the page is an image's, else smaps's VmFlags ("bt"; qemu-user's emulated
-// smaps does not show it).
-bool bti_guarded(uintptr_t at) {
-  if (!(getauxval(AT_HWCAP2) & HWCAP2_BTI)) return false;  // no page is guarded
-  BtiQuery q{at, -1};
-  dl_iterate_phdr(image_bti, &q);
-  if (q.marked >= 0) return q.marked == 1;
-  const int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  char buf[4096];
-  std::size_t have = 0;
-  bool cur = false, found = false, done = false;
-  while (!done) {
-    const ssize_t k = read(fd, buf + have, sizeof buf - have);
-    if (k <= 0) break;
-    have += static_cast<std::size_t>(k);
-    std::size_t pos = 0;
-    while (!done) {
-      char *nl = static_cast<char *>(memchr(buf + pos, '\n', have - pos));
-      if (!nl) break;
-      *nl = 0;
-      const char *l = buf + pos;
-      pos = static_cast<std::size_t>(nl - buf) + 1;
-      if (!strncmp(l, "VmFlags:", 8)) {
-        if (cur) {
-          found = strstr(l, " bt") != nullptr;
-          done = true;
-        }
-      } else if ((*l >= '0' && *l <= '9') || (*l >= 'a' && *l <= 'f')) {  // "lo-hi perms ..."
-        char *e;
-        const uintptr_t lo = strtoul(l, &e, 16);
-        const uintptr_t hi = *e == '-' ? strtoul(e + 1, nullptr, 16) : 0;
-        cur = at >= lo && at < hi;
-      }
-    }
-    if (pos == 0 && have == sizeof buf) break;  // absurd line length
-    memmove(buf, buf + pos, have - pos);
-    have -= pos;
-  }
-  close(fd);
-  return found;
-}
-
 }  // namespace
 
 bool survey(uintptr_t target, Survey &sv) {
@@ -366,6 +281,94 @@ void sync_code(uintptr_t p, std::size_t n) {
 #else
   __builtin___clear_cache(reinterpret_cast<char *>(p), reinterpret_cast<char *>(p + n));
 #endif
+}
+
+// Does the ELF image whose PT_LOAD holds `at` carry GNU_PROPERTY_AARCH64_FEATURE_1_BTI?
+// The kernel (executable, interpreter) and ld.so (everything else) map the text of such
+// an image with PROT_BTI on a CPU with BTI: the same rule, applied from the same note.
+namespace {
+struct BtiQuery {
+  uintptr_t at;
+  int marked;  // -1: no image holds `at`
+};
+int image_bti(dl_phdr_info *info, std::size_t, void *ctx) {
+  BtiQuery &q = *static_cast<BtiQuery *>(ctx);
+  bool holds = false;
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr) &ph = info->dlpi_phdr[i];
+    if (ph.p_type == PT_LOAD && q.at >= info->dlpi_addr + ph.p_vaddr && q.at < info->dlpi_addr + ph.p_vaddr + ph.p_memsz)
+      holds = true;
+  }
+  if (!holds) return 0;
+  q.marked = 0;
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr) &ph = info->dlpi_phdr[i];
+    if (ph.p_type != PT_GNU_PROPERTY) continue;
+    // One note: namesz 4 ("GNU\0"), descsz, type NT_GNU_PROPERTY_TYPE_0, then properties
+    // (type, datasz, data padded to 8).
+    const uint8_t *n = reinterpret_cast<const uint8_t *>(info->dlpi_addr + ph.p_vaddr);
+    uint32_t hdr[3];
+    memcpy(hdr, n, 12);
+    if (hdr[0] != 4 || hdr[2] != NT_GNU_PROPERTY_TYPE_0 || memcmp(n + 12, "GNU", 4) != 0) break;
+    const uint8_t *d = n + 16, *e = d + hdr[1];
+    while (d + 8 <= e) {
+      uint32_t pr[2], bits = 0;
+      memcpy(pr, d, 8);
+      if (pr[0] == GNU_PROPERTY_AARCH64_FEATURE_1_AND && pr[1] >= 4) {
+        memcpy(&bits, d + 8, 4);
+        q.marked = (bits & GNU_PROPERTY_AARCH64_FEATURE_1_BTI) != 0;
+      }
+      d += 8 + ((pr[1] + 7) & ~7u);
+    }
+  }
+  return 1;
+}
+
+}  // namespace
+
+// Is the page holding `at` guarded by BTI? /proc/self/maps does not say. Without this,
+// the mprotect() pair around an entry write would drop the guard: the image's property
+// note when the page is an image's, else smaps's VmFlags ("bt"; qemu-user's emulated
+// smaps does not show it).
+bool bti_guarded(uintptr_t at) {
+  if (!(getauxval(AT_HWCAP2) & HWCAP2_BTI)) return false;  // no page is guarded
+  BtiQuery q{at, -1};
+  dl_iterate_phdr(image_bti, &q);
+  if (q.marked >= 0) return q.marked == 1;
+  const int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[4096];
+  std::size_t have = 0;
+  bool cur = false, found = false, done = false;
+  while (!done) {
+    const ssize_t k = read(fd, buf + have, sizeof buf - have);
+    if (k <= 0) break;
+    have += static_cast<std::size_t>(k);
+    std::size_t pos = 0;
+    while (!done) {
+      char *nl = static_cast<char *>(memchr(buf + pos, '\n', have - pos));
+      if (!nl) break;
+      *nl = 0;
+      const char *l = buf + pos;
+      pos = static_cast<std::size_t>(nl - buf) + 1;
+      if (!strncmp(l, "VmFlags:", 8)) {
+        if (cur) {
+          found = strstr(l, " bt") != nullptr;
+          done = true;
+        }
+      } else if ((*l >= '0' && *l <= '9') || (*l >= 'a' && *l <= 'f')) {  // "lo-hi perms ..."
+        char *e;
+        const uintptr_t lo = strtoul(l, &e, 16);
+        const uintptr_t hi = *e == '-' ? strtoul(e + 1, nullptr, 16) : 0;
+        cur = at >= lo && at < hi;
+      }
+    }
+    if (pos == 0 && have == sizeof buf) break;  // absurd line length
+    memmove(buf, buf + pos, have - pos);
+    have -= pos;
+  }
+  close(fd);
+  return found;
 }
 
 void sync_other_cores() {

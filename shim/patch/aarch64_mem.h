@@ -49,6 +49,11 @@ void unmap_released_arenas();
 // could not be made writable.
 bool write_entry(uintptr_t at, const uint32_t *words, unsigned n, int prot);
 
+// Is the page holding `at` mapped with PROT_BTI? From the ELF property note of the image
+// holding it (the loader's own rule), else smaps's VmFlags. write_entry() keeps the flag,
+// and a far patch is refused on such a page (its trampoline returns with BR x16).
+bool bti_guarded(uintptr_t at);
+
 // DC CVAU / DSB ISH / IC IVAU / DSB ISH / ISB over [p, p+n) on this core, and
 // membarrier(SYNC_CORE) for the others (deferred to batch_end() inside a batch).
 void sync_code(uintptr_t p, std::size_t n);

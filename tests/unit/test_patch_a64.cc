@@ -12,6 +12,7 @@
 //    512 MiB reservation so no slot is within B reach); the hook and the trampoline are
 //    called for real; every refusal reason; an entry patched under a calling thread.
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -112,6 +113,7 @@ bool run(uintptr_t f, long a, long &out, char *how, std::size_t howlen) {
   fflush(stdout);
   pid_t pid = fork();
   if (pid == 0) {
+    dup2(open("/dev/null", O_WRONLY), 2);  // qemu's "uncaught target signal" line
     long v = call(f, a);
     (void)!write(fd[1], &v, sizeof v);
     _exit(0);

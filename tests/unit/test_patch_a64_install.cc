@@ -1,5 +1,6 @@
 // install()/check() of the aarch64 patcher on synthetic functions, run under qemu by
 // run_a64.py (part 2 of test_patch_a64.cc's list). Encodings are the test's own.
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -155,6 +156,7 @@ int dies_with(uintptr_t fn) {
   fflush(stdout);
   pid_t pid = fork();
   if (pid == 0) {
+    dup2(open("/dev/null", O_WRONLY), 2);  // qemu's "uncaught target signal" line
     reinterpret_cast<Fn>(fn)(1);
     _exit(0);
   }
@@ -246,7 +248,11 @@ void install_tests() {
   printf("near area at %#lx (%s), BTI-guarded page: %s\n", static_cast<unsigned long>(nb),
          by_binary ? "by the test binary, hook in B reach" : "hook out of B reach", bti ? "yes" : "no (PROT_BTI refused)");
 
-  if (bti) CHECK(dies_with(b_nolp) == SIGILL, "BTI control: no landing pad did not raise SIGILL before patching");
+  if (bti) {
+    const int sig = dies_with(b_nolp);
+    CHECK(sig == SIGILL, "BTI control: no landing pad gave signal %d before patching, not SIGILL", sig);
+    if (sig == SIGILL) printf("BTI control: a function without a landing pad on the guarded page dies with SIGILL\n");
+  }
   const bool bt_visible = bti && smaps_shows_bt(b_nolp);
   patch_case("plain", plain, 8, {1});
   patch_case("adrp first", f_adrp, 16, {1});

@@ -7,6 +7,7 @@ missing. With --mutant, run the build whose relocator copies ADRP and CBZ unchan
 usage: run_a64.py QEMU TEST [--mutant]   (QEMU or TEST empty: not found at configure time)
 """
 import os
+import resource
 import subprocess
 import sys
 
@@ -21,7 +22,8 @@ def main():
         print('SKIP: qemu-aarch64-static not found (apt-get install qemu-user-static)')
         return 77
     p = subprocess.run([qemu, test], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       universal_newlines=True, timeout=600)
+                       universal_newlines=True, timeout=600,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
     out = p.stdout
     if not mutant:
         sys.stdout.write(out)

@@ -5,6 +5,7 @@ library, tests/unit/corpus_patch.cc, cross-compiled with it), then Python run th
 patches under qemu-aarch64-static; its output must equal the unpatched run's.
 
 usage: run_a64_corpus.py QEMU LIBPFGCORPUS_A64 SCRIPT [--mutant]
+       run_a64_corpus.py QEMU TEST_PATCH_A64_BTI --bti
 With --mutant the library is built with the broken relocator (-DPFG_A64_RELOC_MUTANT:
 ADRP and CBZ copied unchanged), and the test passes only if every image's patched run
 then fails while its unpatched run works.
@@ -47,7 +48,28 @@ def run(qemu, root, exe, script, env):
     return p.returncode, p.stdout
 
 
+def bti(qemu, probe):
+    """test_patch_a64_bti in every sysroot: passes where libc's text is BTI-guarded."""
+    checked = bad = 0
+    for root in sysroots():
+        p = subprocess.run([qemu, '-L', root, probe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           universal_newlines=True, timeout=300, preexec_fn=no_core)
+        print('%-30s %s' % (os.path.basename(root.rstrip('/')), p.stdout.strip()))
+        if p.returncode != 77:
+            checked += 1
+            bad += p.returncode != 0
+    if not checked:
+        print('SKIP: no sysroot whose libc is BTI-guarded under qemu (Debian 13 arm64: tools/debian-env trixie-arm64)')
+        return 77
+    return 1 if bad else 0
+
+
 def main():
+    if '--bti' in sys.argv:
+        if not sys.argv[1] or not os.path.exists(sys.argv[2] or '/nonexistent'):
+            print('SKIP: qemu-aarch64-static or aarch64-linux-gnu-g++ not found')
+            return 77
+        return bti(sys.argv[1], sys.argv[2])
     qemu, lib, script = sys.argv[1:4]
     mutant = '--mutant' in sys.argv[4:]
     if not qemu:

@@ -44,6 +44,10 @@ struct Emitter {
   unsigned lit_at[24] = {};
   unsigned nlit = 0;
 
+  // x16/x17 are dead at a function entry (AAPCS64: IP0/IP1), but not once a relocated
+  // instruction may have written one: a far form after that would clobber it.
+  bool ip_used = false, ip_clobbered = false;
+
   uintptr_t pc() const { return base + 4 * uintptr_t{n}; }
   void put(uint32_t w) {
     if (n < cap) out[n] = w;
@@ -63,6 +67,7 @@ struct Emitter {
       put(b);
       return;
     }
+    ip_clobbered |= ip_used;
     load_lit(16, dest);
     put((link ? 0xD63F0000u : 0xD61F0000u) | 16u << 5);
   }
@@ -90,6 +95,15 @@ struct Emitter {
     return n <= cap && nlit < sizeof lit / sizeof lit[0];
   }
 };
+
+// Might w name x16 or x17 in one of its register fields? Conservative (an immediate that
+// happens to hold 16 or 17 there counts too): only far forms are refused for it.
+bool mentions_ip(uint32_t w) {
+  const unsigned f[4] = {w & 31, (w >> 5) & 31, (w >> 10) & 31, (w >> 16) & 31};
+  for (unsigned r : f)
+    if (r == 16 || r == 17) return true;
+  return false;
+}
 
 // The load through x17 that replaces an out-of-reach literal load (LDR <t>, [x17]).
 uint32_t load_via_x17(uint32_t w) {
@@ -212,14 +226,20 @@ bool relocate(const uint32_t *in, unsigned n, uintptr_t src, uintptr_t dst, uint
         const int64_t lw = diff(d.dest, e.pc()) / 4;
         if (fits(lw, 19)) e.put(with_imm19(w, lw));
         else {
+          e.ip_clobbered |= e.ip_used;
           e.load_lit(17, d.dest);
           e.put(load_via_x17(w));
         }
         break;
       }
     }
+    e.ip_used |= mentions_ip(w);
   }
   if (back && !ends) e.jump(back, false);
+  if (e.ip_clobbered) {
+    snprintf(why, whylen, "the relocated instructions may use x16/x17, which a far branch would clobber");
+    return false;
+  }
   if (!e.finish()) {
     snprintf(why, whylen, "relocated prologue does not fit the trampoline (%u words)", e.n);
     return false;

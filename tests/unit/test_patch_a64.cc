@@ -264,6 +264,12 @@ void relocator_tests() {
   uint32_t self[] = {enc::cbz(S, S + 8, false, true, 0), enc::NOP, enc::NOP};
   CHECK(!relocate(self, 3, S, Dfar, S + 12, out, 64, nw, why, sizeof why) &&
             strstr(why, "branch from the prologue into itself at +8"), "cbz into the window: '%s'", why);
+  // x16 written by a relocated instruction, then a far jump back (through x16): refused;
+  // the same near (jump back with B) is fine.
+  uint32_t ip[] = {0xAA0003F0 /* mov x16, x0 */};
+  CHECK(!relocate(ip, 1, S, Dfar, S + 4, out, 64, nw, why, sizeof why) && strstr(why, "x16/x17"),
+        "mov x16 then a far jump back: '%s'", why);
+  CHECK(relocate(ip, 1, S, Dnear_plus, S + 4, out, 64, nw, why, sizeof why), "mov x16, near: '%s'", why);
   uint32_t bad[] = {0xDC000000 /* V=1 opc=11: unallocated */};
   CHECK(!relocate(bad, 1, S, Dfar, S + 4, out, 64, nw, why, sizeof why) && strstr(why, "unallocated"),
         "unallocated literal load: '%s'", why);

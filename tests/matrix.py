@@ -37,8 +37,22 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 sys.path.insert(0, SCEN)
 from pfgpy import build, interpreters, library  # noqa: E402
 from pfgpy.scenario import (MALLOC_PERTURB, STATE_WORD, built, clean_env,  # noqa: E402
-                            prepare, run, uniq as _uniq)
-from scenarios import SCENARIOS  # noqa: E402  (tests/scenarios/scenarios.py)
+                            prepare, run, uniq as _uniq, version_key)
+from scenarios import ARCH_BASELINES, SCENARIOS, UNCOVERED  # noqa: E402  (tests/scenarios/scenarios.py)
+
+
+def expected(sc, it):
+    """The allowed baseline outcomes of sc on it: its architecture's own measurement if
+    scenarios.ARCH_BASELINES has one for this release, else the scenario's spans."""
+    for (lo, hi), allowed in ARCH_BASELINES.get(it.arch, {}).get(sc.id, []):
+        if lo <= version_key(it) <= hi:
+            return set(allowed)
+    return sc.expected(it)
+
+
+def uncovered(sc, it):
+    """Why the guard cannot park sc on it (scenarios.UNCOVERED), or None."""
+    return UNCOVERED.get(it.arch, {}).get((sc.id, it.kind))
 
 
 def _repro(cmd, env):
@@ -96,7 +110,7 @@ def check_guarded(sc, r):
 class Cell(object):
     def __init__(self, sc, it):
         self.sc, self.it = sc, it
-        self.status = None      # PASS / FAIL / SKIP
+        self.status = None      # PASS / FAIL / SKIP / GAP (listed uncovered, not parked)
         self.reason = ""
         self.baseline = []      # outcomes
         self.guarded = []
@@ -130,7 +144,8 @@ def run_cell(sc, it, lib, build_dir, timeout, slow_timeout, strict=False):
     cmd, extra = prepared
     base_env = clean_env()
     base_env.update(extra)
-    allowed = sc.expected(it)
+    allowed = expected(sc, it)
+    gap = None if sc.ordinary else uncovered(sc, it)
     # Only a run whose documented outcome is a hang pays for a timeout; every other run
     # gets a generous one, so a slow machine is not mistaken for a hang.
     base_timeout = timeout if allowed and "hang" in allowed else slow_timeout
@@ -166,11 +181,22 @@ def run_cell(sc, it, lib, build_dir, timeout, slow_timeout, strict=False):
                 c.guarded.append("parked" if why is None else r.outcome(sc.status))
                 if why is None and s:
                     c.reason = "%d parked, %d present at exit" % s
+                if why and gap:
+                    # Recorded, not asserted: the guard cannot park this cell here yet.
+                    gap = "%s (guarded: %s)" % (gap, why)
+                    break
                 if why:
                     if sc.repeat > 1:
                         why = "run %d of %d: %s" % (i + 1, sc.repeat, why)
                     fails.append((why, r, g_env))
                     break
+        else:
+            # for-else: no break, so no guarded run failed.
+            if gap:
+                fails.append(("listed uncovered on %s (%s) but every guarded run parked: "
+                              "remove its entry from UNCOVERED in tests/scenarios/"
+                              "scenarios.py" % (it.arch, gap), r, g_env))
+                gap = None
     else:
         c.reason = "no --lib: baseline only"
     if allowed is None and not sc.ordinary:
@@ -188,6 +214,9 @@ def run_cell(sc, it, lib, build_dir, timeout, slow_timeout, strict=False):
         c.detail = "\n".join("    cmd: %s\n%s" % (_repro(cmd, env), r.tail())
                              for _, r, env in fails) + \
             ("\n    baseline:\n" + c.detail if c.detail else "")
+    elif gap and lib:
+        c.status = "GAP"
+        c.reason = ("not covered on %s: %s; " % (it.arch, gap)) + c.reason
     else:
         c.status = "PASS"
     return c
@@ -200,7 +229,7 @@ def select(args):
         scs = [s for s in scs if s.id in want or s.letter in want]
         if not scs:
             sys.exit("no scenario matches %r (see --list)" % args.scenario)
-    its = interpreters.discover()
+    its = interpreters.discover(sysroot=args.sysroot)
     if args.interp:
         subs = [w.strip() for w in args.interp.split(",") if w.strip()]
         its = [i for i in its if any(s in i.name for s in subs)]
@@ -328,6 +357,8 @@ def write_table(path, cells, scs, its, lib, argv, timeout, section="host", title
             txt = "%s -> %s" % (b, g)
             if c.unmeasured:
                 txt += " (unmeasured)"
+            if c.status == "GAP":
+                txt += " (not covered)"
             if c.status == "FAIL":
                 txt += " **FAIL**"
             row.append(txt)
@@ -372,6 +403,9 @@ def main(argv=None):
                     help="replace only this section of the --table file (between its "
                     "markers; other sections and text are kept); default 'host'")
     ap.add_argument("--table-title", help="heading of the table section")
+    ap.add_argument("--sysroot", metavar="DIR",
+                    help="the interpreters of another architecture's sysroot instead of this "
+                    "machine's, run under qemu-user (tools/debian-env bookworm-arm64 matrix)")
     ap.add_argument("--list", action="store_true", help="list scenarios and interpreters")
     ap.add_argument("--measure", type=int, metavar="N",
                     help="run each baseline N times and print the outcome counts (no asserts)")
@@ -414,8 +448,11 @@ def main(argv=None):
             cells.append(c)
             print(c.line(), flush=True)
     n = collections.Counter(c.status for c in cells)
-    print("matrix: %d PASS, %d FAIL, %d SKIP in %.0f s" % (n["PASS"], n["FAIL"], n["SKIP"],
-                                                          time.monotonic() - t0))
+    print("matrix: %d PASS, %d FAIL, %d SKIP%s in %.0f s" % (
+        n["PASS"], n["FAIL"], n["SKIP"],
+        ", %d GAP (the guard does not cover them on this architecture yet: UNCOVERED in "
+        "tests/scenarios/scenarios.py)" % n["GAP"] if n["GAP"] else "",
+        time.monotonic() - t0))
     unm = [c for c in cells if c.unmeasured]
     if unm:
         vers = sorted(set(c.it.version for c in unm))
@@ -441,7 +478,7 @@ def measure(scs, its, build_dir, args):
             return sc, it, "SKIP " + str(e).splitlines()[0]
         env = clean_env()
         env.update(extra)
-        allowed = sc.expected(it) or set()
+        allowed = expected(sc, it) or set()
         t = args.timeout if "hang" in allowed else args.slow_timeout
         cnt = collections.Counter(run(cmd, env, t, SCEN, retry=t < args.slow_timeout).outcome(sc.status)
                                   for _ in range(args.measure))

@@ -68,6 +68,7 @@ SCENARIOS = [
              # Debian unstable: 3.13.18 passed x8; 3.14.10 and 3.15.2 stuck x8 (the stale
              # thread hangs in take_gil, the process exits).
              [(span("3.6"), {"SIGSEGV", "passed"}), (span("3.7", "3.13.0"), {"passed"}),
+              (TRIXIE313, {"passed"}),
               (SID313, {"passed"}), (SID314, {"stuck"}), (SID315, {"stuck"})],
              sources=["reinit.c"], args=["c"],
              note="`passed`: the stale restore silently succeeds on freed memory (3.6: "

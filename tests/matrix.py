@@ -317,9 +317,10 @@ def write_table(path, cells, scs, its, lib, argv, timeout, section="host", title
     via = os.environ.get("PFG_MATRIX_VIA")
     shown = _shown_args(argv)
     if via:
-        if "--lib" in shown:
-            k = shown.index("--lib")
-            del shown[k:k + 2]
+        for opt in ("--lib", "--sysroot"):     # given by the tool itself
+            if opt in shown:
+                k = shown.index(opt)
+                del shown[k:k + 2]
         cmd = "%s %s" % (via, " ".join(shlex.quote(a) for a in shown))
     else:
         cmd = "/usr/bin/python3 tests/matrix.py %s" % " ".join(shlex.quote(a) for a in shown)
@@ -391,10 +392,13 @@ def main(argv=None):
                     "build/shim/libpyfinguard.so if it exists, else baseline only)")
     ap.add_argument("--build-dir", default=None, help="cache for compiled scenario programs")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--timeout", type=float, default=4.0,
+    # tools/debian-env's arm64 runs (qemu-user) set longer defaults through the environment.
+    ap.add_argument("--timeout", type=float,
+                    default=float(os.environ.get("PFG_MATRIX_TIMEOUT") or 4.0),
                     help="seconds before a run whose documented baseline is a hang is "
                     "killed (each such cell costs this much)")
-    ap.add_argument("--slow-timeout", type=float, default=30.0,
+    ap.add_argument("--slow-timeout", type=float,
+                    default=float(os.environ.get("PFG_MATRIX_SLOW_TIMEOUT") or 30.0),
                     help="seconds before any other run is killed and called a hang")
     ap.add_argument("--strict", action="store_true",
                     help="a cell on a CPython release with no measured baseline fails")

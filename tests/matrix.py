@@ -431,7 +431,11 @@ def main(argv=None):
     # Crashes are the point of half the runs: no core files.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     build_dir = os.path.abspath(args.build_dir) if args.build_dir else build.default_build_dir()
-    lib = library.find(args.lib)
+    # Another architecture's interpreters load the library cross-built for it
+    # (tools/debian-env bookworm-arm64 build), never this machine's build/.
+    arch = interpreters.sysroot_arch(args.sysroot) if args.sysroot else None
+    lib = library.find(args.lib, build_dirs=("build-arm64",) if arch == "aarch64" else
+                       ("build",) if arch is None else ())
     if args.lib and lib is None:
         sys.exit("--lib %s does not exist" % os.path.abspath(args.lib))
 

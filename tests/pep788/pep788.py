@@ -41,10 +41,16 @@ EXPECTED = {
     # The poller backs out once the exit begins; whether it prints that before the
     # process is gone is up to the scheduler: a clean exit is what is asserted.
     "ext-poll": ["MAIN exits"],
+    # Where the finalization waits: pyfinguard at Py_FinalizeEx's entry, before
+    # threading._shutdown() and the atexit callbacks (docs/pep788.md, "Where the
+    # finalization waits"); the guard's callback runs first.
+    "ext-order": ["MAIN exits", "GUARD callback", "ATEXIT"],
 }
 # CPython 3.15.2 keeps a view as an interpreter id: the main interpreter of a new runtime
 # has the same id, so a view of the earlier runtime is accepted (measured with --native).
-NATIVE_315 = dict(EXPECTED, reinit=["OLD_VIEW accepted", "REINIT finalize rc=0"])
+NATIVE_315 = dict(EXPECTED, reinit=["OLD_VIEW accepted", "REINIT finalize rc=0"],
+                  # 3.15.2 waits for guards after the atexit callbacks (measured).
+                  **{"ext-order": ["MAIN exits", "ATEXIT", "GUARD callback"]})
 # Without the guard (docs/pep788.md, "Without the guard"): asserted modes only.
 FALLBACK = {
     "late": EXPECTED["late"],
@@ -56,6 +62,10 @@ EXT_SCRIPTS = {
     "ext-poll": "import pep788ext, time\n"
                 "pep788ext.poll(0, lambda: None)\ntime.sleep(0.05)\n"
                 "print('MAIN exits', flush=True)\n",
+    "ext-order": "import atexit, pep788ext\n"
+                 "atexit.register(lambda: print('ATEXIT', flush=True))\n"
+                 "pep788ext.hold(300, lambda: print('GUARD callback', flush=True))\n"
+                 "print('MAIN exits', flush=True)\n",
 }
 EMBED_MODES = ["wait", "late", "storm", "reinit"]
 

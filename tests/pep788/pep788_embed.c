@@ -12,6 +12,7 @@
  *             native thread all return NULL: the thread backs out
  *   storm     4 native threads loop EnsureFromView + Python code + Release while the main
  *             thread finalizes: each gets in some times, then NULL, and backs out
+ *   storm-tight  the same without the pause between guards
  *   reinit    a view of the first runtime, Py_FinalizeEx, Py_Initialize: a guard from the
  *             old view is refused (PYFG_OLD_VIEW ... refused) or made (... accepted)
  */
@@ -74,7 +75,7 @@ static void *late(void *arg) {
   return NULL;
 }
 
-static volatile int g_in[4], g_out[4];
+static volatile int g_in[4], g_out[4], g_tight;
 static void *stormer(void *arg) {
   int i = (int)(long)arg;
   for (;;) {
@@ -86,7 +87,7 @@ static void *stormer(void *arg) {
     /* A pause with no guard held: CPython 3.15 lets new guards be made while its
      * finalization waits, and only refuses them once the count has reached zero, so
      * threads that always hold one between them would hold the exit off for ever. */
-    msleep(2);
+    if (!g_tight) msleep(2);
   }
   g_out[i] = 1;
   return NULL;
@@ -124,7 +125,8 @@ int main(int argc, char **argv) {
     pthread_t th;
     pthread_create(&th, NULL, late, NULL);
     pthread_join(th, NULL);
-  } else if (!strcmp(mode, "storm")) {
+  } else if (!strcmp(mode, "storm") || !strcmp(mode, "storm-tight")) {
+    g_tight = !strcmp(mode, "storm-tight");
     pthread_t th[4];
     for (long i = 0; i < 4; i++) pthread_create(&th[i], NULL, stormer, (void *)i);
     Py_BEGIN_ALLOW_THREADS

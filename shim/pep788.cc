@@ -45,7 +45,9 @@ void release_one() {
 bool alive(uint64_t e, void *interp, uint64_t gen) {
   if (phase_of(e) != kRunning) return false;
   if (gen != 0 && gen_of(e) != gen) return false;
-  if (!probes_present() || runtime_is_finalizing()) return false;
+  // Probes absent (a runtime the guard did not take over): the phase alone decides,
+  // rather than refusing every guard of a running interpreter.
+  if (probes_present() && runtime_is_finalizing()) return false;
   if (interp && interp_ended(interp)) return false;
   return true;
 }

@@ -32,7 +32,12 @@
 #error "include <Python.h> before <pyfinguard/pep788.h>"
 #endif
 
-#if PY_VERSION_HEX >= 0x030F0000 && !defined(PYFG_PEP788_FORCE_BACKPORT)
+#if defined(Py_LIMITED_API) && (PY_VERSION_HEX < 0x030F0000 || Py_LIMITED_API + 0 < 0x030F0000)
+/* Before 3.15 the backport needs the full C API (thread states, interpreters). */
+#error "<pyfinguard/pep788.h> needs the full C API, or Py_LIMITED_API >= 3.15 on 3.15+"
+#endif
+
+#if PY_VERSION_HEX >= 0x030F0000
 
 /* ------------------------------------------------------------------ CPython 3.15+ */
 typedef PyInterpreterGuard PyfgInterpreterGuard;
@@ -75,7 +80,6 @@ typedef void PyfgThreadStateToken;
 
 /* The guard's functions (include/pyfinguard.h), looked up once per extension. */
 typedef struct {
-  int looked_up;
   unsigned long long (*view_generation)(void);
   unsigned (*generation)(void);
   int (*acquire)(void *, unsigned long long);
@@ -83,17 +87,25 @@ typedef struct {
 } pyfg__api_t;
 
 static inline const pyfg__api_t *pyfg__api(void) {
-  /* A race between threads stores the same values: benign. */
   static pyfg__api_t api;
-  if (!__atomic_load_n(&api.looked_up, __ATOMIC_ACQUIRE)) {
-    api.view_generation = (unsigned long long (*)(void))dlsym(RTLD_DEFAULT, "pyfinguard_view_generation");
-    api.generation = (unsigned (*)(void))dlsym(RTLD_DEFAULT, "pyfinguard_generation");
-    api.acquire = (int (*)(void *, unsigned long long))dlsym(RTLD_DEFAULT, "pyfinguard_guard_acquire");
-    api.release = (void (*)(void))dlsym(RTLD_DEFAULT, "pyfinguard_guard_release");
-    if (!api.view_generation || !api.generation || !api.acquire || !api.release) api.acquire = NULL;
-    __atomic_store_n(&api.looked_up, 1, __ATOMIC_RELEASE);
+  static int state; /* 0: not looked up, 1: being filled, 2: ready */
+  static __thread pyfg__api_t mine;
+  pyfg__api_t a;
+  int expected = 0;
+  if (__atomic_load_n(&state, __ATOMIC_ACQUIRE) == 2) return &api;
+  /* POSIX's way to store dlsym's result in a function pointer (ISO C has no cast). */
+  *(void **)&a.view_generation = dlsym(RTLD_DEFAULT, "pyfinguard_view_generation");
+  *(void **)&a.generation = dlsym(RTLD_DEFAULT, "pyfinguard_generation");
+  *(void **)&a.acquire = dlsym(RTLD_DEFAULT, "pyfinguard_guard_acquire");
+  *(void **)&a.release = dlsym(RTLD_DEFAULT, "pyfinguard_guard_release");
+  if (!a.view_generation || !a.generation || !a.acquire || !a.release) a.acquire = NULL;
+  if (__atomic_compare_exchange_n(&state, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    api = a;
+    __atomic_store_n(&state, 2, __ATOMIC_RELEASE);
+    return &api;
   }
-  return &api;
+  mine = a; /* another thread is filling api: the same answers, this thread's copy */
+  return &mine;
 }
 
 #define PyfgPEP788_Backend() (pyfg__api()->acquire ? 2 : 0)

@@ -39,6 +39,8 @@ EXPECTED = {
     "storm": ["FINALIZE rc=0", "STORM threads_that_entered=4 backed_out=4"],
     # Without the pause: the guard refuses new guards from Py_FinalizeEx's entry on.
     "storm-tight": ["FINALIZE rc=0", "STORM threads_that_entered=4 backed_out=4"],
+    "subinterp": ["SUB ensure made", "SUB python ran", "SUB after_end guard NULL",
+                  "SUB finalize rc=0"],
     "reinit": ["OLD_VIEW refused", "REINIT finalize rc=0"],
     "ext-hold": ["EXT callback ran"],
     # The poller backs out once the exit begins; whether it prints that before the
@@ -58,6 +60,10 @@ NATIVE_315 = dict(EXPECTED, reinit=["OLD_VIEW accepted", "REINIT finalize rc=0"]
 FALLBACK = {
     "late": EXPECTED["late"],
     "reinit": ["OLD_VIEW accepted", "REINIT finalize rc=0"],
+    # An ended sub-interpreter is not recognised without the guard (the guard made from
+    # the view is never used to enter here).
+    "subinterp": ["SUB ensure made", "SUB python ran", "SUB after_end guard made",
+                  "SUB finalize rc=0"],
 }
 EXT_SCRIPTS = {
     "ext-hold": "import pep788ext\n"
@@ -70,7 +76,7 @@ EXT_SCRIPTS = {
                  "pep788ext.hold(300, lambda: print('GUARD callback', flush=True))\n"
                  "print('MAIN exits', flush=True)\n",
 }
-EMBED_MODES = ["wait", "late", "storm", "storm-tight", "reinit"]
+EMBED_MODES = ["wait", "late", "storm", "storm-tight", "subinterp", "reinit"]
 
 
 def check(name, mode, side, r, expected):

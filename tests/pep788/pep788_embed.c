@@ -13,6 +13,8 @@
  *   storm     4 native threads loop EnsureFromView + Python code + Release while the main
  *             thread finalizes: each gets in some times, then NULL, and backs out
  *   storm-tight  the same without the pause between guards
+ *   subinterp    a native thread enters a sub-interpreter through a view of it; after
+ *             Py_EndInterpreter a guard from that view is refused
  *   reinit    a view of the first runtime, Py_FinalizeEx, Py_Initialize: a guard from the
  *             old view is refused (PYFG_OLD_VIEW ... refused) or made (... accepted)
  */
@@ -72,6 +74,26 @@ static void *late(void *arg) {
     if (g) PyfgInterpreterGuard_Close(g);
     PyfgInterpreterView_Close(m);
   }
+  return NULL;
+}
+
+static PyfgInterpreterView *g_subview;
+static void *sub_enter(void *arg) {
+  (void)arg;
+  PyfgThreadStateToken *t = PyfgThreadState_EnsureFromView(g_subview);
+  printf("SUB ensure %s\n", t ? "made" : "NULL");
+  fflush(stdout);
+  if (t) {
+    PyRun_SimpleString("import sys; sys.stdout.write('SUB python ran\\n'); sys.stdout.flush()");
+    PyfgThreadState_Release(t);
+  }
+  return NULL;
+}
+static void *sub_after(void *arg) {
+  (void)arg;
+  PyfgInterpreterGuard *g = PyfgInterpreterGuard_FromView(g_subview);
+  printf("SUB after_end guard %s\n", g ? "made" : "NULL");
+  if (g) PyfgInterpreterGuard_Close(g);
   return NULL;
 }
 
@@ -138,6 +160,23 @@ int main(int argc, char **argv) {
     int entered = 0, out = 0;
     for (int i = 0; i < 4; i++) entered += g_in[i] > 0, out += g_out[i];
     printf("STORM threads_that_entered=%d backed_out=%d\n", entered, out);
+  } else if (!strcmp(mode, "subinterp")) {
+    PyThreadState *main_ts = PyThreadState_Get();
+    PyThreadState *sub = Py_NewInterpreter();
+    pthread_t th;
+    g_subview = PyfgInterpreterView_FromCurrent();
+    PyEval_SaveThread();
+    pthread_create(&th, NULL, sub_enter, NULL);
+    pthread_join(th, NULL);
+    PyEval_RestoreThread(sub);
+    Py_EndInterpreter(sub);
+    PyThreadState_Swap(main_ts);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_create(&th, NULL, sub_after, NULL);
+    pthread_join(th, NULL);
+    Py_END_ALLOW_THREADS
+    PyfgInterpreterView_Close(g_subview);
+    printf("SUB finalize rc=%d\n", Py_FinalizeEx());
   } else if (!strcmp(mode, "reinit")) {
     Py_FinalizeEx();
     Py_Initialize();

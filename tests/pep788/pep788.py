@@ -192,7 +192,9 @@ def main():
     if a.sid:
         sid = os.path.join(REPO, "tools", "sid-env")
         p = subprocess.run([sid, "path"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        if p.returncode != 0:
+        if os.geteuid() != 0:
+            print("SKIP sid-python3.15 (native): tools/sid-env run needs root")
+        elif p.returncode != 0:
             print("SKIP sid-python3.15 (native): no sid chroot (tools/sid-env create)")
         else:
             rc = subprocess.call([sid, "run", "/usr/bin/python3", os.path.abspath(__file__),

@@ -10,6 +10,7 @@
 #include "interpose.h"
 #include "lifecycle.h"
 #include "park.h"
+#include "pep788.h"
 #include "probes.h"
 #include "state.h"
 #include "window.h"
@@ -93,6 +94,7 @@ void finalizer_enter() {
   exitwatch_arm();
   t_pt.finalizer_gen = gen_of(g_epoch.load());
   begin_finalizing();
+  pep788_finalize_wait();  // only when an extension holds a PEP 788 guard (pep788.h)
 }
 
 // CPython calls PyThreadState_Clear on every other thread's state before it frees it,

@@ -45,10 +45,12 @@ sed 's/^/  out: /' "$d/run.out"; grep -v '^pyfinguard:   #' "$d/run.err" | sed '
 grep -qx "guard mapped: /usr/lib/$triplet/libpyfinguard.so.$version" "$d/run.out" &&
   ok "the guard mapped from /usr/lib/$triplet" || fail "the guard was not mapped from /usr/lib/$triplet"
 grep -qx "LD_PRELOAD: $lib" "$d/run.out" && ok "LD_PRELOAD=$lib" || fail "LD_PRELOAD is not $lib"
-grep -q '^pyfinguard: parked thread [0-9]* ' "$d/run.err" && ok "the woken reader was parked" ||
-  fail "no parked-thread report"
-grep -q '^pyfinguard: 1 thread parked after Python finalization began' "$d/run.err" &&
-  ok "exit summary: 1 thread parked" || fail "no exit summary naming 1 parked thread"
+# Debian 12's python3.11 ends such a thread itself (pthread_exit), and so does the guard;
+# it parks where CPython would not end it (docs/design.md, "Ending or parking").
+grep -Eq '^pyfinguard: (parked|ended) thread [0-9]* ' "$d/run.err" && ok "the woken reader was stopped" ||
+  fail "no parked- or ended-thread report"
+grep -Eq '^pyfinguard: (1 thread parked after Python finalization began|0 threads parked after Python finalization began, 0 still present at exit, 1 ended )' "$d/run.err" &&
+  ok "exit summary: 1 thread parked or ended" || fail "no exit summary naming 1 parked or ended thread"
 grep -q 'reader: ran Python' "$d/run.out" && fail "the reader ran Python after finalization"
 # For comparison (not asserted): the same program without the guard.
 python3 -c "$(cat "$d/late_reader.py")" >/dev/null 2>&1

@@ -321,5 +321,5 @@ __attribute__((visibility("hidden"))) int pfg_hook__Py_UnixMain(int argc, char *
 
 }  // extern "C"
 
-#define PFG_PY(ret, name, params, args) PFG_EXPORT_ALIAS(ret, name, params)
+#define PFG_PY(ret, name, params, args) PFG_EXPORT_PY_ALIAS(ret, name, params)
 #include "intercepted.def"

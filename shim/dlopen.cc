@@ -13,8 +13,6 @@
 #include <atomic>
 #include <pthread.h>
 #include <sys/syscall.h>
-#define UNW_LOCAL_ONLY
-#include <libunwind.h>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -169,7 +167,86 @@ struct Seg {
   uintptr_t lo[4], hi[4];
   int n;
   const void *phdr;  // identity of the mapping, with addr
+  uintptr_t eh_hdr;  // its .eh_frame_hdr (PT_GNU_EH_FRAME), 0 when it has none
 };
+
+// The FDE covering pc, found in the object's .eh_frame_hdr binary-search table as every
+// unwinder finds it (libgcc's unwind-dw2-fde-dispatch.c, libunwind): 1 and its range in
+// [*lo, *hi) when one covers pc, 0 when none does, -1 when the tables use an encoding
+// this reader does not take (then no gadget is chosen: the caller is emulated). Only
+// the encodings GNU ld and gold write are read: the table's datarel|sdata4 pairs, the
+// FDE's pc_begin/pc_range in the size its CIE's 'R' augmentation gives.
+int fde_range(uintptr_t hdr, uintptr_t pc, uintptr_t *lo, uintptr_t *hi) {
+  const auto *h = reinterpret_cast<const unsigned char *>(hdr);
+  if (!h) return 0;  // no unwind table at all: nothing covers pc
+  if (h[0] != 1 || (h[1] & 0x0f) != 0x0b || h[2] != 0x03 || h[3] != 0x3b) return -1;
+  uint32_t count;
+  memcpy(&count, h + 8, 4);
+  const auto *tab = reinterpret_cast<const int32_t *>(h + 12);
+  // The last entry whose initial location is <= pc.
+  size_t a = 0, b = count;
+  while (a < b) {
+    const size_t m = (a + b) / 2;
+    if (hdr + intptr_t(tab[2 * m]) <= pc) a = m + 1;
+    else b = m;
+  }
+  if (a == 0) return 0;
+  const uintptr_t start = hdr + intptr_t(tab[2 * (a - 1)]);
+  const auto *fde = reinterpret_cast<const unsigned char *>(hdr + intptr_t(tab[2 * (a - 1) + 1]));
+  uint32_t len;
+  int32_t cie_off;
+  memcpy(&len, fde, 4);
+  memcpy(&cie_off, fde + 4, 4);
+  if (len == 0xffffffffu || cie_off <= 0) return -1;
+  const unsigned char *cie = fde + 4 - cie_off;
+  const char *aug = reinterpret_cast<const char *>(cie + 9);
+  const unsigned char *p = cie + 9 + strlen(aug) + 1;
+  auto uleb = [&p] {
+    uint64_t v = 0;
+    for (int sh = 0; sh < 64; sh += 7) {
+      const unsigned char c = *p++;
+      v |= uint64_t(c & 0x7f) << sh;
+      if (!(c & 0x80)) break;
+    }
+    return v;
+  };
+  auto size_of = [](unsigned enc) -> int {
+    switch (enc & 0x0f) {
+      case 0x00: return 8;  // absptr
+      case 0x02: case 0x0a: return 2;
+      case 0x03: case 0x0b: return 4;
+      case 0x04: case 0x0c: return 8;
+      default: return -1;
+    }
+  };
+  uleb();  // code alignment
+  uleb();  // data alignment (sleb: only skipped)
+  if (cie[8] == 1) ++p;
+  else uleb();  // return address register
+  unsigned enc = 0;  // DW_EH_PE_absptr unless 'R' says otherwise
+  if (aug[0] == 'z') {
+    uleb();  // augmentation data length
+    for (const char *c = aug + 1; *c; ++c) {
+      if (*c == 'R') enc = *p++;
+      else if (*c == 'L') ++p;
+      else if (*c == 'P') {
+        const unsigned penc = *p++;
+        const int n = size_of(penc);
+        if (n < 0 || (penc & 0x70) == 0x50) return -1;
+        p += n;
+      } else if (*c != 'S' && *c != 'B') return -1;
+    }
+  } else if (aug[0]) {
+    return -1;
+  }
+  const int n = size_of(enc);
+  if (n < 0 || (enc & 0x70) == 0x50) return -1;
+  uint64_t range = 0;
+  memcpy(&range, fde + 8 + n, size_t(n));  // little-endian: the low n bytes
+  *lo = start;
+  *hi = start + range;
+  return pc < *hi ? 1 : 0;
+}
 
 int find_seg(struct dl_phdr_info *info, size_t, void *data) {
   auto *sg = static_cast<Seg *>(data);
@@ -187,6 +264,7 @@ int find_seg(struct dl_phdr_info *info, size_t, void *data) {
   sg->phdr = info->dlpi_phdr;
   for (int i = 0; i < info->dlpi_phnum && sg->n < 4; ++i) {
     const ElfW(Phdr) &ph = info->dlpi_phdr[i];
+    if (ph.p_type == PT_GNU_EH_FRAME) sg->eh_hdr = info->dlpi_addr + ph.p_vaddr;
     if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
     sg->lo[sg->n] = info->dlpi_addr + ph.p_vaddr;
     sg->hi[sg->n++] = info->dlpi_addr + ph.p_vaddr + ph.p_filesz;
@@ -197,8 +275,8 @@ int find_seg(struct dl_phdr_info *info, size_t, void *data) {
 // A 0xc3 byte in the caller's executable segment: executed, it is a `ret` whatever
 // instruction the compiler meant it for. Preferred, so that an unwinder walking out of
 // real dlopen (a backtrace in a constructor it runs) finds its way back:
-//  1. the `ret` of a `pop; ret` epilogue that ends a function (libunwind's FDE lookup in
-//     .eh_frame_hdr ends right after it): the CFI row before it says CFA = rsp+16, so an
+//  1. the `ret` of a `pop; ret` epilogue that ends a function (its FDE, fde_range(),
+//     ends right after it): the CFI row before it says CFA = rsp+16, so an
 //     unwinder goes from the gadget's frame to our return address (pfg_dlopen_via);
 //  2. else a 0xc3 no FDE covers (crt1's and crti's code has none): an unwinder stops
 //     there, as at the outermost frame, instead of misreading the stack.
@@ -214,12 +292,14 @@ uintptr_t scan_gadget(const Seg &sg) {
       const bool pop = b[i - 1] == 0x5b || b[i - 1] == 0x5d ||
                        (b[i - 2] == 0x41 && b[i - 1] >= 0x5c && b[i - 1] <= 0x5f);
       if (!pop && uncovered) continue;
-      unw_proc_info_t pi;
-      if (unw_get_proc_info_by_ip(unw_local_addr_space, g, &pi, nullptr) != 0) {
+      uintptr_t lo = 0, hi = 0;
+      const int f = fde_range(sg.eh_hdr, g, &lo, &hi);
+      if (f < 0) return 0;
+      if (f == 0) {
         if (!uncovered) uncovered = g;
         continue;
       }
-      if (pop && pi.end_ip == g + 1 && pi.start_ip < g - 1) return g;
+      if (pop && hi == g + 1 && lo < g - 1) return g;
     }
   }
   return uncovered;

@@ -1,5 +1,6 @@
 #include "report.h"
 
+#include <atomic>
 #include <cstring>
 #include <ctime>
 #include <dlfcn.h>
@@ -18,6 +19,29 @@
 namespace pfg {
 
 namespace {
+
+// libunwind is loaded with dlopen when a runtime is taken over (report_prepare), not
+// linked: as a DT_NEEDED library it and its own dependency (liblzma) were mapped and
+// relocated at the start-up of every process the guard is preloaded into, Python or not
+// (~110,000 instructions of a small C program's start; docs/performance.md, "Where
+// Python is absent"). A park needs it only after a take-over. Function pointers, written
+// once under the detection mutex before any thread can park (a take-over precedes every
+// park), read by parking threads.
+#define PFG_UNW_FNS(X)                                                   \
+  X(getcontext, unw_tdep_getcontext) X(init_local, unw_init_local) X(step, unw_step) \
+  X(get_reg, unw_get_reg) X(get_proc_name, unw_get_proc_name) X(get_proc_info, unw_get_proc_info)
+#ifndef PFG_UNWIND_SONAME  // meson.build records the soname of the -dev package's library
+#define PFG_UNWIND_SONAME "libunwind.so.8"
+#endif
+#define PFG_STR2(x) #x
+#define PFG_STR(x) PFG_STR2(x)
+struct Unwinder {
+#define X(field, fn) decltype(&fn) field;
+  PFG_UNW_FNS(X)
+#undef X
+};
+std::atomic<const Unwinder *> g_unw{nullptr};
+Unwinder g_unw_fns;
 
 // The GNU build-id of the object loaded at bias with its ELF header at base (both from
 // dladdr/link_map), as lowercase hex into out (at least 2 * 20 + 1 bytes). Reads the
@@ -67,15 +91,17 @@ struct Frame {
 // with mmap: no malloc. Module names come from dladdr.
 template <class Emit>
 void walk_frames(Emit &emit) {
+  const Unwinder *u = g_unw.load(std::memory_order_acquire);
+  if (!u) return;  // libunwind could not be loaded: a report without frames
   unw_context_t uc;
   unw_cursor_t cur;
-  if (unw_getcontext(&uc) != 0 || unw_init_local(&cur, &uc) != 0) return;
+  if (u->getcontext(&uc) != 0 || u->init_local(&cur, &uc) != 0) return;
   Dl_info self{};
   dladdr(reinterpret_cast<void *>(&report_park), &self);
   int depth = 0;
-  while (unw_step(&cur) > 0 && depth < 24) {
+  while (u->step(&cur) > 0 && depth < 24) {
     unw_word_t ip = 0, off = 0;
-    unw_get_reg(&cur, UNW_REG_IP, &ip);
+    u->get_reg(&cur, UNW_REG_IP, &ip);
     Dl_info di{};
     void *ent = nullptr;
     bool known = dladdr1(reinterpret_cast<void *>(ip - 1), &di, &ent, RTLD_DL_SYMENT) != 0;
@@ -89,11 +115,11 @@ void walk_frames(Emit &emit) {
     uintptr_t doff = known && di.dli_saddr ? ip - uintptr_t(di.dli_saddr) : 0;
     bool dyn_covers = dsym && di.dli_sname && doff < dsym->st_size;
     char sym[160];
-    bool unw = unw_get_proc_name(&cur, sym, sizeof sym, &off) == 0;
+    bool unw = u->get_proc_name(&cur, sym, sizeof sym, &off) == 0;
     // libunwind, too, names the nearest preceding symbol; believe it only when that
     // symbol starts where the unwind info says this function starts.
     unw_proc_info_t pi;
-    if (unw && unw_get_proc_info(&cur, &pi) == 0 && pi.start_ip && pi.start_ip != ip - off) unw = false;
+    if (unw && u->get_proc_info(&cur, &pi) == 0 && pi.start_ip && pi.start_ip != ip - off) unw = false;
     Frame f;
     f.ip = ip;
     f.module = known && di.dli_fname && *di.dli_fname ? di.dli_fname : nullptr;
@@ -289,6 +315,21 @@ void report_park(const ParkRecord &r, const char *what) {
                     : g_config.log_file && fd == 2 ? "PYFINGUARD_LOG could not be opened"
                                                    : nullptr;
   write_report(w, r, what, err);
+}
+
+void report_prepare() {
+  if (g_unw.load(std::memory_order_acquire)) return;
+  // The real dlopen: our own hook would only look for a runtime in it.
+  void *h = PFG_REAL(dlopen)(PFG_UNWIND_SONAME, RTLD_NOW | RTLD_LOCAL);
+  if (!h) return;
+  Unwinder &u = g_unw_fns;
+#define X(field, fn) u.field = reinterpret_cast<decltype(&fn)>(dlsym(h, PFG_STR(fn)));
+  PFG_UNW_FNS(X)
+#undef X
+#define X(field, fn) if (!u.field) return;
+  PFG_UNW_FNS(X)
+#undef X
+  g_unw.store(&u, std::memory_order_release);
 }
 
 }  // namespace pfg

@@ -13,6 +13,10 @@ struct ParkRecord;
 // One report per parked thread: the event and a libunwind backtrace of the caller.
 void report_park(const ParkRecord &r, const char *what);
 
+// Loads libunwind (with dlopen) for the backtraces of park reports. Called when a runtime
+// is taken over, in normal context: a process without Python never maps it.
+void report_prepare();
+
 // Reports written (or attempted): the exit summary is printed only when there was one.
 extern std::atomic<unsigned> g_reported;
 

@@ -13,6 +13,7 @@
 #include "interpose.h"
 #include "patch.h"
 #include "probes.h"
+#include "report.h"
 #include "sink.h"
 #include "state.h"
 #include "window.h"
@@ -68,6 +69,7 @@ void take_over(void *scope, void *anchor) {
   }
   g_rt.ignored[0] = 0;
   config_load();
+  report_prepare();
   // A free-threaded build (3.13t, 3.14t: no GIL; threads attach and detach, and shutdown
   // stops the world instead) breaks the drain's argument -- "no other thread can hold
   // the GIL" -- and none can be obtained here to test against. Do no harm: patch

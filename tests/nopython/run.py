@@ -86,6 +86,7 @@ def main():
         print(f'SKIP probe-then-load, late-load: {args.libpython} not found')
         args.libpython = ''
     lib = os.path.abspath(args.lib)
+    args.probe, args.cxx = os.path.abspath(args.probe), os.path.abspath(args.cxx)
     base = {k: v for k, v in os.environ.items() if k not in ('LD_PRELOAD',) and not k.startswith('PYFINGUARD')}
     base.update(GIT_ENV, LC_ALL='C', TZ='UTC', C=C_SRC, CXX=CXX_SRC, BAD=BAD_SRC)
     guarded = dict(base, LD_PRELOAD=lib)
@@ -96,6 +97,20 @@ def main():
     if out.strip() != b'guard: yes':
         print(f'FAIL the guard is not in the guarded process: {out!r} {err!r}')
         return 1
+
+    # Nothing but the guard itself is mapped into a process without Python: its
+    # dependencies (libunwind for park reports, Zydis for entry patches) are loaded only
+    # when a runtime is taken over.
+    _, plain_maps, _ = run(['cat', '/proc/self/maps'], '/', base, args.timeout)
+    _, maps, _ = run(['cat', '/proc/self/maps'], '/', guarded, args.timeout)
+    objs = lambda m: {l.split()[-1] for l in m.decode().splitlines() if '.so' in l.split()[-1]}
+    extra = {os.path.basename(o) for o in objs(maps) - objs(plain_maps)}
+    if extra != {os.path.basename(os.path.realpath(lib))}:
+        failures += 1
+        print(f'FAIL maps: a process without Python maps {sorted(extra)} besides what it maps itself '
+              '(expected only the guard)')
+    else:
+        print(f'PASS maps             only {", ".join(sorted(extra))} added to a process without Python')
 
     with tempfile.TemporaryDirectory(prefix='pfg-nopython-') as tmp:
         work = os.path.join(tmp, 'w')

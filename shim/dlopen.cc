@@ -283,15 +283,20 @@ int find_seg(struct dl_phdr_info *info, size_t, void *data) {
 // None: 0, and the search is emulated.
 uintptr_t scan_gadget(const Seg &sg) {
   uintptr_t uncovered = 0;
+  int probes = 0;  // FDE lookups for candidates of kind 2: bounded (a big libpython has
+                   // tens of thousands of 0xc3 bytes, all covered)
   for (int s = 0; s < sg.n; ++s) {
     const auto *b = reinterpret_cast<const unsigned char *>(sg.lo[s]);
     const size_t len = sg.hi[s] - sg.lo[s];
     for (size_t i = 2; i < len; ++i) {
-      if (b[i] != 0xc3) continue;
+      const void *next = memchr(b + i, 0xc3, len - i);
+      if (!next) break;
+      i = size_t(static_cast<const unsigned char *>(next) - b);
       const uintptr_t g = sg.lo[s] + i;
       const bool pop = b[i - 1] == 0x5b || b[i - 1] == 0x5d ||
                        (b[i - 2] == 0x41 && b[i - 1] >= 0x5c && b[i - 1] <= 0x5f);
-      if (!pop && uncovered) continue;
+      if (!pop && (uncovered || probes >= 256)) continue;
+      if (!pop) ++probes;
       uintptr_t lo = 0, hi = 0;
       const int f = fde_range(sg.eh_hdr, g, &lo, &hi);
       if (f < 0) return 0;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """dlopen's search with and without the guard (tests/nopython/README.md): every
 DT_RPATH / DT_RUNPATH x path token ($ORIGIN, $LIB, $PLATFORM, braced) x LD_LIBRARY_PATH
-case, the caller being the executable or a library, RTLD_DEEPBIND, a dlmopen namespace
+case (and a glibc-hwcaps subdirectory), the caller being the executable or a library, RTLD_DEEPBIND, a dlmopen namespace
 and an already-loaded soname. Each case prints the path dlopen resolved (dlinfo's
 link_map) or dlerror()'s text; the two runs must print the same, and the guarded one must
 have the guard in it. Needs gcc."""
@@ -74,6 +74,10 @@ def main():
         for d in dirs.values():
             os.makedirs(os.path.join(prefix, d), exist_ok=True)
             sh(cc, '-shared', '-fPIC', '-Wl,-soname,libx.so.1', '-o', os.path.join(prefix, d, 'libx.so'), xsrc)
+        # glibc also tries the glibc-hwcaps subdirectories of each directory first.
+        hw = os.path.join(prefix, 'plain', 'glibc-hwcaps', 'x86-64-v2')
+        os.makedirs(hw)
+        sh(cc, '-shared', '-fPIC', '-Wl,-soname,libx.so.1', '-o', os.path.join(hw, 'libx.so'), xsrc)
         os.makedirs(os.path.join(prefix, 'bin'))
         os.makedirs(os.path.join(prefix, 'callerlib'))
         env_base = env_clean()

@@ -70,10 +70,6 @@ void *try_dirs(const char *list, const char *origin, const char *file, int mode,
   return nullptr;
 }
 
-}  // namespace
-
-namespace {
-
 void *emulate(const char *file, int mode, void *caller) {
   if (!file || strchr(file, '/')) return PFG_REAL(dlopen)(file, mode);
   if (void *h = PFG_REAL(dlopen)(file, mode | RTLD_NOLOAD)) {  // already loaded: same object
@@ -265,7 +261,8 @@ int find_seg(struct dl_phdr_info *info, size_t, void *data) {
   for (int i = 0; i < info->dlpi_phnum && sg->n < 4; ++i) {
     const ElfW(Phdr) &ph = info->dlpi_phdr[i];
     if (ph.p_type == PT_GNU_EH_FRAME) sg->eh_hdr = info->dlpi_addr + ph.p_vaddr;
-    if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+    // Read as well as executable: the scan reads the bytes.
+    if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X) || !(ph.p_flags & PF_R)) continue;
     sg->lo[sg->n] = info->dlpi_addr + ph.p_vaddr;
     sg->hi[sg->n++] = info->dlpi_addr + ph.p_vaddr + ph.p_filesz;
   }

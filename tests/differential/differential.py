@@ -122,6 +122,47 @@ CORPUS = [
      "1,000 daemons: os.read, Lock.acquire, sleeps, bytecode"),
 ]
 
+# Exit-time libraries (the exitlibs mode): native libraries and embedders whose exit needs
+# what a late thread holds (corpus/native/, README "Exit-time libraries"). Arguments
+# "@lib:SRC" (a shared library built once, no Python headers: ctypes/cffi bind it),
+# "@ext:SRC" (a pybind11 module built for the interpreter: its directory) and a first
+# element "@embed:SRC" (an embedder linked to the interpreter's libpython, run instead of
+# the interpreter) are built by tools/pfgpy/build.py and replaced by their paths.
+# Without a guard some of them hang at exit (a late thread blocked for ever keeps a lock
+# the exit needs): their unguarded runs have --hang-timeout, and that hang is a baseline
+# outcome the guarded run must turn into an exit with the program's own status (OWN_STATUS).
+EXITLIBS = [
+    ("lockbus-ctypes", ["lockbus.py", "@lib:lockbus.cc", "ctypes", "workers"], [], None,
+     "C++ bus: native workers call a ctypes listener inside a std::lock_guard; "
+     "its global's destructor takes the mutex at exit"),
+    ("lockbus-cffi", ["lockbus.py", "@lib:lockbus.cc", "cffi", "workers"], [], None,
+     "the same, the listener a cffi callback"),
+    ("lockbus-pump-ctypes", ["lockbus.py", "@lib:lockbus.cc", "ctypes", "pump"], [], None,
+     "the same bus pumped by Python daemon threads blocked inside the library (ctypes)"),
+    ("lockbus-pump-cffi", ["lockbus.py", "@lib:lockbus.cc", "cffi", "pump"], [], None,
+     "the same with cffi"),
+    ("conddrain-ctypes", ["conddrain.py", "@lib:conddrain.c", "ctypes", "0"], [], None,
+     "C pool: the destructor waits on a condvar (no limit) for each worker's final "
+     "ctypes callback"),
+    ("conddrain-cffi", ["conddrain.py", "@lib:conddrain.c", "cffi", "0"], [], None,
+     "the same with cffi"),
+    ("conddrain-300ms-ctypes", ["conddrain.py", "@lib:conddrain.c", "ctypes", "300"], [], None,
+     "the same drain bounded at 300 ms"),
+    ("conddrain-300ms-cffi", ["conddrain.py", "@lib:conddrain.c", "cffi", "300"], [], None,
+     "the same with cffi"),
+    ("pybind11-mutex", ["pybind_mutex.py", "@ext:pfgmutex.cc"], [], None,
+     "pybind11: a daemon holds a std::mutex around gil_scoped_release; a static "
+     "destructor wakes it and locks the mutex"),
+    ("embed-atexit-join", ["@embed:embed_atexit.c", "join"], [], None,
+     "embedder: a native thread runs Python in a loop; atexit() joins it"),
+    ("embed-atexit-lock", ["@embed:embed_atexit.c", "lock"], [], None,
+     "embedder: the thread holds a mutex around each Python call; atexit() locks it"),
+]
+# Each program's own exit status (what exit_now() or main returns). Known to the runner
+# because a hung unguarded run never shows it.
+OWN_STATUS = {p[0]: s for p, s in zip(EXITLIBS, [21, 21, 21, 21, 22, 22, 22, 22, 23, 24, 24])}
+NATIVE_DIR = os.path.join(CORPUS_DIR, "native")
+
 ACCEPTANCE = [
     ("a-pydll-nested-ensure", ["ctypes_qsort.py", "pydll", "16"], [], None,
      "(a) ctypes.PyDLL qsort callbacks (nested PyGILState_Ensure under the GIL) in 16 daemons"),
@@ -228,31 +269,59 @@ def short(text, n=160):
     return text if len(text) <= n else text[:n] + "..."
 
 
-def compare(base, guard):
-    """(result, reasons): result is 'ok', 'ok (prevented N crashes)', 'FAIL' or
-    'BASELINE-NONDET'."""
+def compare(base, guard, status=None):
+    """(result, reasons): result is 'ok', 'ok (prevented N crashes)', 'ok (bounded N
+    hangs)', 'FAIL' or 'BASELINE-NONDET'. status: the program's own exit status where the
+    runner knows it (OWN_STATUS); then an unguarded hang or crash must become a guarded exit
+    with that status and a pyfinguard: report (the exit-bound rule, module docstring)."""
     reasons = []
     clean = set(r.outcome() for r in base if r.clean and not r.fatal_cut)
     if len(clean) > 1:
         outs = sorted(clean)
         return "BASELINE-NONDET", ["unguarded runs disagree: %s" % " VS ".join(
             "%s out=%r err=%r" % (k, short(o, 80), short(e, 120)) for k, o, e in outs[:3])]
-    known = set(r.outcome() for r in base)
+    known = set(r.outcome() for r in base if not r.hung)
     base_crashed = any(r.crashed or r.fatal_cut for r in base)
+    base_hung = any(r.hung for r in base)
+    hung_errs = set(r.err for r in base if r.hung)
     base_outs = set(r.out for r in base)
-    prevented = 0
+    prevented = bounded = 0
     for g in guard:
+        if g.hung:
+            # Never acceptable, whatever the unguarded runs did.
+            reasons.append("guarded run hung")
+            continue
         if g.outcome() in known:
+            continue
+        if status is not None and g.clean and not g.fatal_cut and not clean and \
+                (base_crashed or base_hung):
+            # Every unguarded run crashed or hung: the guarded run must exit with the
+            # program's own status, the same stdout, and say why on stderr.
+            why = []
+            if g.rc != status:
+                why.append("guarded %s, the program's own status is %d" % (g.kind(), status))
+            if g.out not in base_outs:
+                why.append("stdout differs: %r" % short(g.out))
+            if not g.guard_lines:
+                why.append("guarded exit without a pyfinguard: report")
+            if base_hung and not base_crashed and g.err not in hung_errs:
+                why.append("stderr differs: %r (unguarded, hung: %r)" % (
+                    short(g.err, 300), short(sorted(hung_errs)[0], 120)))
+            if why:
+                reasons.extend(why)
+            elif base_crashed:
+                prevented += 1
+            else:
+                bounded += 1
             continue
         # A prevented crash: every unguarded run crashed, the guarded one exited with the
         # same stdout. (Where some unguarded runs were clean, a clean guarded run must
         # match them exactly: it was compared above.)
-        if g.clean and not g.fatal_cut and base_crashed and not clean and g.out in base_outs:
+        if status is None and g.clean and not g.fatal_cut and base_crashed and not clean \
+                and g.out in base_outs:
             prevented += 1
             continue
-        if g.hung:
-            reasons.append("guarded run hung")
-        elif g.kind() not in set(k for k, _, _ in known):
+        if g.kind() not in set(k for k, _, _ in known):
             reasons.append("guarded %s, unguarded %s: %s" % (g.kind(), summarize(base),
                                                              short(g.err, 240)))
         elif g.out not in base_outs:
@@ -272,8 +341,13 @@ def compare(base, guard):
                 uniq.append(x)
         return "FAIL", ["%s (%d of %d guarded runs)" % (x, reasons.count(x), len(guard))
                         if x.startswith(("guarded", "stdout", "stderr")) else x for x in uniq]
+    done = []
     if prevented:
-        return "ok (prevented %d crash%s)" % (prevented, "es" if prevented > 1 else ""), []
+        done.append("prevented %d crash%s" % (prevented, "es" if prevented > 1 else ""))
+    if bounded:
+        done.append("bounded %d hang%s" % (bounded, "s" if bounded > 1 else ""))
+    if done:
+        return "ok (%s)" % ", ".join(done), []
     return "ok", []
 
 
@@ -300,17 +374,65 @@ def static_skip(it, need):
     return None
 
 
+def is_embed(prog):
+    return prog[1][0].startswith("@embed:")
+
+
 def cells_for(programs, its):
+    """(interpreter, program, skip reason or None). A Python program runs on every
+    interpreter that runs programs; an embedder on every one with a shared libpython (the
+    static /usr/bin/python3.11 is a SKIP: debian-libpython3.11 is its libpython)."""
     cells = []
     for it in its:
         for prog in programs:
-            cells.append((it, prog))
+            if is_embed(prog):
+                if it.can_embed:
+                    cells.append((it, prog, None))
+                elif it.can_run_programs:
+                    cells.append((it, prog, "%s has no shared libpython to embed" % it.name))
+            elif it.can_run_programs:
+                cells.append((it, prog, None))
     return cells
 
 
+# (interpreter name, program name) -> command line, for programs that need a build.
+COMMANDS = {}
+
+
+def build_command(it, prog):
+    """prog's command line on it, building its native parts (tools/pfgpy/build.py caches
+    them by source hash: only the first run compiles). Raises build.Unsupported (a SKIP)
+    or build.BuildError."""
+    from pfgpy import build
+    _, script, flags, _, _ = prog
+
+    def native(x):
+        if x.startswith("@lib:"):
+            return build.build_library([os.path.join(NATIVE_DIR, x[len("@lib:"):])])
+        if x.startswith("@ext:"):
+            src = x[len("@ext:"):]
+            return build.build_extension(it, os.path.splitext(src)[0],
+                                         [os.path.join(NATIVE_DIR, src)], pybind11=True)
+        return x
+    if is_embed(prog):
+        exe = build.build_embed(it, [os.path.join(NATIVE_DIR, script[0][len("@embed:"):])])
+        return [exe] + [native(x) for x in script[1:]]
+    return [it.executable] + flags + [os.path.join(CORPUS_DIR, script[0])] + \
+        [native(x) for x in script[1:]]
+
+
 def command(it, prog):
+    if (it.name, prog[0]) in COMMANDS:
+        return COMMANDS[(it.name, prog[0])]
     _, script, flags, _, _ = prog
     return [it.executable] + flags + [os.path.join(CORPUS_DIR, script[0])] + script[1:]
+
+
+def timeout_for(prog, guarded, a):
+    """An unguarded run of a program that may hang at exit without a guard (OWN_STATUS)
+    gets --hang-timeout: its hang is a baseline outcome, and waiting longer for it would
+    only slow the run. A guarded run always gets --timeout: its hang is a failure."""
+    return a.hang_timeout if prog[0] in OWN_STATUS and not guarded else a.timeout
 
 
 def in_turn(pair, i):
@@ -345,7 +467,13 @@ def main():
                     help="runs per cell and side (corpus, default 2: the CI size), guarded runs per cell "
                          "(acceptance, default 6), unguarded runs per cell (baseline, default 20)")
     ap.add_argument("--only", nargs="*", help="interpreters whose name contains one of these")
-    ap.add_argument("--programs", nargs="*", help="programs (names) to run")
+    ap.add_argument("--programs", nargs="*", help="programs (names, of the corpus or of --exitlibs) to run")
+    ap.add_argument("--exitlibs", action="store_true",
+                    help="run the exit-time libraries (EXITLIBS: native libraries and embedders "
+                         "whose exit needs what a late thread holds) instead of the corpus")
+    ap.add_argument("--hang-timeout", type=float, default=4.0,
+                    help="seconds per unguarded run of an --exitlibs program, whose hang at exit "
+                         "is a baseline outcome (default 4)")
     ap.add_argument("--jobs", type=int, default=2, help="processes at a time (default 2)")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per run (default 30)")
     ap.add_argument("--markdown", help="also write the table to this file")
@@ -361,25 +489,48 @@ def main():
 
     lib = common.find_library(a.lib)
     usable, skipped_its = common.pick_interpreters(a.only)
-    its = [i for i in usable if i.can_run_programs]
-    programs = ACCEPTANCE if a.mode == "acceptance" else CORPUS
+    programs = ACCEPTANCE if a.mode == "acceptance" else EXITLIBS if a.exitlibs else CORPUS
     if a.programs:
-        programs = [p for p in programs if p[0] in a.programs]
+        pool = programs if a.mode == "acceptance" else CORPUS + EXITLIBS
+        programs = [p for p in pool if p[0] in a.programs]
         missing = set(a.programs) - set(p[0] for p in programs)
         if missing:
             sys.exit("unknown program(s): %s" % ", ".join(sorted(missing)))
     print("library: %s" % lib)
     for it in skipped_its:
         print("SKIP interpreter %s: %s" % (it.name, it.skip))
+    cells = []
+    for it, prog, why in cells_for(programs, usable):
+        cells.append((it, prog, why or static_skip(it, prog[3])))
+    its = []
+    for it, _, _ in cells:
+        if it not in its:
+            its.append(it)
     if a.mode != "baseline":
         for it in its:
             print("guard in %s: %s" % (it.name, common.assert_guard_loaded(it.executable, lib)))
     sys.stdout.flush()
 
-    cells = []
-    for it, prog in cells_for(programs, its):
-        why = static_skip(it, prog[3])
-        cells.append((it, prog, why))
+    # Native parts (corpus/native): built before any run, 2 at a time (a pybind11 module
+    # takes ~10 s per interpreter the first time). Unbuildable for an interpreter (no
+    # libpython, pybind11 too old): a SKIP with the reason; a compile error fails the cell.
+    broken = {}
+    todo = [(it, prog) for it, prog, why in cells if why is None and
+            any(x.startswith("@") for x in prog[1])]
+    if todo:
+        from pfgpy import build
+        with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as ex:
+            futs = [(it, prog, ex.submit(build_command, it, prog)) for it, prog in todo]
+            for it, prog, f in futs:
+                try:
+                    COMMANDS[(it.name, prog[0])] = f.result()
+                except build.Unsupported as e:
+                    broken[(it.name, prog[0])] = ("SKIP", str(e))
+                except build.BuildError as e:
+                    broken[(it.name, prog[0])] = ("FAIL", short(str(e), 600))
+        cells = [(it, prog, broken[(it.name, prog[0])][1]
+                  if broken.get((it.name, prog[0]), ("",))[0] == "SKIP" else why)
+                 for it, prog, why in cells]
 
     # acceptance: one unguarded reference run per cell (its exit status and stdout).
     # Every mode: a program that skips itself on an interpreter (rc 77, "SKIP: reason"
@@ -390,7 +541,7 @@ def main():
     if a.mode == "acceptance":
         todo = [(it, prog) for it, prog, why in cells if why is None]
         for _ in range(5):
-            got = execute([((it.name, prog[0]), command(it, prog), lib, False, a.timeout)
+            got = execute([((it.name, prog[0]), command(it, prog), lib, False, timeout_for(prog, False, a))
                            for it, prog in todo], a.jobs)
             for key, rs in got.items():
                 if key not in probes or not probes[key][0].clean:
@@ -403,14 +554,14 @@ def main():
     jobs = []
     for i in range(a.runs):
         for it, prog, why in live:
-            if why is not None:
+            if why is not None or (it.name, prog[0]) in broken:
                 continue
             cmd = command(it, prog)
             pair = []
             if a.mode in ("corpus", "baseline"):
-                pair.append(((it.name, prog[0], False), cmd, lib, False, a.timeout))
+                pair.append(((it.name, prog[0], False), cmd, lib, False, timeout_for(prog, False, a)))
             if a.mode in ("corpus", "acceptance"):
-                pair.append(((it.name, prog[0], True), cmd, lib, True, a.timeout))
+                pair.append(((it.name, prog[0], True), cmd, lib, True, timeout_for(prog, True, a)))
             jobs.extend(in_turn(pair, i))
     results = execute(jobs, a.jobs)
     # A crash some unguarded runs have too (debian-python3.11 -X dev: SIGSEGV in ~40%) is
@@ -426,7 +577,8 @@ def main():
             want = set(g.crash_key() for g in guard) - set(b.crash_key() for b in base) - {None}
             n = 0
             while want and n < a.confirm:
-                more = execute([(key, command(it, prog), lib, False, a.timeout)] * 2, a.jobs)[key]
+                more = execute([(key, command(it, prog), lib, False, timeout_for(prog, False, a))] * 2,
+                               a.jobs)[key]
                 base.extend(more)
                 n += len(more)
                 want -= set(b.crash_key() for b in more)
@@ -447,7 +599,8 @@ def main():
             if not slower_exit(clean_t(base), clean_t(guard)):
                 continue
             cmd = command(it, prog)
-            pair = [(bkey, cmd, lib, False, a.timeout), (gkey, cmd, lib, True, a.timeout)]
+            pair = [(bkey, cmd, lib, False, timeout_for(prog, False, a)),
+                    (gkey, cmd, lib, True, timeout_for(prog, True, a))]
             more = execute([j for i in range(a.confirm) for j in in_turn(pair, i)], a.jobs)
             base.extend(more.get(bkey, []))
             guard.extend(more.get(gkey, []))
@@ -477,6 +630,12 @@ def main():
             else:
                 rows.append([it.name, name, "-", "-", "-", "-", "-", "-", "-", "SKIP: " + why])
             continue
+        if (it.name, name) in broken:
+            n_fail += 1
+            problems.append("%s %s: build failed: %s" % (it.name, name, broken[(it.name, name)][1]))
+            rows.append([it.name, name] + ["-"] * (4 if a.mode == "baseline" else 5 if
+                                                   a.mode == "acceptance" else 8) + ["FAIL: build"])
+            continue
         if a.mode == "baseline":
             base = results.get((it.name, name, False), [])
             result, reasons = compare(base, [])
@@ -497,7 +656,7 @@ def main():
         else:
             base = results.get((it.name, name, False), [])
             guard = results.get((it.name, name, True), [])
-            result, reasons = compare(base, guard)
+            result, reasons = compare(base, guard, OWN_STATUS.get(name))
             same_out = all(g.out in set(b.out for b in base) for g in guard)
             same_err = all(g.outcome()[2] in set(b.outcome()[2] for b in base) for g in guard)
             bt = [r.exit_secs for r in base if r.exit_secs is not None and not r.hung]

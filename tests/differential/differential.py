@@ -3,6 +3,7 @@
 
     tests/differential/differential.py [corpus] [--runs N] [--lib PATH] [--only NAME...]
                                        [--programs NAME...] [--markdown FILE]
+    tests/differential/differential.py --exitlibs [--runs N] [--hang-timeout S] ...
     tests/differential/differential.py acceptance [--runs N] [--lib PATH]
     tests/differential/differential.py baseline --runs N      (determinism of the corpus)
 
@@ -47,6 +48,22 @@ slow is what a guard that waits at exit does (a grace period, the exit summary's
 wait, the drain's 1 s bound), while a scheduling spike hits one run. (2) needs the long
 size to be meaningful; (3) holds at any size. Below ~100 ms per exit the CI size cannot
 tell a delay from noise; the long size's p50 and p95 columns can.
+
+--exitlibs: the exit-time libraries (EXITLIBS; corpus/native: C/C++ libraries bound with
+ctypes/cffi, a pybind11 module, embedders) whose exit needs a lock or a thread that a late
+thread holds. Without a guard some of them hang at exit on some CPythons (a late thread
+blocked for ever in take_gil keeps the lock), so their unguarded runs get --hang-timeout
+(4 s) and a hang there is a baseline outcome. The runner knows each program's own exit
+status (OWN_STATUS: no hung run shows it), and the rule is stricter than above:
+  * a guarded hang always fails;
+  * where every unguarded run hung or crashed, each guarded run must exit with the
+    program's own status, the same stdout, at least one "pyfinguard:" line on stderr (the
+    guard says what it parked or ended and why the exit was cut short), and -- where the
+    unguarded runs hung -- no other stderr; counted "bounded N hangs" / "prevented N
+    crashes";
+  * where some unguarded runs exit cleanly, a guarded run must match them exactly (the
+    exit-time rule above included), as for the corpus.
+Guarded runs get --timeout (30 s): longer than any exit bound the guard may wait.
 
 acceptance (issue 10): (a) ctypes.PyDLL qsort callbacks -- PyGILState_Ensure nested under
 the GIL -- in 16 daemon threads while main exits (its shutdown joins a thread and runs an
@@ -157,10 +174,15 @@ EXITLIBS = [
      "embedder: a native thread runs Python in a loop; atexit() joins it"),
     ("embed-atexit-lock", ["@embed:embed_atexit.c", "lock"], [], None,
      "embedder: the thread holds a mutex around each Python call; atexit() locks it"),
+    ("slowjoin-2s", ["slowjoin.py", "@lib:slowjoin.cc", "2000"], [], None,
+     "a legitimate slow exit: a C++ destructor joins a native worker finishing a 2 s "
+     "task, busy Python daemons beside it"),
 ]
 # Each program's own exit status (what exit_now() or main returns). Known to the runner
 # because a hung unguarded run never shows it.
-OWN_STATUS = {p[0]: s for p, s in zip(EXITLIBS, [21, 21, 21, 21, 22, 22, 22, 22, 23, 24, 24])}
+OWN_STATUS = {p[0]: s for p, s in zip(EXITLIBS, [21, 21, 21, 21, 22, 22, 22, 22, 23, 24, 24, 25])}
+# Seconds an exit legitimately waits (added to --hang-timeout).
+EXIT_WAIT = {"slowjoin-2s": 2.0}
 NATIVE_DIR = os.path.join(CORPUS_DIR, "native")
 
 ACCEPTANCE = [
@@ -285,7 +307,9 @@ def compare(base, guard, status=None):
     base_hung = any(r.hung for r in base)
     hung_errs = set(r.err for r in base if r.hung)
     base_outs = set(r.out for r in base)
+    unclean_outs = set(r.out for r in base if r.hung or r.crashed or r.fatal_cut)
     prevented = bounded = 0
+    cut = []     # guarded runs accepted as bounded or prevented: no exit time to compare
     for g in guard:
         if g.hung:
             # Never acceptable, whatever the unguarded runs did.
@@ -293,14 +317,17 @@ def compare(base, guard, status=None):
             continue
         if g.outcome() in known:
             continue
-        if status is not None and g.clean and not g.fatal_cut and not clean and \
-                (base_crashed or base_hung):
-            # Every unguarded run crashed or hung: the guarded run must exit with the
-            # program's own status, the same stdout, and say why on stderr.
+        if status is not None and g.clean and not g.fatal_cut and (base_crashed or base_hung):
+            # Unguarded runs crashed or hung: the guarded run must exit with the program's
+            # own status, the stdout of those runs, and say why on stderr. Where other
+            # unguarded runs exit cleanly (pyenv 3.7 lockbus-ctypes: 1 of 6 runs), a guarded
+            # run matching them was accepted above; one that ends like the hung or crashed
+            # runs, bounded, is accepted too: which of the two the unguarded runs show is
+            # chance, and the verdict must not be.
             why = []
             if g.rc != status:
                 why.append("guarded %s, the program's own status is %d" % (g.kind(), status))
-            if g.out not in base_outs:
+            if g.out not in unclean_outs:
                 why.append("stdout differs: %r" % short(g.out))
             if not g.guard_lines:
                 why.append("guarded exit without a pyfinguard: report")
@@ -313,6 +340,7 @@ def compare(base, guard, status=None):
                 prevented += 1
             else:
                 bounded += 1
+            cut.append(g)
             continue
         # A prevented crash: every unguarded run crashed, the guarded one exited with the
         # same stdout. (Where some unguarded runs were clean, a clean guarded run must
@@ -331,7 +359,8 @@ def compare(base, guard, status=None):
             reasons.append("stderr differs: %r (unguarded: %r)" % (
                 short(g.err, 300), short(ref[0] if ref else "", 120)))
     bt = [r.exit_secs for r in base if r.clean and r.exit_secs is not None]
-    gt = [r.exit_secs for r in guard if r.clean and r.exit_secs is not None]
+    gt = [r.exit_secs for r in guard if r.clean and r.exit_secs is not None and
+          not any(r is c for c in cut)]
     reasons += slower_exit(bt, gt)
     if reasons:
         # One line per distinct reason, with its count.
@@ -432,7 +461,9 @@ def timeout_for(prog, guarded, a):
     """An unguarded run of a program that may hang at exit without a guard (OWN_STATUS)
     gets --hang-timeout: its hang is a baseline outcome, and waiting longer for it would
     only slow the run. A guarded run always gets --timeout: its hang is a failure."""
-    return a.hang_timeout if prog[0] in OWN_STATUS and not guarded else a.timeout
+    if prog[0] in OWN_STATUS and not guarded:
+        return a.hang_timeout + EXIT_WAIT.get(prog[0], 0.0)
+    return a.timeout
 
 
 def in_turn(pair, i):
@@ -575,6 +606,16 @@ def main():
             key = (it.name, prog[0], False)
             base, guard = results.get(key, []), results.get((it.name, prog[0], True), [])
             want = set(g.crash_key() for g in guard) - set(b.crash_key() for b in base) - {None}
+            # A guarded exit cut short by the guard's bound (the program's own status, a
+            # report, stdout unlike every clean unguarded run) is judged against unguarded
+            # hangs and crashes: where none showed yet (lockbus-ctypes hangs in 5 of 6 runs
+            # on pyenv 3.7, and 2 runs may both be clean), look for one too.
+            status = OWN_STATUS.get(prog[0])
+            clean_outs = set(b.out for b in base if b.clean and not b.fatal_cut)
+            if status is not None and not any(b.hung or b.crashed or b.fatal_cut for b in base) \
+                    and any(g.clean and g.rc == status and g.guard_lines and g.out not in clean_outs
+                            for g in guard):
+                want.add("hang or crash")
             n = 0
             while want and n < a.confirm:
                 more = execute([(key, command(it, prog), lib, False, timeout_for(prog, False, a))] * 2,
@@ -582,6 +623,8 @@ def main():
                 base.extend(more)
                 n += len(more)
                 want -= set(b.crash_key() for b in more)
+                if any(b.hung or b.crashed or b.fatal_cut for b in more):
+                    want.discard("hang or crash")
             if n:
                 extra[(it.name, prog[0])] = n
     # A slower exit suspected on a few runs a side: a cell whose exit time is bimodal
@@ -595,8 +638,10 @@ def main():
                 continue
             bkey, gkey = (it.name, prog[0], False), (it.name, prog[0], True)
             base, guard = results.get(bkey, []), results.get(gkey, [])
-            clean_t = lambda rs: [r.exit_secs for r in rs if r.clean and r.exit_secs is not None]
-            if not slower_exit(clean_t(base), clean_t(guard)):
+            # (compare() times only guarded runs compared with clean unguarded ones: not
+            # an exit the guard's bound cut short.)
+            if not any(x.startswith("exit slower") for x in
+                       compare(list(base), list(guard), OWN_STATUS.get(prog[0]))[1]):
                 continue
             cmd = command(it, prog)
             pair = [(bkey, cmd, lib, False, timeout_for(prog, False, a)),
@@ -696,6 +741,14 @@ def main():
     print("programs:")
     for p in programs:
         print("  %-32s %s%s" % (p[0], " ".join(p[2] + p[1]), "  -- " + p[4]))
+    if a.mode != "acceptance":
+        # Every clean run's exit time (mark to reaping) over all cells: the figures that
+        # bound how long a legitimate exit takes here (README, "Exit durations").
+        for side, label in ((False, "without the guard"), (True, "with the guard")):
+            ts = [r.exit_secs for k, rs in results.items() if k[2] == side
+                  for r in rs if r.clean and r.exit_secs is not None]
+            if ts:
+                print("exit ms of %d clean runs %s, p50/p95/max: %s" % (len(ts), label, fmt_times(ts)))
     for p in problems:
         print("PROBLEM: " + p)
     print("%s, %d runs per cell%s, library %s, %.0f s" % (

@@ -71,8 +71,14 @@ STATUS_CASES = [
     ("crash to a hang", [run(-11)] * 2, [run(None, hung=True)], "FAIL"),
     ("clean stays clean", [run(21)] * 2, [run(21)] * 2, "ok"),
     ("clean cut short by a bound", [run(21, out="x\ndestructor\n")] * 2, BOUNDED, "FAIL"),
+    # pyenv 3.7 lockbus-ctypes hangs in 5 of 6 unguarded runs and exits cleanly in 1: a
+    # bounded guarded exit is as right there as a clean one.
     ("clean or hang unguarded, bounded guarded", [run(21, out="x\nd\n"), run(None, hung=True)],
-     BOUNDED, "FAIL"),
+     BOUNDED, "ok (bounded 2 hangs)"),
+    ("clean or hang unguarded, bounded but silent",
+     [run(21, out="x\nd\n"), run(None, hung=True)], [run(21)], "FAIL"),
+    ("clean or crash unguarded, bounded guarded", [run(21, out="x\nd\n"), run(-11)],
+     BOUNDED, "ok (prevented 2 crashes)"),
     ("clean or hang unguarded, clean guarded", [run(21, out="x\nd\n"), run(None, hung=True)],
      [run(21, out="x\nd\n")], "ok"),
     ("hang, and a hang guarded beside bounded ones", HUNG, BOUNDED + [run(None, hung=True)], "FAIL"),

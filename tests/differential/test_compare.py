@@ -69,6 +69,15 @@ STATUS_CASES = [
     ("crash prevented in silence", [run(-11)] * 2, [run(21)], "FAIL"),
     ("crash prevented, other status", [run(-11)] * 2, [run(0, reports=1)], "FAIL"),
     ("crash to a hang", [run(-11)] * 2, [run(None, hung=True)], "FAIL"),
+    # debian-python3.11 conddrain-cffi: SIGSEGV/SIGILL on both sides with the guard of
+    # 2026-12-06 -- the same crash is no excuse where every crash must become an exit.
+    ("crash stays the same crash", [run(-11)] * 2, [run(-11)] * 2, "FAIL"),
+    ("a clean program's rare crash, guarded", [run(21)] * 5 + [run(-11)], [run(-11)], "FAIL"),
+    # pyenv 3.6 embed-atexit-join with the guard of 2026-12-06: the join went through and
+    # the atexit handler printed its line: more than the hung runs printed, still right.
+    ("hang, the guarded exit gets further", HUNG, [run(21, out="x\njoined\n", reports=1)],
+     "ok (bounded 1 hang)"),
+    ("hang, the guarded stdout is other", HUNG, [run(21, out="y\n", reports=1)], "FAIL"),
     ("clean stays clean", [run(21)] * 2, [run(21)] * 2, "ok"),
     ("clean cut short by a bound", [run(21, out="x\ndestructor\n")] * 2, BOUNDED, "FAIL"),
     # pyenv 3.7 lockbus-ctypes hangs in 5 of 6 unguarded runs and exits cleanly in 1: a

@@ -176,7 +176,7 @@ EXITLIBS = [
      "embedder: the thread holds a mutex around each Python call; atexit() locks it"),
     ("slowjoin-2s", ["slowjoin.py", "@lib:slowjoin.cc", "2000"], [], None,
      "a legitimate slow exit: a C++ destructor joins a native worker finishing a 2 s "
-     "task, busy Python daemons beside it"),
+     "task, Python daemons waking every ms beside it"),
 ]
 # Each program's own exit status (what exit_now() or main returns). Known to the runner
 # because a hung unguarded run never shows it.

@@ -689,8 +689,8 @@ def main():
         if (it.name, name) in broken:
             n_fail += 1
             problems.append("%s %s: build failed: %s" % (it.name, name, broken[(it.name, name)][1]))
-            rows.append([it.name, name] + ["-"] * (4 if a.mode == "baseline" else 5 if
-                                                   a.mode == "acceptance" else 8) + ["FAIL: build"])
+            rows.append([it.name, name] + ["-"] * (3 if a.mode == "baseline" else 4 if
+                                                   a.mode == "acceptance" else 7) + ["FAIL: build"])
             continue
         if a.mode == "baseline":
             base = results.get((it.name, name, False), [])

@@ -10,6 +10,7 @@
  * A worker that crashes there takes the process with it; one ended by pthread_exit never
  * counts itself finished; one blocked for ever (a guard's park) neither. No Python headers:
  * bound with ctypes or cffi, built once for every interpreter. */
+#define _GNU_SOURCE 1 /* pthread_setname_np */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>

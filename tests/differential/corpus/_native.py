@@ -6,7 +6,8 @@ from _common import skip
 
 
 def load(binding, path, cdef):
-    """(lib, callback) where callback(signature, pyfunc) keeps a C function pointer alive."""
+    """(lib, ffi): ffi is None for ctypes; for cffi, the FFI whose callback() the program
+    uses (it must keep the callback object alive while the library may call it)."""
     if binding == "ctypes":
         import ctypes
         lib = ctypes.CDLL(path)

@@ -20,3 +20,15 @@ def load(binding, path, cdef):
     ffi = cffi.FFI()
     ffi.cdef(cdef)
     return ffi.dlopen(path), ffi
+
+
+def keep_forever(callback):
+    """Keep a ctypes or cffi callback object alive for the process's life. Both free the
+    callback's code (its libffi closure) when the object is deallocated, which
+    finalization does to module globals: a call from C after that jumps into freed memory
+    (cffi, measured: SIGSEGV or SIGILL in every conddrain run, with or without a guard --
+    no guard can make that call land). Their docs say to keep the object alive while C
+    may call it; a library that calls back at exit needs it for the process's life: one
+    reference never released (Py_IncRef through ctypes, with any binding)."""
+    import ctypes
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(callback))

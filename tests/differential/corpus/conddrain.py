@@ -6,7 +6,7 @@
 # Own status 22.
 import sys
 from _common import exit_now
-from _native import load
+from _native import keep_forever, load
 
 path, binding, bound = sys.argv[1], sys.argv[2], int(sys.argv[3])
 lib, ffi = load(binding, path, """
@@ -27,6 +27,7 @@ if ffi is None:
     cb = CB(on_job)
 else:
     cb = ffi.callback("int(int, int)", on_job)
+keep_forever(cb)
 n = lib.conddrain_open(4, bound, cb)
 done = lib.conddrain_run(40)
 print("conddrain (%s, bound %d ms): %d workers ran %d jobs, %d callbacks" % (

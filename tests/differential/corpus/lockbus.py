@@ -12,7 +12,7 @@
 import sys
 import time
 from _common import exit_now
-from _native import load
+from _native import keep_forever, load
 
 path, binding, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 lib, ffi = load(binding, path, """
@@ -38,6 +38,7 @@ if ffi is None:
 else:
     listener = ffi.callback("int(int, void *)", on_event)
     lib.lockbus_subscribe(listener, ffi.NULL)
+keep_forever(listener)
 
 if mode == "workers":
     lib.lockbus_start(4, 200)

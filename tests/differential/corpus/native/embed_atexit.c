@@ -21,6 +21,7 @@
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_t worker_thread;
 static volatile int stop, lock_mode, rounds;
+static PyObject *globals; /* __main__'s dict, one reference held for the process's life */
 
 static void say(const char *s) {
   if (write(1, s, strlen(s)) < 0) {
@@ -39,7 +40,14 @@ static void *worker(void *arg) {
       pthread_mutex_lock(&mu);
     pthread_cleanup_push(unlock, lock_mode ? &mu : NULL);
     PyGILState_STATE g = PyGILState_Ensure();
-    PyRun_SimpleString("n = n + 1\n");
+    /* Never prints: an error raised while the runtime is being torn down (3.14: "unable
+     * to get sys.modules"; a cleared __main__) is dropped, so that the output is the same
+     * in every run. */
+    PyObject *r = PyRun_String("n = n + 1\n", Py_file_input, globals, globals);
+    if (r)
+      Py_DECREF(r);
+    else
+      PyErr_Clear();
     PyGILState_Release(g);
     pthread_cleanup_pop(0);
     if (lock_mode)
@@ -88,6 +96,8 @@ int main(int argc, char **argv) {
   PyEval_InitThreads();
 #endif
   PyRun_SimpleString("n = 0\n");
+  globals = PyModule_GetDict(PyImport_AddModule("__main__"));
+  Py_INCREF(globals);
   PyThreadState *main_ts = PyEval_SaveThread();
   pthread_create(&worker_thread, NULL, worker, NULL);
   pthread_setname_np(worker_thread, "embed-worker");

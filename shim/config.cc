@@ -10,11 +10,15 @@
 
 namespace pfg {
 
-Config g_config = {false, false, Mode::park, false, true, false, false, {0},
-                   Format::text, false, "/dev/log", 0, {0}, {0}};
+// The exit timeout's default: docs/design.md, "Exit is bounded", says how it was chosen.
+constexpr int64_t kDefaultExitTimeoutNs = 5000 * 1000000LL;
+
+Config g_config = {false, false, Mode::automatic, false, true, false, false, {0},
+                   Format::text, false, "/dev/log", 0, kDefaultExitTimeoutNs, {0}, {0}};
 
 const char *mode_name(Mode m) {
   switch (m) {
+    case Mode::automatic: return "auto";
     case Mode::park: return "park";
     case Mode::exit: return "exit";
     case Mode::abort: return "abort";
@@ -59,10 +63,11 @@ void config_load() {
   const size_t empty = w.len();
 
   if (const char *v = getenv("PYFINGUARD_MODE"); v && *v) {
-    if (strcmp(v, "park") == 0) g_config.mode = Mode::park;
+    if (strcmp(v, "auto") == 0) g_config.mode = Mode::automatic;
+    else if (strcmp(v, "park") == 0) g_config.mode = Mode::park;
     else if (strcmp(v, "exit") == 0) g_config.mode = Mode::exit;
     else if (strcmp(v, "abort") == 0) g_config.mode = Mode::abort;
-    else complain(w, "PYFINGUARD_MODE", v, "park|exit|abort; using park");
+    else complain(w, "PYFINGUARD_MODE", v, "auto|park|exit|abort; using auto");
   }
   if (const char *v = getenv("PYFINGUARD_QUIET"); v && *v) {
     static const char *const yes[] = {"1", "yes", "true", "on", nullptr};
@@ -80,12 +85,12 @@ void config_load() {
     if (strcmp(v, "stderr") == 0) {
       // the default destination
     } else if (strcmp(v, "syslog") == 0) {
-      g_config.syslog = true;  // socket created and connected on first report (report.cc)
+      g_config.syslog = true;  // socket created and connected on first report (sink.cc)
     } else if (n >= sizeof g_config.log_path) {
       complain(w, "PYFINGUARD_LOG", v, "path too long; using stderr");
     } else {
       memcpy(g_config.log_path, v, n + 1);
-      g_config.log_file = true;  // opened on first report (report.cc), 0600, O_NOFOLLOW
+      g_config.log_file = true;  // opened on first report (sink.cc), 0600, O_NOFOLLOW
     }
   }
   if (const char *v = getenv("PYFINGUARD_SYSLOG_SOCKET"); v && *v) {
@@ -105,6 +110,16 @@ void config_load() {
     long s = strtol(v, &end, 10);
     if (errno == 0 && end && *end == 0 && s >= 0 && s <= 255) g_config.strict = int(s);
     else complain(w, "PYFINGUARD_STRICT", v, "an exit status 1-255, or 0 for off; using 0");
+  }
+  if (const char *v = getenv("PYFINGUARD_EXIT_TIMEOUT"); v && *v) {
+    // Seconds, a decimal fraction allowed ("0.5"), at most a day; "off" or 0: never.
+    char *end = nullptr;
+    errno = 0;
+    double s = strcmp(v, "off") == 0 ? 0.0 : strtod(v, &end);
+    if (strcmp(v, "off") == 0 || (errno == 0 && end && end != v && *end == 0 && s >= 0 && s <= 86400))
+      g_config.exit_timeout_ns = int64_t(s * 1e9);
+    else
+      complain(w, "PYFINGUARD_EXIT_TIMEOUT", v, "seconds from 0 to 86400, or off; using 5");
   }
   {
     struct utsname u;

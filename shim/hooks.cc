@@ -3,6 +3,8 @@
 // three in step. The libc hooks are in libc_hooks.cc; hooks.h says how both are defined.
 #include <atomic>
 
+#include "backtrace.h"
+#include "exitwatch.h"
 #include "hooks.h"
 #include "images.h"
 #include "interpose.h"
@@ -84,6 +86,11 @@ __attribute__((noinline, cold)) void restore_slow(void *ts, uint64_t e) {
 // FINALIZING, so that it can never see itself as a late thread. Nothing else happens
 // here: CPython is far from its point of no return (docs/design.md).
 void finalizer_enter() {
+  // Parks and ends come after this: what they need is found now, in this ordinary
+  // context (no dynamic-loader call in a stopping thread), and the exit is watched.
+  backtrace_prepare();
+  park_prepare();
+  exitwatch_arm();
   t_pt.finalizer_gen = gen_of(g_epoch.load());
   begin_finalizing();
 }
@@ -155,6 +162,7 @@ template <typename F>
 inline auto initializing(F &&real) {
   const uint64_t e = g_epoch.load();
   if (phase_of(e) == kRunning) return real();
+  backtrace_prepare();  // before a thread of the earlier runtime can park (backtrace.h)
   t_pt.finalizer_gen = gen_of(e);
   struct Done {
     ~Done() {
@@ -278,6 +286,8 @@ __attribute__((visibility("hidden"))) void *pfg_hook_PyThreadState_New(void *int
 // Records the deletion before the state is freed: a thread that saved it and restores
 // it later parks instead (G1 of tests/subinterp/README.md). Never waits.
 __attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Delete(void *ts) {
+  backtrace_prepare();  // its thread may park later (rule 6): load what its report needs now
+  exitwatch_arm();
   note_ts_deleted(ts);
   PFG_REAL(PyThreadState_Delete)(ts);
 }
@@ -286,6 +296,8 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Delete(void *t
 // freed then -- so that a thread that attaches to it before the end (CPython's own
 // threading._shutdown joins the interpreter's threads inside) is unchanged.
 __attribute__((visibility("hidden"))) void pfg_hook_Py_EndInterpreter(void *ts) {
+  backtrace_prepare();  // a thread attaching to it later parks: its report needs this
+  exitwatch_arm();
   void *interp = runtime_interp_of(ts);  // ts is valid (current) at entry
   PFG_REAL(Py_EndInterpreter)(ts);
   note_interp_ended(interp);

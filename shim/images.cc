@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "patch.h"
+#include "patch/patch.h"
 
 namespace pfg {
 

@@ -1,5 +1,5 @@
 // Thread states and interpreters that an embedder ends while the runtime runs
-// (issue 11, gaps G1 and G2 of tests/subinterp/README.md).
+// (docs/design.md, "Sub-interpreters"; gaps G1 and G2 of tests/subinterp/README.md).
 //
 // mod_wsgi-style embedders cache one thread state per native thread and interpreter,
 // delete them (PyThreadState_Clear + PyThreadState_Delete) on another thread, and end

@@ -1,25 +1,27 @@
 #include "park.h"
 
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <linux/futex.h>
+#include <dlfcn.h>
+#include <link.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "exitwatch.h"
 #include "probes.h"
 #include "report.h"
+#include "state.h"
+#include "summary.h"
 
 namespace pfg {
-
-ParkRecord g_parked[kMaxParkRecords];
-std::atomic<unsigned> g_parked_count{0};
-std::atomic<unsigned> g_reportable_count{0};
-std::atomic<int> g_reports_in_flight{0};
 
 const char *reason_text(Reason r) {
   switch (r) {
@@ -37,31 +39,42 @@ const char *reason_text(Reason r) {
 
 namespace {
 
-// Claims a slot and fills it. Lock-free (one fetch_add), so any number of threads can
-// park at once. tid is published last (release): readers skip slots still at 0.
+using TerminateHandler = void (*)();
+// std::set_terminate of the loaded C++ runtime, found by park_prepare() (0: none loaded).
+std::atomic<TerminateHandler (*)(TerminateHandler)> g_set_terminate{nullptr};
+std::atomic<TerminateHandler> g_prev_terminate{nullptr};
+std::atomic<int> g_terminate_net{0};  // 0 not installed, 1 being installed, 2 installed
+
+// The thread's own record while the guard ends it (-1: it is not being ended).
+__thread int t_ending_slot = -1;
+
 // Routine: what CPython's own shutdown does to a thread anyway, silently (<= 3.13 ends
 // it from take_gil, 3.14 hangs it) -- a thread it was terminating, one reaching for the
 // GIL past the point of no return while Py_FinalizeEx runs, and, in the python
 // executable's own runtime (Py_Main/Py_BytesMain), a Python thread coming back from a
 // blocking call, waiting for the GIL, or starting (CPython's own PyEval_AcquireThread
-// call) between Py_FinalizeEx and the process exit: a program's daemon threads. Not routine: a thread of an earlier runtime; a native
-// thread entering through PyGILState_Ensure/PyEval_AcquireThread after finalization;
-// any thread calling into a runtime an embedder finalized while the host goes on --
-// where CPython would let it use freed memory (docs/diagnostics.md).
+// call) between Py_FinalizeEx and the process exit: a program's daemon threads. Not
+// routine: a thread of an earlier runtime; a native thread entering through
+// PyGILState_Ensure/PyEval_AcquireThread after finalization; any thread calling into a
+// runtime an embedder finalized while the host goes on -- where CPython would let it use
+// freed memory (docs/diagnostics.md).
 bool is_routine(Fn api, Reason why, uint64_t epoch, bool from_cpython) {
   if (why == Reason::thread_exit || why == Reason::thread_hang) return true;
   if (why == Reason::stale_ts || why == Reason::deleted_ts || why == Reason::ended_interp) return false;
   // FINALIZING as the guard saw it, but CPython's finalization may be over: 3.13's
   // Py_RunMain and Py_Exit finalize through an internal function, so no hook returns
   // to store FINALIZED, and a native thread's late PyGILState_Ensure from a libc atexit
-  // handler must not pass as routine.
-  if (phase_of(epoch) == kFinalizing && !runtime_finalization_over()) return true;
+  // handler or an exit-time destructor must not pass as routine (CPython would crash
+  // there). Once exit() began, finalization is over whatever CPython's flags say.
+  if (phase_of(epoch) == kFinalizing && !runtime_finalization_over() && !exit_begun()) return true;
   return gen_of(epoch) == g_main_generation.load() &&
          (api == fn_PyEval_RestoreThread || api == fn_pthread_cond_timedwait ||
           (api == fn_PyEval_AcquireThread && from_cpython));
 }
 
-unsigned record(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
+// Claims a slot and fills it. Lock-free (one fetch_add), so any number of threads can
+// stop at once. tid is published last (release): readers skip slots still at 0.
+unsigned record(Fn api, uint64_t epoch, Reason why, bool from_cpython, bool ending) {
   g_reports_in_flight.fetch_add(1);  // before the slot is counted: see report_exit_summary
   unsigned i = g_parked_count.fetch_add(1);
   const bool routine = is_routine(api, why, epoch, from_cpython);
@@ -73,13 +86,48 @@ unsigned record(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
   r.epoch = epoch;
   r.generation = gen_of(epoch);
   r.when_ns = monotonic_ns();
+  r.why = reason_text(why);
   r.routine = routine;
+  r.native = t_pt.acquired_epoch == 0;
+  r.ended.store(ending);
   prctl(PR_GET_NAME, r.name, 0, 0, 0);
   r.tid.store(int(syscall(SYS_gettid)), std::memory_order_release);
   return i;
 }
 
-[[noreturn]] void wait_forever() {
+// Does the thread end (pthread_exit) rather than park? docs/design.md, "Ending or
+// parking": where this CPython ends late threads itself, for the reasons it ends them
+// for -- the runtime past its point of no return -- and not where it would use a freed
+// thread state or interpreter, or hangs them (3.13.8+, 3.14+).
+bool ends(Reason why) {
+  switch (g_config.mode) {
+    case Mode::exit: return true;
+    case Mode::park:
+    case Mode::abort: return false;
+    case Mode::automatic: break;
+  }
+  switch (why) {
+    case Reason::finalizing:
+    case Reason::finalized:
+    case Reason::thread_exit:
+    case Reason::gil_wait: return runtime_ends_late_threads();
+    default: return false;
+  }
+}
+
+// After a report: a summary already printed at exit (the library's destructor ran) is
+// printed again with this thread counted, so that no late thread goes unsummed.
+void after_report() {
+  if (summary_printed()) report_exit_summary();
+}
+
+[[noreturn]] void wait_parked() {
+  // Block every signal first: a handler must never run Python code (or anything else)
+  // on this thread again. SIGKILL/SIGSTOP cannot be blocked and need not be.
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  exitwatch_late_thread();
   // A futex word nobody ever wakes: the thread sleeps in the kernel, using no CPU.
   // The loop absorbs spurious wake-ups and the glibc-internal signals (SIGSETXID,
   // SIGCANCEL) that pthread_sigmask refuses to block.
@@ -87,53 +135,100 @@ unsigned record(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
   for (;;) syscall(SYS_futex, &never, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
 }
 
+// std::terminate while the guard ends this thread: its unwind reached a frame that may
+// not throw (pybind11's gil_scoped_release destructor is noexcept), which would abort the
+// process (CPython 3.9-3.13 without the guard: "terminate called without an active
+// exception"). The frames already unwound ran their cleanups, as CPython's pthread_exit
+// would have; the thread parks where it is instead of aborting. Any other thread's
+// std::terminate goes to the handler the program had.
+void on_terminate() {
+  const int slot = t_ending_slot;
+  if (slot >= 0) {
+    t_ending_slot = -1;
+    if (slot < int(kMaxParkRecords)) {
+      g_parked[slot].ended.store(false);
+      report_unwind_parked(g_parked[slot]);
+    }
+    after_report();
+    wait_parked();
+  }
+  if (TerminateHandler prev = g_prev_terminate.load()) prev();
+  abort();
+}
+
+// Installed the first time a thread is ended, not before: a process without late threads
+// keeps its own handler. set_terminate is an atomic exchange in libstdc++ (no lock).
+void install_terminate_net() {
+  auto set = g_set_terminate.load();
+  if (!set) return;
+  int expected = 0;
+  if (g_terminate_net.compare_exchange_strong(expected, 1)) {
+    g_prev_terminate.store(set(on_terminate));
+    g_terminate_net.store(2);
+  }
+  while (g_terminate_net.load() != 2) sched_yield();  // another ending thread installs it
+}
+
+[[noreturn]] void end_thread(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
+  const unsigned slot = record(api, epoch, why, from_cpython, true);
+  if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
+  g_reports_in_flight.fetch_sub(1);
+  after_report();
+  exitwatch_late_thread();  // an exit that waits for what this thread would have done
+  install_terminate_net();
+  t_ending_slot = int(slot < kMaxParkRecords ? slot : kMaxParkRecords);
+  // As CPython's PyThread_exit_thread() does: the forced unwind runs the thread's C++
+  // destructors and pthread_cleanup handlers, so the locks they hold are released.
+  PFG_REAL(pthread_exit)(nullptr);
+  __builtin_unreachable();
+}
+
+int find_libstdcxx(struct dl_phdr_info *info, size_t, void *out) {
+  if (info->dlpi_name && strstr(info->dlpi_name, "libstdc++.so")) {
+    *static_cast<const char **>(out) = info->dlpi_name;
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
+
+void park_prepare() {
+  if (g_set_terminate.load(std::memory_order_relaxed)) return;
+  static const char kSetTerminate[] = "_ZSt13set_terminatePFvvE";  // std::set_terminate
+  void *f = dlsym(RTLD_DEFAULT, kSetTerminate);
+  if (!f) {
+    // A C++ runtime loaded RTLD_LOCAL (by a ctypes/cffi library or an extension module)
+    // is not in the global scope: ask it directly, without loading anything.
+    const char *path = nullptr;
+    dl_iterate_phdr(find_libstdcxx, &path);
+    if (void *h = path ? dlopen(path, RTLD_LAZY | RTLD_NOLOAD) : nullptr) {
+      f = dlsym(h, kSetTerminate);
+      dlclose(h);  // drops the reference RTLD_NOLOAD took; the library stays loaded
+    }
+  }
+  g_set_terminate.store(reinterpret_cast<TerminateHandler (*)(TerminateHandler)>(f));
+}
 
 void park(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
   t_pt.window = 0;  // it never comes out of its calls, outer ones included: the drain must not wait for it
-  switch (g_config.mode) {
-    case Mode::exit:
-      // For comparison with CPython <= 3.13: terminate the thread as take_gil() would.
-      PFG_REAL(pthread_exit)(nullptr);
-      __builtin_unreachable();
-    case Mode::abort: {
-      unsigned slot = record(api, epoch, why, from_cpython);
-      if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
-      g_reports_in_flight.fetch_sub(1);
-      abort();
-    }
-    case Mode::park:
-      break;
+  if (ends(why)) end_thread(api, epoch, why, from_cpython);
+  if (g_config.mode == Mode::abort) {
+    unsigned slot = record(api, epoch, why, from_cpython, false);
+    if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
+    g_reports_in_flight.fetch_sub(1);
+    abort();
   }
-  // Block every signal first: a handler must never run Python code (or anything else)
-  // on this thread again. SIGKILL/SIGSTOP cannot be blocked and need not be.
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, nullptr);
   // Registered before the report, so that a joiner stops waiting for this thread even
   // while the report is still being written (the report may wait for the loader lock).
-  unsigned slot = record(api, epoch, why, from_cpython);
+  unsigned slot = record(api, epoch, why, from_cpython, false);
   if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
   g_reports_in_flight.fetch_sub(1);
-  wait_forever();
-}
-
-bool is_parked_thread(pthread_t t) {
-  unsigned n = g_parked_count.load();
-  if (n > kMaxParkRecords) n = kMaxParkRecords;
-  for (unsigned i = 0; i < n; ++i)
-    if (g_parked[i].tid.load(std::memory_order_acquire) != 0 &&
-        pthread_equal(g_parked[i].thread, t))
-      return true;
-  return false;
-}
-
-bool is_parked_tid(int tid) {
-  unsigned n = g_parked_count.load();
-  if (n > kMaxParkRecords) n = kMaxParkRecords;
-  for (unsigned i = 0; i < n; ++i)
-    if (g_parked[i].tid.load(std::memory_order_acquire) == tid) return true;
-  return false;
+  after_report();
+  wait_parked();
 }
 
 int join_completing(pthread_t t, void **retval) {
@@ -157,11 +252,6 @@ int join_completing(pthread_t t, void **retval) {
   }
 }
 
-void park_atfork_child() {
-  // Only the forking thread exists in the child. Its parent's parked threads are gone.
-  for (unsigned i = 0; i < kMaxParkRecords; ++i) g_parked[i].tid.store(0);
-  g_parked_count.store(0);
-  g_reportable_count.store(0);
-}
+void park_atfork_child() { registry_atfork_child(); }
 
 }  // namespace pfg

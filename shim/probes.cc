@@ -134,4 +134,17 @@ bool runtime_is_finalizing() {
 
 const char *runtime_version() { return g_rt.version[0] ? g_rt.version : "unknown"; }
 
+bool runtime_ends_late_threads() {
+  // "3.X.Y...": 3.6-3.12 and 3.13.0-3.13.7 end a late thread (PyThread_exit_thread ->
+  // pthread_exit); 3.13.8 (the gh-87135 backport) and 3.14+ hang it. Unknown: no.
+  const char *v = g_rt.version;
+  if (v[0] != '3' || v[1] != '.') return false;
+  int minor = 0, micro = 0;
+  const char *p = v + 2;
+  for (; *p >= '0' && *p <= '9'; ++p) minor = minor * 10 + (*p - '0');
+  if (*p == '.')
+    for (++p; *p >= '0' && *p <= '9'; ++p) micro = micro * 10 + (*p - '0');
+  return minor < 13 || (minor == 13 && micro <= 7);
+}
+
 }  // namespace pfg

@@ -39,6 +39,11 @@ bool runtime_interp_listed(void *interp);
 // take-over; "unknown" before. A static buffer: reports read it without a call.
 const char *runtime_version();
 
+// Does this CPython end a thread that reaches for the GIL past its point of no return
+// (PyThread_exit_thread -> pthread_exit: 3.6-3.13.7), rather than hang it (3.13.8+, with
+// gh-87135; 3.14+)? From the version copied at take-over; false when unknown.
+bool runtime_ends_late_threads();
+
 // For detection (runtime.cc), under its mutex.
 // Looks the probes up in scope (lookup: a dlsym that never returns the guard's own
 // definitions) and copies the version (version_fn: its Py_GetVersion, or nullptr);

@@ -5,9 +5,7 @@
 #include <dlfcn.h>
 #include <link.h>
 #include <unistd.h>
-#define UNW_LOCAL_ONLY
-#include <libunwind.h>
-
+#include "backtrace.h"
 #include "config.h"
 #include "interpose.h"
 #include "parkrecord.h"
@@ -61,21 +59,29 @@ struct Frame {
   uintptr_t symoff;
 };
 
-// Walks the calling thread's stack with libunwind and calls emit(frame, depth) for each
-// frame outside the guard, at most 24. Symbols come from libunwind's unw_get_proc_name,
+// Walks the calling thread's stack with libunwind (backtrace.h: loaded before any park,
+// never by a parking thread; no frames if it could not be) and calls emit(frame, depth)
+// for each frame outside the guard, at most 24. Symbols come from libunwind's unw_get_proc_name,
 // which reads the module's own symbol table (static functions included) from the file
 // with mmap: no malloc. Module names come from dladdr.
 template <class Emit>
 void walk_frames(Emit &emit) {
+  const Unwinder *u = backtrace_unwinder();
+  if (!u) return;
   unw_context_t uc;
   unw_cursor_t cur;
-  if (unw_getcontext(&uc) != 0 || unw_init_local(&cur, &uc) != 0) return;
+#ifdef __x86_64__
+  if (u->getcontext(&uc) != 0) return;
+#else
+  if (unw_getcontext(&uc) != 0) return;  // inline assembly on this architecture
+#endif
+  if (u->init_local(&cur, &uc) != 0) return;
   Dl_info self{};
   dladdr(reinterpret_cast<void *>(&report_park), &self);
   int depth = 0;
-  while (unw_step(&cur) > 0 && depth < 24) {
+  while (u->step(&cur) > 0 && depth < 24) {
     unw_word_t ip = 0, off = 0;
-    unw_get_reg(&cur, UNW_REG_IP, &ip);
+    u->get_reg(&cur, UNW_REG_IP, &ip);
     Dl_info di{};
     void *ent = nullptr;
     bool known = dladdr1(reinterpret_cast<void *>(ip - 1), &di, &ent, RTLD_DL_SYMENT) != 0;
@@ -89,11 +95,11 @@ void walk_frames(Emit &emit) {
     uintptr_t doff = known && di.dli_saddr ? ip - uintptr_t(di.dli_saddr) : 0;
     bool dyn_covers = dsym && di.dli_sname && doff < dsym->st_size;
     char sym[160];
-    bool unw = unw_get_proc_name(&cur, sym, sizeof sym, &off) == 0;
+    bool unw = u->get_proc_name(&cur, sym, sizeof sym, &off) == 0;
     // libunwind, too, names the nearest preceding symbol; believe it only when that
     // symbol starts where the unwind info says this function starts.
     unw_proc_info_t pi;
-    if (unw && unw_get_proc_info(&cur, &pi) == 0 && pi.start_ip && pi.start_ip != ip - off) unw = false;
+    if (unw && u->get_proc_info(&cur, &pi) == 0 && pi.start_ip && pi.start_ip != ip - off) unw = false;
     Frame f;
     f.ip = ip;
     f.module = known && di.dli_fname && *di.dli_fname ? di.dli_fname : nullptr;
@@ -168,6 +174,24 @@ struct JsonFrames {
   }
 };
 
+// The start routine of a thread: the outermost frame outside the C and C++ runtimes
+// (start_thread, clone3, std::thread's trampoline), i.e. the function pthread_create ran.
+struct StartRoutine {
+  Frame found{};
+  char sym[160] = {0};  // the walk's own buffer is gone once it returns
+  void operator()(const Frame &f, int) {
+    if (f.module && (strstr(f.module, "/libc.so") || strstr(f.module, "/libstdc++.so"))) return;
+    found = f;
+    found.sym = nullptr;
+    if (f.sym) {
+      size_t n = strnlen(f.sym, sizeof sym - 1);
+      memcpy(sym, f.sym, n);
+      sym[n] = 0;
+      found.sym = sym;
+    }
+  }
+};
+
 void pad(Writer &w, int64_t v, int width) {
   char d[20];
   int k = 0;
@@ -228,14 +252,16 @@ void write_report(Writer &w, const ParkRecord &r, const char *what, const char *
     // of threads parking together never interleave. Frames that do not fit are counted
     // in frames_omitted instead of splitting the line.
     w.limit(Writer::kBuf - kJsonTail);
-    json_head(w, "park");
+    json_head(w, "park");  // ended or parked: the "ended" field says which
     w.str(",\"tid\":").dec(r.tid.load()).str(",\"thread\":").json(r.name, sizeof r.name)
         .str(",\"api\":\"").str(kFns[r.api].name).str("\",\"reason\":\"").str(what)
         .str("\",\"generation\":").dec(int64_t(r.generation)).str(",\"phase\":\"")
         .str(phase_name(r.epoch)).str("\",\"ms_since_finalization\":");
     if (start) w.ms(r.when_ns - start);
     else w.str("null");
-    w.str(",\"routine\":").str(r.routine ? "true" : "false").str(",\"mode\":\"")
+    w.str(",\"routine\":").str(r.routine ? "true" : "false").str(",\"ended\":")
+        .str(r.ended.load() ? "true" : "false").str(",\"native\":").str(r.native ? "true" : "false")
+        .str(",\"mode\":\"")
         .str(mode_name(g_config.mode)).chr('"');
     if (log_error) w.str(",\"log_error\":").json(log_error);
     w.str(",\"frames\":[");
@@ -245,13 +271,26 @@ void write_report(Writer &w, const ParkRecord &r, const char *what, const char *
     w.str("],\"frames_omitted\":").dec(jf.omitted).str("}\n");
     return;
   }
-  w.str("pyfinguard: parked thread ").dec(r.tid.load()).str(" '").str(r.name).str("' in ")
-      .str(kFns[r.api].name).str(" (generation ").dec(int64_t(r.generation)).str(", ")
-      .str(what).str(", ");
+  const bool ended = r.ended.load();
+  w.str(ended ? "pyfinguard: ended thread " : "pyfinguard: parked thread ").dec(r.tid.load())
+      .str(" '").str(r.name).str("' in ").str(kFns[r.api].name).str(" (generation ")
+      .dec(int64_t(r.generation)).str(", ").str(what).str(", ");
   if (start) w.ms(r.when_ns - start).str(" ms after finalization began)");
   else w.str("no finalization seen)");
-  if (g_config.mode != Mode::park) w.str(" mode=").str(mode_name(g_config.mode));
+  if (g_config.mode != Mode::automatic) w.str(" mode=").str(mode_name(g_config.mode));
   w.chr('\n');
+  if (ended) w.str("pyfinguard:   (pthread_exit, as this CPython ends such a thread: its C++ destructors run)\n");
+  if (r.native || strncmp(r.name, g_config.program, sizeof r.name - 1) == 0) {
+    StartRoutine sr;
+    walk_frames(sr);
+    // Unnamed (its name is the program's) or native: say what it is and where it began.
+    w.str(r.native ? "pyfinguard:   (a thread the guard never saw hold the GIL -- a native thread; started at "
+                   : "pyfinguard:   (an unnamed thread; started at ");
+    if (sr.found.sym) w.str(sr.found.sym);
+    else w.hex(sr.found.ip);
+    if (sr.found.module) w.str(" in ").str(sr.found.module);
+    w.str(")\n");
+  }
   if (log_error) w.str("pyfinguard:   (").str(log_error).str(")\n");
   TextFrames tf{w};
   walk_frames(tf);
@@ -289,6 +328,20 @@ void report_park(const ParkRecord &r, const char *what) {
                     : g_config.log_file && fd == 2 ? "PYFINGUARD_LOG could not be opened"
                                                    : nullptr;
   write_report(w, r, what, err);
+}
+
+void report_unwind_parked(const ParkRecord &r) {
+  if (r.routine && !g_config.log_set) return;
+  int fd = log_fd();
+  if (fd < 0) return;
+  Writer w(fd);
+  if (g_config.format == Format::json) {
+    json_head(w, "end_parked");
+    w.str(",\"tid\":").dec(r.tid.load()).str(",\"reason\":\"std::terminate during the unwind\"}\n");
+    return;
+  }
+  w.str("pyfinguard: thread ").dec(r.tid.load()).str(" '").str(r.name)
+      .str("': its unwind reached a frame that may not throw (std::terminate would abort the process): parked there instead\n");
 }
 
 }  // namespace pfg

@@ -13,6 +13,10 @@ struct ParkRecord;
 // One report per parked thread: the event and a libunwind backtrace of the caller.
 void report_park(const ParkRecord &r, const char *what);
 
+// The thread being ended (park.h) reached std::terminate in its unwind and parks: one
+// line, by the same rules as its report.
+void report_unwind_parked(const ParkRecord &r);
+
 // Reports written (or attempted): the exit summary is printed only when there was one.
 extern std::atomic<unsigned> g_reported;
 

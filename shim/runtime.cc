@@ -11,7 +11,7 @@
 #include "gilwait.h"
 #include "images.h"
 #include "interpose.h"
-#include "patch.h"
+#include "patch/patch.h"
 #include "probes.h"
 #include "sink.h"
 #include "state.h"

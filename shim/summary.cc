@@ -1,5 +1,6 @@
 #include "summary.h"
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -7,7 +8,7 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "park.h"
+#include "parkrecord.h"
 #include "report.h"
 #include "sink.h"
 #include "writer.h"
@@ -16,11 +17,16 @@ namespace pfg {
 
 namespace {
 
-// The exit summary, in either format.
-void write_summary(Writer &w, unsigned n, unsigned present, unsigned reported, unsigned routine) {
+// Late threads the summary counted when it was last printed (0: not printed).
+std::atomic<unsigned> g_summarized{0};
+
+// The exit summary, in either format. n: threads parked (not ended); ended: ended with
+// pthread_exit as CPython ends them (docs/design.md, "Ending or parking").
+void write_summary(Writer &w, unsigned n, unsigned present, unsigned ended, unsigned reported, unsigned routine) {
   if (g_config.format == Format::json) {
     json_head(w, "exit");
-    w.str(",\"parked\":").dec(n).str(",\"present\":").dec(present).str(",\"reported\":")
+    w.str(",\"parked\":").dec(n).str(",\"present\":").dec(present).str(",\"ended\":").dec(ended)
+        .str(",\"reported\":")
         .dec(reported).str(",\"routine\":").dec(routine).str(",\"log\":");
     if (g_config.syslog) w.str("\"syslog\",\"log_path\":").json(g_config.syslog_path, sizeof g_config.syslog_path);
     else if (g_config.log_file) w.str("\"file\",\"log_path\":").json(g_config.log_path, 200);
@@ -29,8 +35,10 @@ void write_summary(Writer &w, unsigned n, unsigned present, unsigned reported, u
     return;
   }
   w.str("pyfinguard: ").dec(n).str(n == 1 ? " thread" : " threads")
-      .str(" parked after Python finalization began, ").dec(present).str(" still present at exit; ")
-      .dec(reported).str(" reported");
+      .str(" parked after Python finalization began, ").dec(present).str(" still present at exit");
+  // Ended threads only where there are any: the line is otherwise as it always was.
+  if (ended) w.str(", ").dec(ended).str(" ended with pthread_exit as this CPython ends late threads");
+  w.str("; ").dec(reported).str(" reported");
   if (g_config.log_file) w.str(" in ").safe(g_config.log_path, 200);
   else if (g_config.syslog) w.str(" to syslog at ").safe(g_config.syslog_path, 108);
   w.str(", ").dec(routine).str(" routine");
@@ -41,7 +49,14 @@ void write_summary(Writer &w, unsigned n, unsigned present, unsigned reported, u
 
 }  // namespace
 
+// Set by the first call (the library's destructor, or the exit watch): from then on each
+// late thread brings the summary up to date itself.
+std::atomic<bool> g_summary_due{false};
+
+bool summary_printed() { return g_summary_due.load(); }
+
 void report_exit_summary() {
+  g_summary_due.store(true);
   if (g_parked_count.load() == 0) return;
   // Let threads that are parking right now finish their reports (bounded: 250 ms).
   for (int i = 0; i < 250 && g_reports_in_flight.load() > 0; ++i) {
@@ -53,11 +68,17 @@ void report_exit_summary() {
   // Only routine parks (CPython's own shutdown of its threads) and no PYFINGUARD_LOG:
   // nothing was reported, and a program's stderr stays exactly as without the guard.
   if (g_reported.load() == 0) return;
-  unsigned present = 0, routine = 0, described = n < kMaxParkRecords ? n : kMaxParkRecords;
+  // Once per count: the destructor, a late park and the exit watch may all get here.
+  if (g_summarized.exchange(n) == n) return;
+  unsigned present = 0, routine = 0, ended = 0, described = n < kMaxParkRecords ? n : kMaxParkRecords;
   for (unsigned i = 0; i < described; ++i) {
     int tid = g_parked[i].tid.load();
     if (tid == 0) continue;
     routine += g_parked[i].routine;
+    if (g_parked[i].ended.load()) {
+      ++ended;
+      continue;
+    }
     char path[40];  // "/proc/self/task/<tid>": a thread that parked never exits
     int len = 0;
     const char *pre = "/proc/self/task/";
@@ -75,7 +96,7 @@ void report_exit_summary() {
   const unsigned reported = g_reported.load();
   {
     Writer w(2);
-    write_summary(w, n, present, reported, routine);
+    write_summary(w, n - ended, present, ended, reported, routine);
   }
   // With syslog, the summary goes there too: a log pipeline sees how many parks were
   // only counted (routine ones are reported there anyway: PYFINGUARD_LOG is set).
@@ -83,7 +104,7 @@ void report_exit_summary() {
     char head[40];
     syslog_head(head, 5);  // notice
     Writer w(s, head);
-    write_summary(w, n, present, reported, routine);
+    write_summary(w, n - ended, present, ended, reported, routine);
   }
 }
 

@@ -4,8 +4,13 @@
 
 namespace pfg {
 
-// At exit (library destructor): one summary line when anything was reported.
+// At exit (library destructor, the exit watch): one summary line when anything was
+// reported. Printed again, updated, when a thread stops after it was printed (a park in
+// a destructor that runs after the library's own).
 void report_exit_summary();
+
+// Has report_exit_summary() run (printed, or found nothing to print) already?
+bool summary_printed();
 
 // on_exit handler (registered by strict_register_at_load): with PYFINGUARD_STRICT=N and a
 // park the rules report, one line, stdio flushed, then _exit(N).

@@ -2,12 +2,13 @@
 // docs/design.md ("Finalizing: windows and the drain") is the reference.
 //
 // Up to CPython's point of no return the guard changes nothing a thread can observe
-// (issue 10): no thread waits in the guard, nobody releases or takes the GIL for anyone.
+// (docs/design.md, "The principle"): no thread waits in the guard, nobody releases or takes the GIL for anyone.
 // Past it, a thread that *passed* its check before and is still inside CPython's
 // acquisition code (PyGILState_Ensure creating and binding a thread state, take_gil) can
 // be pre-empted there while the finalizer frees what that code uses (CPython gh-124619;
 // tests/scenarios/storm.c crashed in most runs on 3.10-3.13). So each acquiring hook
-// marks the real call with a per-thread window word -- two plain TLS stores, no fence --
+// marks the real call with a per-thread window count -- a plain TLS increment before it
+// and decrement after it, no fence --
 // and the finalizer, after CPython has crossed its point of no return and before CPython
 // frees the first thread state, issues a process-wide barrier (membarrier(2)) and waits,
 // holding the GIL, until every open window has closed or its thread has parked.

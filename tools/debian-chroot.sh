@@ -1,4 +1,4 @@
-# Shared by tools/sid-env and tests/package/test_package.sh: Debian chroots made with
+# Shared by tools/debian-env (tools/sid-env) and tests/package/test_package.sh: Debian chroots made with
 # debootstrap from the archive this machine's apt already uses. Sourced, not run:
 #
 #   pfg_apt_mirror                 print the archive URI of this machine's apt configuration

@@ -1,7 +1,7 @@
 /*
  * pyfinguard's park protocol against CPython's finalization sequence, for spin.
  *
- * The protocol of issue 10 ("do no harm"): up to CPython's point of no return (PONR) the
+ * The protocol of docs/design.md ("The principle": do no harm): up to CPython's point of no return (PONR) the
  * guard only does thread-local bookkeeping and calls the real function; past it, a late
  * thread parks; the finalizer drains the acquisition windows after the PONR, holding the
  * GIL, before CPython frees any thread state.  docs/model.md explains the model, its
@@ -19,7 +19,7 @@
  *           314 CPython 3.14     (the same checks, then PyThread_hang_thread() -> pause())
  *   REINIT  1: the embedder may call Py_Initialize again after Py_FinalizeEx
  *   ASSUME_* environment assumptions (on by default; GAP_* turns one off)
- *   OLD_DESIGN  the protocol before issue 10 (shim at 32a7d97): OLD_DRAIN + OLD_GATE
+ *   OLD_DESIGN  the design before that principle (shim at 32a7d97): OLD_DRAIN + OLD_GATE
  *   OLD_DRAIN   the drain at Py_FinalizeEx entry, releasing the GIL (real SaveThread)
  *   OLD_GATE    the admission gate (gate_admit, g_released, g_inflight; grace off)
  *   NO_P0       P0a-c not checked (to see what the old design does without them)

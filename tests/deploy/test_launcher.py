@@ -161,8 +161,12 @@ class Reproducers(unittest.TestCase):
             with open(os.path.join(tmp, "report.log")) as f:
                 report = f.read()
             # One report naming the API, with a backtrace into the pybind11 module.
-            self.assertRegex(report, r"pyfinguard: parked thread \d+ '[^']*' in "
+            # Ended as CPython 3.11 ends a late thread, until the unwind reached the
+            # noexcept gil_scoped_release destructor: parked there (docs/design.md).
+            self.assertRegex(report, r"pyfinguard: (parked|ended) thread \d+ '[^']*' in "
                                      r"PyEval_RestoreThread \(generation 1, ")
+            if "pyfinguard: ended thread" in report:
+                self.assertIn("its unwind reached a frame that may not throw", report)
             self.assertRegex(report, r"pyfinguard:   #\d+ 0x[0-9a-f]+ .*pfgbind")
             self.assertRegex(r.stderr, r"pyfinguard: 1 thread(\(s\))? parked after Python "
                                        r"finalization")
@@ -391,7 +395,8 @@ class Doctor(unittest.TestCase):
         self.assertIn("coverage: complete", r.stdout)
         self.assertRegex(r.stdout, r"PyGILState_Ensure +entry-patch")
         self.assertRegex(r.stdout, r"without guard +killed by SIGSEGV")
-        self.assertRegex(r.stdout, r"with guard +exit 0, 1 thread parked")
+        # Parked, or ended as CPython 3.11 ends a late thread (docs/design.md).
+        self.assertRegex(r.stdout, r"with guard +exit 0, 1 thread (parked|ended \(pthread_exit\))")
 
     def test_incomplete_coverage_fails(self):
         # Without entry patches nothing reaches the guard in the static python: doctor must
@@ -412,8 +417,11 @@ class Doctor(unittest.TestCase):
         r = dc.launch(["doctor", "--libpython", self.DEBIAN_LIBPYTHON], timeout=300)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertEqual(r.stdout.count("coverage:    complete"), 2, r.stdout)
-        self.assertEqual(len(re.findall(r"with guard +exit 7, 2 threads parked "
-                                        r"\(daemon parked, native parked\)", r.stdout)), 2, r.stdout)
+        # Each late thread parked, or ended as this CPython ends it (STATE gone).
+        self.assertEqual(len(re.findall(r"with guard +exit 7, (2 threads parked|2 threads ended "
+                                        r"\(pthread_exit\)|1 thread parked, 1 thread ended "
+                                        r"\(pthread_exit\)) \(daemon (parked|gone), native "
+                                        r"(parked|gone)\)", r.stdout)), 2, r.stdout)
         self.assertIn("not checked:", r.stdout)
         self.assertIn("result: OK", r.stdout)
 
@@ -496,7 +504,8 @@ class Demo(unittest.TestCase):
             # Every supported CPython crashes on this scenario (reference facts table).
             self.assertEqual(without, "killed by SIGSEGV", it.name)
             expect = "exit 7" if it.kind == "embed-only" else "exit 0"
-            self.assertEqual(with_, expect + ", 1 thread parked", it.name)
+            self.assertIn(with_, (expect + ", 1 thread parked",
+                                  expect + ", 1 thread ended (pthread_exit)"), it.name)
         self.assertGreater(ran, 0)
 
 

@@ -68,7 +68,7 @@ status (OWN_STATUS: no hung run shows it), and the rule is stricter than above:
     exit-time rule above included), as for the corpus.
 Guarded runs get --timeout (30 s): longer than any exit bound the guard may wait.
 
-acceptance (issue 10): (a) ctypes.PyDLL qsort callbacks -- PyGILState_Ensure nested under
+acceptance (docs/design.md, "The principle"): (a) ctypes.PyDLL qsort callbacks -- PyGILState_Ensure nested under
 the GIL -- in 16 daemon threads while main exits (its shutdown joins a thread and runs an
 atexit handler first), and (b) busy daemon threads under
 `-X dev -X tracemalloc=5 -X faulthandler` (without the thread churn: busy_daemons.py says why): with the guard, N runs per interpreter, 0 hangs,

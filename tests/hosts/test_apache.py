@@ -209,7 +209,7 @@ def summarize(res):
     print("  stop: %s s (%s)" % (res["stop_s"], "all processes gone" if res["stopped"]
                                   else "NOT STOPPED, killed"))
     print("  error log: %d lines, %d crash lines, %d parked-thread reports, %d 'SIGKILL' lines"
-          % (len(log.splitlines()), len(crashes), log.count("pyfinguard: parked thread"),
+          % (len(log.splitlines()), len(crashes), len(re.findall(r"pyfinguard: (?:parked|ended) thread", log)),
              len(re.findall("SIGKILL", log))))
     for l in crashes[:8]:
         print("    " + l)

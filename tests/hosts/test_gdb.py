@@ -136,9 +136,10 @@ def case_late_ensure(run, c):
     c.check(base[1].startswith("late_ensure thread started: True"),
             "late-ensure without guard: the job ran up to the late call")
     c.check(withg[0] == 0, "late-ensure with guard: %s (expected exit 0)" % status(withg[0]))
-    c.check("STATE late_ensure parked" in withg[1] + withg[2],
-            "late-ensure with guard: the native thread parked (STATE late_ensure parked)")
-    c.check("pyfinguard: parked thread" in withg[2],
+    # Parked, or ended as this CPython ends late threads (docs/design.md, "Ending or parking").
+    c.check(re.search(r"STATE late_ensure (parked|gone)", withg[1] + withg[2]) is not None,
+            "late-ensure with guard: the native thread parked or ended (STATE late_ensure)")
+    c.check(re.search(r"pyfinguard: (parked|ended) thread", withg[2]) is not None,
             "late-ensure with guard: the guard reported it on stderr")
     c.check(not hc.crash_lines(withg[1] + withg[2]), "late-ensure with guard: no crash line")
 

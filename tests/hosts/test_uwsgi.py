@@ -136,7 +136,7 @@ def summarize(res):
         res["stop_s"], "all processes gone" if res["stopped"] else "NOT STOPPED, killed",
         res["rc"]))
     print("  log: %d lines, %d crash lines, %d parked-thread reports" % (
-        len(log.splitlines()), len(res["crashes"]), log.count("pyfinguard: parked thread")))
+        len(log.splitlines()), len(res["crashes"]), len(re.findall(r"pyfinguard: (?:parked|ended) thread", log))))
     for l in res["crashes"][:8]:
         print("    " + l[:300])
     for l in log.splitlines():

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Suite `package` (issue 14): the Debian packages, built from a copy of this tree, checked
+# Suite `package` (docs/deployment.md, "The Debian package"): the Debian packages, built from a copy of this tree, checked
 # by lintian, and installed into a clean Debian 12 (bookworm) chroot where the launcher,
 # the library, doctor and pyfinguard-dev's pkg-config file are used from the installed
 # files only (in_chroot.sh).
@@ -12,7 +12,7 @@
 #      tests/ but the four sources doctor compiles);
 #   3. lintian on the .changes: any error fails (warnings and overrides are printed);
 #   4. a bookworm chroot made with debootstrap from this machine's apt archive
-#      (tools/debian-chroot.sh, as tools/sid-env does), cached in
+#      (tools/debian-chroot.sh, as tools/debian-env does), cached in
 #      ${PFG_PACKAGE_CACHE:-/var/cache/pyfinguard}/bookworm-<hash> with python3,
 #      python3-dev, gcc and pkgconf (doctor's live check compiles an extension); rebuilt
 #      when missing or broken, created under an exclusive lock, used under a shared one;

@@ -40,7 +40,8 @@ int main(int argc, char **argv) {
     snprintf(code, sizeof code,
              "import os, threading, ctypes\n"
              "def reader():\n"
-             "    tid = ctypes.CDLL(None).syscall(186)\n"
+             /* gettid: 186 on x86-64, 178 on arm64 (asm-generic/unistd.h) */
+             "    tid = ctypes.CDLL(None).syscall({'aarch64': 178}.get(os.uname().machine, 186))\n"
              "    os.write(%d, str(tid).encode() + b'\\n')\n"
              "    os.read(%d, 1)\n"
              "    os.write(1, b'reader: PASSED os.read returned into the second runtime\\n')\n"

@@ -45,12 +45,13 @@ def main():
             b = common.run(cmd, common.guard_env(lib, False), 60)
             g = common.run(cmd, common.guard_env(lib, True), 60)
             lines = [l for l in g.err.splitlines() if l.startswith("pyfinguard")]
-            parked = [l for l in lines if l.startswith("pyfinguard: parked thread")]
+            parked = [l for l in lines if l.startswith(("pyfinguard: parked thread", "pyfinguard: ended thread"))]
             ok = g.rc == b.rc and g.out == b.out and not lines and not g.hung
             if prog in PARKS:
                 # The same program with every park reported: it must have parked some.
                 v = common.run(cmd, dict(common.guard_env(lib, True), PYFINGUARD_LOG="stderr"), 60)
-                parked = [l for l in v.err.splitlines() if l.startswith("pyfinguard: parked thread")]
+                parked = [l for l in v.err.splitlines()
+                          if l.startswith(("pyfinguard: parked thread", "pyfinguard: ended thread"))]
                 ok = ok and g.err == b.err and v.rc == b.rc and len(parked) > 0
             k = None
             rows.append([it.name, prog, b.describe(), g.describe(), "same" if g.out == b.out else "DIFFERS",

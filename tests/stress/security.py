@@ -121,7 +121,7 @@ def secure_execution(lib, it, d):
             name, m.group(1) if m else "?", m.group(2) if m else "?", m.group(3) if m else "?",
             r.describe(), "written" if wrote_log else "absent", len(guard_lines))
         if how is None:
-            ok = (not secure and r.rc == -6 and wrote_log and "parked thread" in open(log).read())
+            ok = (not secure and r.rc == -6 and wrote_log and re.search(r"(parked|ended) thread", open(log).read()) is not None)
             check("secure execution: control honours the environment", ok, detail)
         else:
             parked = re.search(r"^PARKED (\d+)", r.out, re.M)
@@ -145,12 +145,12 @@ def symlinks(lib, it, d):
     plain = os.path.join(d, "plain.log")
     for name, path in (("symlink to a file", link), ("dangling symlink", dangling), ("plain path", plain)):
         r = common.run([exe], common.clean_env({"PYFINGUARD_LOG": path}), 60)
-        on_stderr = "parked thread" in r.err
+        on_stderr = re.search(r"(parked|ended) thread", r.err) is not None
         said = "(PYFINGUARD_LOG could not be opened)" in r.err
         if path == plain:
             st = os.stat(plain) if os.path.exists(plain) else None
             ok = (r.rc == 7 and st is not None and stat.S_IMODE(st.st_mode) == 0o600
-                  and "parked thread" in open(plain).read() and not on_stderr)
+                  and re.search(r"(parked|ended) thread", open(plain).read()) and not on_stderr)
             check("PYFINGUARD_LOG plain path (control)", ok,
                   "%s; file %s" % (r.describe(), "mode %o" % stat.S_IMODE(st.st_mode) if st else "absent"))
         elif path == link:
@@ -238,7 +238,7 @@ def traced(lib, it, d):
           connects == [sock_path] and c.get("sendto", 0) >= 1 and
           not any(k in c for k in ("bind", "listen", "fork", "vfork", "execveat", "sendmsg")) and
           len(got) >= 1 and all(g.startswith("<12>pyfinguard[") or g.startswith("<13>pyfinguard[") for g in got)
-          and any("parked thread" in g for g in got))
+          and any(re.search(r"(parked|ended) thread", g) for g in got))
     check("strace: PYFINGUARD_LOG=syslog opens exactly one AF_UNIX datagram socket to its path", ok,
           "%s, %s; socket(%s); connect to %s; %d datagram(s) received: %s" % (
               r.describe(), c, sockets[0] if sockets else "-", connects, len(got),

@@ -1,4 +1,4 @@
-/* Sub-interpreter scenarios (issue 11; tests/subinterp/README.md, run by subinterp.py).
+/* Sub-interpreter scenarios (tests/subinterp/README.md, run by subinterp.py).
  *
  *     subinterp <end|fin|endfin|atexit> <daemon|sleep|nondaemon|native|zap|late> <shared|own>
  *

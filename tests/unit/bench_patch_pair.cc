@@ -4,7 +4,7 @@
 // `valgrind --tool=callgrind` at two loop lengths to cancel start-up; bench_patch_pair.py
 // does that and prints the difference. The guard's own hook work comes on top of this.
 // Usage: bench_patch_pair LIBPYTHON PAIRS PATCH(0|1)
-#include "patch.h"
+#include "patch/patch.h"
 
 #include <dlfcn.h>
 #include <link.h>

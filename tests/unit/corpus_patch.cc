@@ -15,7 +15,7 @@
 // $PFG_CORPUS_OUT) says how many functions were patched, why the rest were refused, whether
 // check() and install() agreed, which of the functions the guard needs were patched, and
 // how many patched functions were actually called through their patch.
-#include "patch.h"
+#include "patch/patch.h"
 
 #include <dlfcn.h>
 #include <elf.h>
@@ -32,7 +32,8 @@
 
 namespace {
 
-// The functions the guard must be able to patch on every interpreter (issue 3).
+// The functions the guard must be able to patch on every interpreter (docs/design.md,
+// "Where each function is covered").
 const char *const kMust[] = {
     "PyEval_SaveThread", "PyEval_RestoreThread", "PyEval_AcquireThread", "PyEval_AcquireLock",
     "PyGILState_Ensure", "PyGILState_Release",   "Py_FinalizeEx",        "Py_Finalize",
@@ -150,32 +151,58 @@ bool read_dynsym(const char *path, uintptr_t base) {
   return false;
 }
 
+#if defined(__aarch64__)
+// aarch64 thunk (48 bytes): count with an LSE atomic add and jump to the trampoline,
+// clobbering only x16/x17 (IP0/IP1, free at a function entry). STADD needs ARMv8.1
+// (qemu's default CPU has it; this variant runs under qemu-aarch64-static).
+constexpr std::size_t kThunk = 48;
+void write_thunk(uint8_t *t, int i) {
+  const uint32_t w[8] = {
+      0x58000000u | 8u << 5 | 16,  // ldr x16, t+32 (&count[i])
+      0xD2800031u,                 // movz x17, #1
+      0xF831021Fu,                 // stadd x17, [x16]
+      0x58000000u | 7u << 5 | 16,  // ldr x16, t+40 (&real[i])
+      0xF9400210u,                 // ldr x16, [x16]
+      0xD61F0200u,                 // br x16
+      0xD4200000u, 0xD4200000u,    // brk #0
+  };
+  memcpy(t, w, sizeof w);
+  void *cnt = &g.count[i], *real = &g.real[i];
+  memcpy(t + 32, &cnt, 8);
+  memcpy(t + 40, &real, 8);
+}
+#else
+constexpr std::size_t kThunk = 16;
+void write_thunk(uint8_t *t, int i) {
+  uintptr_t ti = reinterpret_cast<uintptr_t>(t);
+  // lock inc qword [rip+count_i]   F0 48 FF 05 rel32   (8 bytes)
+  int32_t rc = static_cast<int32_t>(reinterpret_cast<intptr_t>(&g.count[i]) - static_cast<intptr_t>(ti + 8));
+  const uint8_t inc[4] = {0xF0, 0x48, 0xFF, 0x05};
+  memcpy(t, inc, 4);
+  memcpy(t + 4, &rc, 4);
+  // jmp qword [rip+real_i]          FF 25 rel32          (6 bytes)
+  int32_t rr = static_cast<int32_t>(reinterpret_cast<intptr_t>(&g.real[i]) - static_cast<intptr_t>(ti + 14));
+  t[8] = 0xFF;
+  t[9] = 0x25;
+  memcpy(t + 10, &rr, 4);
+  t[14] = t[15] = 0xCC;
+}
+#endif
+
 // Thunks: data (real pointers, counters) and code in one mapping, so rel32 reaches.
 bool make_thunks(int n) {
   std::size_t data = ((n * 16) + 4095) & ~std::size_t{4095};
-  std::size_t code = ((n * 16) + 4095) & ~std::size_t{4095};
+  std::size_t code = ((n * kThunk) + 4095) & ~std::size_t{4095};
   uint8_t *m = static_cast<uint8_t *>(
       mmap(nullptr, data + code, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   if (m == MAP_FAILED) return false;
   g.real = reinterpret_cast<void **>(m);
   g.count = reinterpret_cast<long *>(m + n * 8);
   g.code = m + data;
-  for (int i = 0; i < n; ++i) {
-    uint8_t *t = g.code + i * 16;
-    uintptr_t ti = reinterpret_cast<uintptr_t>(t);
-    // lock inc qword [rip+count_i]   F0 48 FF 05 rel32   (8 bytes)
-    int32_t rc = static_cast<int32_t>(reinterpret_cast<intptr_t>(&g.count[i]) - static_cast<intptr_t>(ti + 8));
-    const uint8_t inc[4] = {0xF0, 0x48, 0xFF, 0x05};
-    memcpy(t, inc, 4);
-    memcpy(t + 4, &rc, 4);
-    // jmp qword [rip+real_i]          FF 25 rel32          (6 bytes)
-    int32_t rr = static_cast<int32_t>(reinterpret_cast<intptr_t>(&g.real[i]) - static_cast<intptr_t>(ti + 14));
-    t[8] = 0xFF;
-    t[9] = 0x25;
-    memcpy(t + 10, &rr, 4);
-    t[14] = t[15] = 0xCC;
-  }
-  return mprotect(g.code, code, PROT_READ | PROT_EXEC) == 0;
+  for (int i = 0; i < n; ++i) write_thunk(g.code + i * kThunk, i);
+  if (mprotect(g.code, code, PROT_READ | PROT_EXEC) != 0) return false;
+  __builtin___clear_cache(reinterpret_cast<char *>(g.code), reinterpret_cast<char *>(g.code + code));
+  return true;
 }
 
 void patch_all() {
@@ -202,7 +229,7 @@ void patch_all() {
       pfg::patch::Result c = pfg::patch::check(reinterpret_cast<void *>(fn.addr), fn.size);
       struct timespec t0, t1;
       clock_gettime(CLOCK_MONOTONIC, &t0);
-      pfg::patch::Result r = pfg::patch::install(reinterpret_cast<void *>(fn.addr), fn.size, g.code + i * 16,
+      pfg::patch::Result r = pfg::patch::install(reinterpret_cast<void *>(fn.addr), fn.size, g.code + i * kThunk,
                                                  &g.real[i]);
       clock_gettime(CLOCK_MONOTONIC, &t1);
       if (r.ok) g.install_ns += (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);

@@ -1,7 +1,7 @@
-// The fallback patcher (shim/patch_none.cc), built here on x86-64 as it is built on every
+// The fallback patcher (shim/patch/none.cc), built here on x86-64 as it is built on every
 // architecture without an implementation: it must build, say it is unsupported, refuse
 // every request with a reason, and write nothing.
-#include "patch.h"
+#include "patch/patch.h"
 
 #include <stdio.h>
 #include <string.h>

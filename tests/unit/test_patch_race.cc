@@ -14,7 +14,7 @@
 // f's first instruction is a 10-byte movabs, so the thread is never *inside* the patched
 // bytes between two of its instructions (that case is unsafe by construction and is
 // documented, not tested).
-#include "patch.h"
+#include "patch/patch.h"
 
 #include <fcntl.h>
 #include <pthread.h>

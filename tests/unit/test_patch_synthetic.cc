@@ -1,4 +1,4 @@
-// Synthetic hard cases for the x86-64 entry patcher (shim/patch_x86_64.cc).
+// Synthetic hard cases for the x86-64 entry patcher (shim/patch/x86_64.cc).
 //
 // Each case is machine code assembled as bytes (the listing next to it is what `as`
 // produced for them) in an mmap'ed buffer that is then made read+exec only, like real
@@ -7,7 +7,7 @@
 // for their reason. The whole set runs three times: in a buffer near the test binary, in
 // one more than 4 GiB away from it (the hook is then only reachable through the stub's
 // absolute jump), and at 0x400000 where a non-PIE executable (Debian's python3.11) sits.
-#include "patch.h"
+#include "patch/patch.h"
 
 #include <fcntl.h>
 #include <stdint.h>

@@ -8,7 +8,7 @@ Four measurements, one table each (docs/performance.md explains method and cavea
   1. pair time     ns per PyEval_SaveThread/PyEval_RestoreThread pair in an embedding
                    program (tools/bench/pair.c), rounds of (no guard, guard) processes
                    interleaved in one invocation, all pinned to one CPU; medians and the
-                   median of the per-round ratios. Target (issue 2 item 7, issue 3 item 6):
+                   median of the per-round ratios. Target (docs/performance.md):
                    ratio <= 1.03.
   1b. pair A/B    the same pair in ONE process, alternating loops through libpython's own
                    definitions and through the preloaded wrapper (pair.c mode ab:LIB), for
@@ -24,7 +24,7 @@ Four measurements, one table each (docs/performance.md explains method and cavea
                    ratios) and callgrind instructions, without and with the guard; the time
                    also for an empty preloaded object and for the guard with
                    PYFINGUARD_PATCH=off, the floors the guard cannot go below. Targets:
-                   <= 1.05 time (<= 1.03 on static executables, issue 12), <= 1.02
+                   <= 1.05 time (<= 1.03 on static executables), <= 1.02
                    instructions. Also Debian unstable's static python3.13/3.14/3.15 inside
                    the tools/sid-env chroot (root only; --no-sid skips it), with the
                    library built there (build-sid/).
@@ -54,12 +54,12 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 from pfgpy import env, library  # noqa: E402
 
-PAIR_TARGET = 1.03          # issue 2 item 7 / issue 3 item 6
-START_TIME_TARGET = 1.05    # issue 2 item 7 / issue 3 item 6
-# Issue 12: on executables that define the C API themselves (entry-patched at load).
+PAIR_TARGET = 1.03          # the targets: docs/performance.md
+START_TIME_TARGET = 1.05
+# On executables that define the C API themselves (entry-patched at load).
 START_TIME_TARGET_STATIC = 1.03
-START_INSTR_TARGET = 1.02   # issue 2 item 7
-# Issue 2 item 7: "the guard's fast path should stay within a handful" of instructions per
+START_INSTR_TARGET = 1.02
+# The guard's fast path should stay "within a handful" of instructions per
 # pair. "A handful" is read here as at most 10 over a raw pair (the do-nothing interposer
 # hop alone costs 8 on this machine, see docs/performance.md).
 PAIR_INSTR_HANDFUL = 10.0

@@ -37,6 +37,25 @@ def source(name):
 
 CC = os.environ.get("CC", "cc")
 CXX = os.environ.get("CXX", "c++")
+# Another architecture's interpreter (a sysroot's, pfgpy.interpreters.discover_sysroot):
+# Debian's cross compilers for its GNU triplet, with that sysroot's headers and libraries.
+CROSS_TRIPLET = {"aarch64": "aarch64-linux-gnu"}
+
+
+def toolchain(interp=None):
+    """(C compiler, C++ compiler, extra flags) that build for interp's architecture."""
+    if interp is None or not getattr(interp, "sysroot", None):
+        return CC, CXX, []
+    t = CROSS_TRIPLET.get(interp.arch)
+    if t is None:
+        raise Unsupported("no cross compiler known for %s" % interp.arch)
+    if not shutil.which(t + "-gcc"):
+        raise Unsupported("%s-gcc not found (Debian packages gcc-%s, g++-%s)" % (t, t, t))
+    # The sysroot's libraries before the cross toolchain's own (Debian 12's glibc): a newer
+    # sysroot's libpython needs its glibc's symbol versions (Debian 13: GLIBC_2.38).
+    libs = [interp.sysroot + d + "/" + t for d in ("/usr/lib", "/lib")]
+    return t + "-gcc", t + "-g++", ["--sysroot=" + interp.sysroot] + \
+        ["-L" + d for d in libs] + ["-Wl,-rpath-link," + ":".join(libs)]
 # Frame pointers and symbols keep the guard's backtraces of parked threads readable.
 COMMON_FLAGS = ["-O1", "-g", "-pthread", "-fno-omit-frame-pointer", "-Wall"]
 
@@ -112,14 +131,17 @@ def _libpython_ldflags(interp):
 
 
 def _compile(sources, name, cxx, build_dir, subdir, flags, extra_cflags, ldflags,
-             key_extra=(), suffix=""):
+             key_extra=(), suffix="", interp=None):
     """Compile and link sources into <build dir>/<subdir>/<name>-<hash><suffix>, unless
-    there already: COMMON_FLAGS, flags, the language standard, INCLUDES, extra_cflags."""
+    there already: COMMON_FLAGS, flags, the language standard, INCLUDES, extra_cflags
+    (for interp's architecture: pfgpy.build.toolchain)."""
     sources = [os.path.abspath(s) for s in sources]
-    compiler = CXX if _is_cxx(sources, cxx) else CC
+    cc, cxx_, sysflags = toolchain(interp)
+    is_cxx = _is_cxx(sources, cxx)
+    compiler = cxx_ if is_cxx else cc
     name = name or os.path.splitext(os.path.basename(sources[0]))[0]
-    flags = COMMON_FLAGS + list(flags) + \
-        (["-std=c++17"] if compiler == CXX else ["-std=gnu11"]) + \
+    flags = COMMON_FLAGS + sysflags + list(flags) + \
+        (["-std=c++17"] if is_cxx else ["-std=gnu11"]) + \
         ["-I" + d for d in INCLUDES] + list(extra_cflags)
     key = _digest(sources, [compiler, flags, ldflags] + list(key_extra))
     outdir = os.path.join(build_dir or default_build_dir(), subdir)
@@ -139,15 +161,19 @@ def build_embed(interp, sources, build_dir=None, name=None, cxx=None,
     return _compile(sources, name, cxx, build_dir, _slug(interp.name),
                     ["-I" + interp.include], extra_cflags,
                     _libpython_ldflags(interp) + list(extra_ldflags),
-                    [interp.name, interp.libpython])
+                    [interp.name, interp.libpython], interp=interp)
 
 
-def build_host(sources, build_dir=None, name=None, cxx=None, extra_cflags=(), extra_ldflags=()):
+def build_host(sources, build_dir=None, name=None, cxx=None, extra_cflags=(), extra_ldflags=(),
+               interp=None):
     """Compile a program that does not link libpython at all (it may dlopen one at run
     time, as PostgreSQL's plpython3u or uWSGI do), unless extra_ldflags link one. Returns
-    the executable's path."""
-    return _compile(sources, name, cxx, build_dir, "hosts", [], extra_cflags,
-                    ["-ldl"] + list(extra_ldflags))
+    the executable's path. interp: build for its architecture (default: this machine's)."""
+    sysroot = getattr(interp, "sysroot", None)
+    return _compile(sources, name, cxx, build_dir,
+                    "hosts-" + interp.arch if sysroot else "hosts", [], extra_cflags,
+                    ["-ldl"] + list(extra_ldflags), [sysroot] if sysroot else [],
+                    interp=interp if sysroot else None)
 
 
 def build_library(sources, build_dir=None, name=None, cxx=None, extra_cflags=()):
@@ -165,12 +191,15 @@ def build_module(interp, sources, build_dir=None, name=None, cxx=None, extra_cfl
         raise Unsupported(interp.skip or "%s has no shared libpython to link" % interp.name)
     return _compile(sources, name, cxx, build_dir, _slug(interp.name),
                     ["-fPIC", "-shared", "-I" + interp.include], extra_cflags,
-                    _libpython_ldflags(interp), [interp.name, interp.libpython], suffix=".so")
+                    _libpython_ldflags(interp), [interp.name, interp.libpython], suffix=".so",
+                    interp=interp)
 
 
-def pybind11_include():
-    """Directory holding pybind11/pybind11.h (Debian's python3-pybind11), or None."""
+def pybind11_include(sysroot=None):
+    """Directory holding pybind11/pybind11.h (Debian's python3-pybind11), or None; with
+    sysroot, the one in that sysroot."""
     for d in ("/usr/include", "/usr/local/include"):
+        d = (sysroot or "") + d
         if os.path.isfile(os.path.join(d, "pybind11", "pybind11.h")):
             return d
     return None
@@ -187,17 +216,19 @@ def build_extension(interp, modname, sources, build_dir=None, cxx=None, pybind11
         raise Unsupported("%s reports no EXT_SUFFIX" % interp.name)
     sources = [os.path.abspath(s) for s in sources]
     cxx = True if pybind11 else _is_cxx(sources, cxx)
-    compiler = CXX if cxx else CC
-    flags = COMMON_FLAGS + ["-fPIC", "-shared", "-I" + interp.include] + \
+    cc, cxx_, sysflags = toolchain(interp)
+    compiler = cxx_ if cxx else cc
+    flags = COMMON_FLAGS + sysflags + ["-fPIC", "-shared", "-I" + interp.include] + \
         ["-I" + d for d in INCLUDES]
     flags += ["-std=c++17"] if cxx else ["-std=gnu11"]
     if pybind11:
-        inc = pybind11_include()
+        sysroot = getattr(interp, "sysroot", None) or ""
+        inc = pybind11_include(sysroot or None)
         if inc is None:
             raise Unsupported("pybind11 headers not found (install python3-pybind11)")
         # pybind11's documented recommendation: hidden visibility for module internals.
-        if inc not in ("/usr/include", "/usr/local/include"):  # already searched; an
-            flags += ["-isystem", inc]                        # -isystem would break include_next
+        if inc not in (sysroot + "/usr/include", sysroot + "/usr/local/include"):  # already
+            flags += ["-isystem", inc]            # searched; an -isystem would break include_next
         flags += ["-fvisibility=hidden"]
         # pybind11 is header-heavy: -O0 halves the compile (~10 s instead of ~20 s per
         # interpreter here); the module's behaviour does not depend on optimization.
@@ -221,7 +252,8 @@ def build_extension(interp, modname, sources, build_dir=None, cxx=None, pybind11
             # Debian's pybind11 (2.10) predates some CPython releases; a compile failure
             # there is a property of the pair, recorded once as a skip reason.
             reason = "pybind11 %s does not compile against Python %s: %s" % (
-                pybind11_version() or "?", interp.version_str, _first_error(str(e)))
+                pybind11_version(getattr(interp, "sysroot", None)) or "?", interp.version_str,
+                _first_error(str(e)))
             with open(bad, "w") as f:
                 f.write(reason + "\n")
             raise Unsupported(reason)
@@ -236,8 +268,8 @@ def _first_error(text):
     return text.splitlines()[-1][:200] if text else ""
 
 
-def pybind11_version():
-    inc = pybind11_include()
+def pybind11_version(sysroot=None):
+    inc = pybind11_include(sysroot)
     if not inc:
         return None
     v = {}

@@ -42,7 +42,7 @@ def main(args, lib, out=sys.stdout):
             return it, "build failed", str(e).strip().splitlines()[0][:100], "build"
         a = live.run(argv, None, extra, timeout=args.timeout)
         b = live.run(argv, lib, extra, timeout=args.timeout)
-        ok = b.status == expect and not b.timed_out and b.parked >= 1
+        ok = b.status == expect and not b.timed_out and b.stopped >= 1
         return it, a.text(), b.text() + ("" if ok else "  <- FAILED"), ok
 
     jobs = max(1, min(args.jobs, len(its)))

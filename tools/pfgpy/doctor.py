@@ -197,8 +197,8 @@ def doctor_libpython(args, lib, out):
             else:
                 notes.append("%s stayed mapped after dlclose here, so following it across "
                              "an unload was not exercised" % os.path.basename(path))
-        if o.status == live.EMBED_STATUS and not o.timed_out and o.parked >= 2 and \
-                states.get("native") == "parked" and states.get("daemon") == "parked":
+        if o.status == live.EMBED_STATUS and not o.timed_out and o.stopped >= 2 and \
+                states.get("native") in STOPPED and states.get("daemon") in STOPPED:
             continue
         problems.append("%s host live check failed: with the guard %s (%s)" % (
             mode, o.text(), ", ".join("%s %s" % kv for kv in sorted(states.items())) or
@@ -251,7 +251,7 @@ def main(args, lib, version, out=sys.stdout):
     pyver = tuple(int(x) for x in rep["version"].split("."))
     # "complete" is about the exported entries: every caller that reaches one. CPython's
     # own calls that link-time optimization inlined never do; the daemon live check below
-    # finds out for the restore path (issue 12).
+    # finds out for the restore path (docs/design.md, "Where each function is covered").
     out.write("coverage: %s\n" % ("complete for every caller of the exported entries" if not problems
                                   else "INCOMPLETE (%s)" % "; ".join(problems)))
     out.flush()
@@ -301,8 +301,8 @@ def live_check(python, lib, out):
     tail = " ".join(with_.stderr.strip().splitlines()[-3:])
     if not with_.clean:
         return False, "with the guard: %s%s" % (with_.text(), (": " + tail) if tail else ""), None
-    if with_.parked < 1:
-        return False, "exited 0 but the guard reported no parked thread", None
+    if with_.stopped < 1:
+        return False, "exited 0 but the guard reported no parked or ended thread", None
     return daemon_check(it.executable, moddir, lib, out)
 
 
@@ -317,11 +317,16 @@ DAEMON_CODE = ("import os, sys, threading, pfgtest\n"
                "    os.write(1, b'reader: PASSED os.read returned after finalization\\n')\n"
                "threading.Thread(target=reader, daemon=True).start()\n"
                "sys.exit(0 if pfgtest.wait_blocked(1, 5.0) else 92)\n")
+# A host thread's STATE (scen.h) when the guard stopped it: parked, or gone (ended with
+# pthread_exit as this CPython ends late threads: docs/design.md, "Ending or parking").
+STOPPED = ("parked", "gone")
+
 # Which path caught the thread, by the API its report names.
 CAUGHT_BY = {
     "PyEval_RestoreThread": "CPython's own restore passed the guarded PyEval_RestoreThread",
     "pthread_exit": "CPython's own restore does not pass the guarded entry here; CPython "
-                    "terminated the thread in take_gil and the guard parked it instead",
+                    "terminated the thread in take_gil and the guard ended it as CPython does "
+                    "(or parked it where the unwind would abort)",
     "pause": "CPython's own restore does not pass the guarded entry here (link-time "
              "optimized); CPython hung the thread itself (PyThread_hang_thread) and the "
              "guard adopted it",
@@ -334,11 +339,11 @@ CAUGHT_BY = {
 INTERNAL_RESTORE = {
     "PyEval_RestoreThread": "reaches the guarded entry",
     "pthread_exit": "does not reach the guarded entry; CPython terminates such a thread in "
-                    "take_gil, where the guard parks it",
+                    "take_gil, where the guard sees it",
     "pause": "does not reach the guarded entry (link-time optimized); CPython hangs such a "
              "thread itself (PyThread_hang_thread), where the guard adopts it",
     "pthread_cond_timedwait": "not determined (the thread was already waiting in take_gil, "
-                              "where the guard parked it)",
+                              "where the guard stopped it)",
 }
 
 
@@ -363,6 +368,6 @@ def daemon_check(python, moddir, lib, out):
         return False, "daemon thread: with the guard %s" % with_.text(), internal
     if "PASSED" in with_.stdout:
         return False, "daemon thread: it ran Python after finalization with the guard", internal
-    if with_.parked < 1:
-        return False, "daemon thread: exited 0 but the guard reported no parked thread", internal
+    if with_.stopped < 1:
+        return False, "daemon thread: exited 0 but the guard reported no parked or ended thread", internal
     return True, "", internal

@@ -12,6 +12,12 @@ Three kinds of entries:
   * "embed-only": a libpython*.so with headers that no discovered executable maps
     (Debian's libpython3.11.so.1.0, used by embedders). Embedding programs only.
 
+Interpreters of another architecture come from a sysroot (discover(sysroot=...), e.g. a
+tools/debian-env arm64 sysroot): their programs start under a *runner prefix*
+(`qemu-aarch64-static -L SYSROOT`, since this machine has no binfmt_misc), and every path
+of such an Interpreter is a path on this machine (inside the sysroot), which qemu's -L
+resolves as well. Their programs and modules are cross-compiled (pfgpy.build).
+
 Usable with any Python 3.6+ (no dataclasses, no f-string '=' etc.).
 """
 import glob
@@ -26,6 +32,9 @@ except ImportError:         # run as a script: python3 tools/pfgpy/interpreters.
     from env import scrubbed
 
 MIN_VERSION = (3, 6)
+HOST_ARCH = os.uname().machine
+# How a sysroot's programs start here: (qemu-user binary, GNU triplet) per architecture.
+FOREIGN = {"aarch64": ("qemu-aarch64-static", "aarch64-linux-gnu")}
 
 # Run inside the candidate interpreter; prints one JSON object. Must stay compatible with
 # 2.7 too, so that 2.7 is reported as "unsupported" rather than "broken".
@@ -60,7 +69,8 @@ class Interpreter(object):
     """One test target. `skip` is None when usable, else the reason it is not."""
 
     def __init__(self, name, kind, version=None, executable=None, include=None,
-                 libdir=None, libpython=None, ext_suffix=None, skip=None, source=None):
+                 libdir=None, libpython=None, ext_suffix=None, skip=None, source=None,
+                 runner=(), sysroot=None, arch=None):
         self.name = name
         self.kind = kind                # "shared-lib exe" | "static exe" | "embed-only"
         self.version = tuple(version) if version else None
@@ -70,7 +80,10 @@ class Interpreter(object):
         self.libpython = libpython      # full path of the shared libpython, if any
         self.ext_suffix = ext_suffix
         self.skip = skip
-        self.source = source            # "pyenv" | "system"
+        self.source = source            # "pyenv" | "system" | "sysroot"
+        self.runner = list(runner)      # prefix of every command line, e.g. qemu-user
+        self.sysroot = sysroot          # another architecture's sysroot, or None
+        self.arch = arch or HOST_ARCH   # "x86_64", "aarch64": GNU triplet's first part
 
     @property
     def can_run_programs(self):
@@ -95,10 +108,10 @@ class Interpreter(object):
                                              ", skip=%r" % self.skip if self.skip else "")
 
 
-def probe(executable, timeout=20):
+def probe(executable, timeout=20, runner=()):
     """Ask an interpreter about itself. Returns (facts dict, None) or (None, reason)."""
     try:
-        out = subprocess.run([executable, "-E", "-S", "-c", _PROBE], stdout=subprocess.PIPE,
+        out = subprocess.run(list(runner) + [executable, "-E", "-S", "-c", _PROBE], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, timeout=timeout, env=scrubbed())
     except subprocess.TimeoutExpired:
         return None, "probe timed out after %ss" % timeout
@@ -201,10 +214,10 @@ def _candidates():
     return out
 
 
-def _os_release():
+def _os_release(path="/etc/os-release"):
     out = {}
     try:
-        with open("/etc/os-release") as f:
+        with open(path) as f:
             for line in f:
                 if "=" in line:
                     k, v = line.rstrip("\n").split("=", 1)
@@ -247,8 +260,96 @@ def _system_candidates():
     return out
 
 
-def discover(include_skipped=True, timeout=20):
-    """All interpreters and embedding targets, sorted: pyenv by version, then system."""
+def sysroot_arch(sysroot):
+    """The architecture of a sysroot's /usr/bin/python3.X (its ELF e_machine)."""
+    for p in sorted(glob.glob(os.path.join(sysroot, "usr", "bin", "python3.*"))):
+        try:
+            with open(os.path.realpath(p), "rb") as f:
+                head = f.read(20)
+        except OSError:
+            continue
+        if head[:4] == b"\x7fELF":
+            return {183: "aarch64", 62: "x86_64"}.get(int.from_bytes(head[18:20], "little"))
+    return None
+
+
+def discover_sysroot(sysroot, include_skipped=True, timeout=60):
+    """The interpreters of another architecture's sysroot (/usr/bin/python3.X there, and
+    the libpython3.X beside each), started under qemu-user. Names say the release and
+    the architecture: "debian12-arm64-python3.11 (static exe)", "debian12-arm64-libpython3.11"."""
+    sysroot = os.path.realpath(sysroot)
+    arch = sysroot_arch(sysroot)
+    osr = _os_release(os.path.join(sysroot, "etc", "os-release"))
+    distro = "%s%s-%s" % (osr.get("ID", "sysroot"), osr.get("VERSION_ID", ""),
+                          {"aarch64": "arm64"}.get(arch, arch or "unknown"))
+    if arch not in FOREIGN:
+        return [Interpreter(distro, "static exe", source="sysroot", sysroot=sysroot,
+                            skip="no way to run %s programs here" % (arch or "unknown"))]
+    qemu = shutil.which(FOREIGN[arch][0])
+    runner = [qemu or FOREIGN[arch][0], "-L", sysroot]
+    found = []
+    for p in sorted(glob.glob(os.path.join(sysroot, "usr", "bin", "python3.*")),
+                    key=lambda p: _version_key(os.path.basename(p)[6:])):
+        base = os.path.basename(p)
+        if base.endswith("-config") or not os.access(p, os.X_OK) or os.path.isdir(p):
+            continue
+        exe = os.path.realpath(p)
+        label = "%s-%s" % (distro, base)
+        common = dict(source="sysroot", runner=runner, sysroot=sysroot, arch=arch)
+        if qemu is None:
+            found.append(Interpreter(label, "static exe", executable=exe, skip="%s not found "
+                                     "(Debian package qemu-user-static)" % FOREIGN[arch][0],
+                                     **common))
+            continue
+        facts, err = probe(exe, timeout, runner)
+        if facts is None:
+            found.append(Interpreter(label, "static exe", executable=exe, skip=err, **common))
+            continue
+        # Paths the probe reports outside the sysroot (e.g. a target path such as
+        # /usr/include/python3.X) are taken inside it.
+        inc = facts.get("include")
+        facts = dict(facts, include=(inc if not inc or inc.startswith(sysroot + "/")
+                                     else sysroot + inc))
+        mapped = [m if m.startswith(sysroot) else sysroot + m
+                  for m in facts.get("mapped_libpython") or []]
+        facts["mapped_libpython"] = mapped
+        it = _from_facts(label, "sysroot", exe, facts)
+        it.runner, it.sysroot, it.arch = runner, sysroot, arch
+        it.name = "%s (%s)" % (label, "static exe" if it.kind == "static exe" else "shared exe")
+        found.append(it)
+        if mapped or not facts.get("instsoname"):
+            continue
+        libdir = facts.get("libdir") or "/usr/lib"
+        libdir = libdir if libdir.startswith(sysroot + "/") else sysroot + libdir
+        cands = [os.path.join(libdir, facts["instsoname"])]
+        if facts.get("multiarch"):
+            cands.append(sysroot + os.path.join("/usr/lib", facts["multiarch"],
+                                                facts["instsoname"]))
+        for c in cands:
+            if os.path.isfile(c):
+                lib = os.path.realpath(c)
+                e = Interpreter("%s-lib%s" % (distro, base), "embed-only", tuple(facts["version"]),
+                                exe, facts["include"], os.path.dirname(lib), lib,
+                                facts.get("ext_suffix"), **common)
+                if e.version < MIN_VERSION:
+                    e.skip = "<3.6 unsupported"
+                elif not _has_header(e.include):
+                    e.skip = "no headers (Python.h not found in %s)" % e.include
+                found.append(e)
+                break
+    if not found:
+        found.append(Interpreter(distro, "static exe", source="sysroot", sysroot=sysroot,
+                                 arch=arch, skip="no usr/bin/python3.X in %s" % sysroot))
+    if not include_skipped:
+        found = [i for i in found if i.skip is None]
+    return found
+
+
+def discover(include_skipped=True, timeout=20, sysroot=None):
+    """All interpreters and embedding targets, sorted: pyenv by version, then system.
+    With sysroot: that sysroot's interpreters only (discover_sysroot)."""
+    if sysroot:
+        return discover_sysroot(sysroot, include_skipped)
     found = []
     seen_exe = set()
     cands = _candidates()
@@ -325,8 +426,9 @@ def main(argv=None):
     import argparse
     ap = argparse.ArgumentParser(description="List the interpreters pyfinguard tests run on.")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--sysroot", help="another architecture's sysroot (run under qemu-user)")
     a = ap.parse_args(argv)
-    its = discover()
+    its = discover(sysroot=a.sysroot)
     if a.json:
         print(json.dumps([i.to_dict() for i in its], indent=1))
         return 0

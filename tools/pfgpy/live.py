@@ -54,10 +54,16 @@ class Outcome(object):
         self.status = status
         self.timed_out = timed_out
         self.parked = parked
+        self.ended = 0      # ended with pthread_exit, as this CPython ends late threads
         self.stderr = stderr
         self.error = error
         self.seconds = seconds
         self.parked_in = []  # the API named by each report ("PyEval_RestoreThread", "pause", ...)
+
+    @property
+    def stopped(self):
+        """Late threads the guard stopped: parked, or ended as CPython ends them."""
+        return self.parked + self.ended
 
     @property
     def clean(self):
@@ -78,6 +84,8 @@ class Outcome(object):
             s = "exit %d" % self.status
         if self.parked:
             s += ", %d thread%s parked" % (self.parked, "" if self.parked == 1 else "s")
+        if self.ended:
+            s += ", %d thread%s ended (pthread_exit)" % (self.ended, "" if self.ended == 1 else "s")
         return s
 
 
@@ -98,8 +106,10 @@ def run(argv, lib, extra=(), timeout=30):
         parks = summary.parks(f.read())
     os.unlink(logpath)
     o.parked_in = [p.api for p in parks]
-    # The exit summary counts parked threads even when a report could not be written.
-    o.parked = max([len(parks)] + [s.parked for s in summary.exit_summaries(o.stderr)])
+    # The exit summary counts them even when a report could not be written.
+    sums = summary.exit_summaries(o.stderr)
+    o.parked = max([len([p for p in parks if not p.ended])] + [s.parked for s in sums])
+    o.ended = max([len([p for p in parks if p.ended])] + [s.ended for s in sums])
     return o
 
 

@@ -31,7 +31,7 @@ STATE_WORD = {"gone": "exited", "blocked": "stuck", "passed": "passed", "parked"
 class Scenario(object):
     def __init__(self, sid, kind, what, expect=(), sources=None, args=(), script=None,
                  code=None, python_flags=("-s",), modules=(), status=7, repeat=1,
-                 ordinary=False, note=""):
+                 ordinary=False, note="", execs=False):
         self.id = sid
         self.letter = sid.split("-")[0]
         self.kind = kind            # "embed": program linked to a libpython; "python": script
@@ -49,6 +49,7 @@ class Scenario(object):
         self.repeat = repeat
         self.ordinary = ordinary    # baseline and guarded runs must be identical
         self.note = note
+        self.execs = execs          # starts programs of the interpreter's architecture
 
     def applies(self, it):
         if it.skip:
@@ -57,6 +58,11 @@ class Scenario(object):
             return "no libpython to embed (%s)" % it.kind
         if self.kind == "python" and not it.can_run_programs:
             return "embedding target only"
+        if self.execs and getattr(it, "runner", None):
+            # Without binfmt_misc, a program started by the scenario (its own
+            # sys.executable, /bin/sh) is an arm64 file the kernel cannot execute.
+            return "starts %s programs itself, which this machine runs only through %s " \
+                "(no binfmt_misc)" % (it.arch, os.path.basename(it.runner[0]))
         return None
 
     def expected(self, it):
@@ -85,7 +91,21 @@ _build_locks_mu = threading.Lock()
 
 def prepare(sc, it, build_dir=None):
     """Build what the scenario needs on `it`; returns (cmd, extra env). Raises
-    build.Unsupported, build.BuildError."""
+    build.Unsupported, build.BuildError. The command starts with it.runner (qemu-user for
+    another architecture's interpreter), which passes the environment on unchanged."""
+    cmd, extra = _prepare(sc, it, build_dir)
+    runner = list(getattr(it, "runner", None) or [])
+    if runner:
+        # An embedded libpython that is given no program name looks for "python3" on
+        # PATH to find its prefix (Modules/getpath.py), and would find this machine's
+        # (a pyenv build's standard library, say). /usr/bin/python3 resolves under
+        # qemu's -L to the sysroot's, else to this machine's Debian /usr prefix, which
+        # -L maps back into the sysroot: the target's own standard library either way.
+        extra = dict(extra, PATH="/usr/bin:/bin")
+    return runner + cmd, extra
+
+
+def _prepare(sc, it, build_dir):
     src = build.source
     with _build_locks_mu:
         lock = _build_locks[(tuple(sc.sources) + tuple(sc.modules),
@@ -96,12 +116,12 @@ def prepare(sc, it, build_dir=None):
             return [exe] + sc.args, {}
         if sc.kind == "reload":
             # A host not linked to Python, and a module linked to this libpython.
-            exe = build.build_host([src(sc.sources[0])], build_dir)
+            exe = build.build_host([src(sc.sources[0])], build_dir, interp=it)
             mod = build.build_module(it, [src(sc.sources[1])], build_dir)
             return [exe, mod] + sc.args, {}
         if sc.kind == "host":
             # Not linked to Python: it dlopens this interpreter's libpython by path.
-            exe = build.build_host([src(s) for s in sc.sources], build_dir)
+            exe = build.build_host([src(s) for s in sc.sources], build_dir, interp=it)
             return [exe, it.libpython] + sc.args, {}
         paths = []
         for m in sc.modules:
@@ -165,9 +185,9 @@ class Run(_run.Result):
         return "+".join(sorted(out))
 
     def summary(self):
-        """(parked, present) from the guard's last exit summary line, or None."""
+        """(parked, present, ended) from the guard's last exit summary line, or None."""
         s = _summary.exit_summary(self.stderr)
-        return (s.parked, s.present) if s else None
+        return (s.parked, s.present, s.ended) if s else None
 
     def tail(self, n=25):
         lines = ("--- stdout\n" + self.stdout + "--- stderr\n" + self.stderr).splitlines()

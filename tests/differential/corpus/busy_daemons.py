@@ -8,7 +8,7 @@
 # in t_bootstrap -> _PyThreadState_Init/_PyThreadState_SetCurrent, reading its freed thread
 # state before it ever asks for the GIL: 4-9 of 21 runs without the guard; no GIL call the
 # guard could park). The corpus keeps the churn and compares against those crashes;
-# issue 10's acceptance check (b) leaves it out so that it counts only what is the guard's.
+# differential.py's acceptance check (b) leaves it out so that it counts only what is the guard's.
 import os
 import sys
 import threading

@@ -5,7 +5,7 @@
 #include <Zydis/Zydis.h>
 #include <stdint.h>
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 
 struct ZydisApi {
   decltype(&ZydisDecoderInit) init;
@@ -28,4 +28,4 @@ const char *zydis_describe(char *buf, unsigned len);
 int64_t rel_imm(const ZydisDecodedInstruction &in, int i);
 bool is_jcc(ZydisMnemonic m);
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

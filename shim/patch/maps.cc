@@ -1,5 +1,5 @@
-// /proc/self/maps for the x86-64 patcher (patch_maps.h).
-#include "patch_maps.h"
+// /proc/self/maps for the patcher (maps.h).
+#include "maps.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -7,7 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 namespace {
 
 uintptr_t parse_hex(const char *&p, const char *e) {
@@ -154,4 +154,4 @@ void snapshot_add(uintptr_t start, std::size_t len) {
 
 void snapshot_drop() { g_snap.valid = false; }
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

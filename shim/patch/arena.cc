@@ -1,31 +1,27 @@
-// Near memory for the x86-64 patcher (patch_arena.h).
-#include "patch_arena.h"
+// Near memory for the patcher (arena.h).
+#include "arena.h"
 
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
 
-#include "patch_write.h"
-#include "patch_x86_64.h"
+#include "internal.h"
+#include "write.h"
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 namespace {
 
 constexpr std::size_t kArenaLen = 64 * 1024;
 constexpr uintptr_t kUserLow = 0x10000;     // never map below (mmap_min_addr and friends)
-constexpr uintptr_t kUserTop = 0x7ffffffff000ULL;
-// Keep every arena byte this close to the patched entry so that the entry's rel32 and the
-// trampoline's rel32s (to targets near the function) stay in range with room to spare.
-constexpr int64_t kReach = (int64_t{1} << 31) - (int64_t{64} << 20);
 // Do not take address space that [heap] (brk) will want to grow into.
 constexpr uintptr_t kHeapGap = uintptr_t{256} << 20;
 
-// Reserved PROT_NONE; pages are committed (int3-filled, sealed RX) one at a time as slots
-// need them. Filling all 64 KiB with int3 up front faulted in 16 pages, and callgrind
+// Reserved PROT_NONE; pages are committed (filled with kTrapByte, sealed RX) one at a time
+// as slots need them. Filling all 64 KiB with int3 up front faulted in 16 pages, and callgrind
 // counted 65,000 instructions of memset, for the one page a runtime's 14 patches use; a
 // stray jump into a page never committed still faults at once.
 struct Arena {
@@ -63,7 +59,7 @@ bool write_slot(Arena &a, std::size_t off, bool fresh_page, const uint8_t *slot)
   if (fresh_page) {
     void *pg = reinterpret_cast<void *>(s);
     if (mprotect(pg, kPage, PROT_READ | PROT_WRITE) != 0) { a.full = true; return false; }
-    memset(pg, 0xCC, kPage);  // int3 everywhere unused
+    memset(pg, kTrapByte, kPage);  // a trap everywhere unused
     memcpy(pg, slot, kSlotLen);
     if (mprotect(pg, kPage, PROT_READ | PROT_EXEC) != 0) {
       mprotect(pg, kPage, PROT_NONE);
@@ -232,11 +228,11 @@ uintptr_t place_slot(uintptr_t at, const Survey &sv, SlotFill fill, void *ctx, R
     Arena *arena = find_arena(at, off, fresh);
     if (!arena && (arena = new_arena(at, sv.gaps, sv.ngaps))) next_slot(*arena, off, fresh);
     if (!arena) {
-      fail(r, "no free address range within +-2 GiB of the target");
+      fail(r, "no free address range within %s of the target", kReachText);
       return 0;
     }
     const uintptr_t s = arena->base + off;
-    memset(buf, 0xCC, sizeof buf);
+    memset(buf, kTrapByte, sizeof buf);
     if (!fill(s, buf, ctx, r)) return 0;
     if (write_slot(*arena, off, fresh, buf)) {
       arena->live++;
@@ -273,4 +269,4 @@ void unmap_released_arenas() {
   }
 }
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

@@ -1,11 +1,11 @@
-// Planning and encoding for the x86-64 patcher (patch_plan.h).
-#include "patch_plan.h"
+// Planning and encoding for the x86-64 patcher (x86_64_plan.h).
+#include "x86_64_plan.h"
 
 #include <string.h>
 
-#include "patch_zydis.h"
+#include "zydis.h"
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 namespace {
 
 // Scan the whole function for relative branches into bytes 1..covered-1 of the patch.
@@ -272,4 +272,4 @@ bool encode(const Plan &p, uintptr_t tramp, uint8_t *out, unsigned &len, Result 
   return true;
 }
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

@@ -5,10 +5,17 @@
 
 #include <cstddef>
 
-#include "patch_arena.h"
-#include "patch_x86_64.h"
+#include "arena.h"
+#include "internal.h"
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
+
+constexpr unsigned kJmpLen = 5;        // E9 rel32
+constexpr unsigned kStubLen = 16;      // FF 25 00000000 <hook>, padded to 16
+constexpr unsigned kMaxInsns = 8;      // instructions relocated (>= 5 bytes needs <= 5)
+static_assert(kStubLen + 98 <= kSlotLen, "the worst-case trampoline (encode()) fits a slot");
+
+inline bool fits32(int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; }
 
 enum class Kind : uint8_t { copy, riprel, jmp, jcc, call };
 
@@ -40,8 +47,8 @@ bool plan(const void *target, std::size_t fn_size, Plan &p, Result &r);
 // kStubLen). False with r.why when an operand cannot reach from there.
 bool encode(const Plan &p, uintptr_t tramp, uint8_t *out, unsigned &len, Result &r);
 
-// Store a relocated RIP-relative displacement into a copied instruction (patch_fixup.cc,
+// Store a relocated RIP-relative displacement into a copied instruction (x86_64_fixup.cc,
 // a file of its own so that tests/unit can link a broken one: the corpus must then fail).
 void fix_disp32(uint8_t *disp, int32_t value);
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

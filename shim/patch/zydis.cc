@@ -1,5 +1,5 @@
-// The decoder of the x86-64 patcher (patch_zydis.h).
-#include "patch_zydis.h"
+// The decoder of the x86-64 patcher (zydis.h).
+#include "zydis.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -9,7 +9,7 @@
 #define PFG_ZYDIS_SONAME "libZydis.so"
 #endif
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 namespace {
 
 ZydisApi g_zydis;
@@ -93,4 +93,4 @@ bool is_jcc(ZydisMnemonic m) {
 // Scan the whole function for relative branches into bytes 1..covered-1 of the patch.
 // Linear sweep: x86-64 compilers keep jump tables in .rodata, so text decodes cleanly;
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

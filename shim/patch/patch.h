@@ -1,10 +1,11 @@
 // Entry patching: make every caller of a function reach a hook, even callers that bind
 // to the function directly (static executables, -fno-semantic-interposition libraries).
 //
-// Platform mechanics only; which functions get patched is decided in images.cc.
-// x86-64 implementation: patch_x86_64.cc (Zydis). Elsewhere: patch_none.cc, where
-// supported() is false and install() always refuses, so the guard falls back to
-// interposition and says so.
+// The one header of shim/patch/ that the rest of the shim includes. Platform mechanics
+// only; which functions get patched is decided in images.cc. x86-64 implementation:
+// x86_64.cc (Zydis). Elsewhere: none.cc, where supported() is false and install() always
+// refuses, so the guard falls back to interposition and says so. README.md in this folder
+// lists the pieces, arch-neutral and per architecture.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -1,4 +1,4 @@
-// /proc/self/maps for the x86-64 patcher: read with a fixed buffer (no stdio, no malloc),
+// /proc/self/maps for the patcher: read with a fixed buffer (no stdio, no malloc),
 // once per batch of patches, and the rule for where a mapping "ends".
 #pragma once
 #include <stdint.h>
@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <type_traits>
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 
 struct Mapping {
   uintptr_t start, end;
@@ -60,4 +60,4 @@ void maps_batch(bool on);
 void snapshot_add(uintptr_t start, std::size_t len);
 void snapshot_drop();
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

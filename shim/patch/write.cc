@@ -1,9 +1,8 @@
-// Writing code for the x86-64 patcher (patch_write.h). Preferred path for slots:
+// Writing code for the patcher (write.h). Preferred path for slots:
 // pwrite() to /proc/self/mem, which the kernel performs with FOLL_FORCE on read-only text
 // without changing the mapping's protection.
-#include "patch_write.h"
+#include "write.h"
 
-#include <cpuid.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/membarrier.h>
@@ -12,9 +11,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "patch_x86_64.h"
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
-namespace pfg::patch::x86 {
+#include "internal.h"
+
+namespace pfg::patch::impl {
 namespace {
 
 // The writes of a batch share what a single patch would pay for on its own: one open
@@ -130,9 +133,14 @@ void sync_cores(bool other_threads) {
     registered = rc == 0 ? 1 : -1;
   }
   if (other_threads && registered == 1) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0);
+  // Serialize this thread too: the one instruction of this file that is per architecture.
+#if defined(__x86_64__)
   unsigned a, b, c, d;
-  __cpuid(0, a, b, c, d);  // serialize this thread too
+  __cpuid(0, a, b, c, d);
   (void)a; (void)b; (void)c; (void)d;
+#else
+#error "sync_cores(): this architecture's context-synchronizing instruction"
+#endif
 }
 
 }  // namespace
@@ -210,4 +218,4 @@ void writes_batch_end() {
   g_batch = Batch{false, -1, 0, false};
 }
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

@@ -1,13 +1,13 @@
-// Writing code for the x86-64 patcher: trampoline slots through /proc/self/mem, the entry
+// Writing code for the patcher: trampoline slots through /proc/self/mem, the entry
 // jump as atomically as the platform allows, and serializing the cores afterwards.
 #pragma once
 #include <stdint.h>
 
 #include <cstddef>
 
-#include "patch_maps.h"
+#include "maps.h"
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 
 // pwrite() to /proc/self/mem: the kernel writes read-only (and r-x) pages with FOLL_FORCE
 // without changing their protection. True when the bytes read back.
@@ -26,4 +26,4 @@ void entry_written(WriteHow how);
 void writes_batch_begin();
 void writes_batch_end();
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

@@ -1,14 +1,14 @@
-// Near memory for the x86-64 patcher: arenas of trampoline slots within rel32 reach of
+// Near memory for the patcher: arenas of trampoline slots within reach (kReach) of
 // their targets, and the survey of /proc/self/maps that a patch needs.
 #pragma once
 #include <stdint.h>
 
 #include <cstddef>
 
+#include "maps.h"
 #include "patch.h"
-#include "patch_maps.h"
 
-namespace pfg::patch::x86 {
+namespace pfg::patch::impl {
 
 constexpr int kMaxGaps = 8;  // candidate places for a new arena, nearest first
 
@@ -40,4 +40,4 @@ void slot_release(uintptr_t slot);
 // Unmap the arenas whose every slot was released (forget()).
 void unmap_released_arenas();
 
-}  // namespace pfg::patch::x86
+}  // namespace pfg::patch::impl

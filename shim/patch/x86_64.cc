@@ -1,5 +1,5 @@
 // x86-64 entry patcher: the interface (patch.h) and the table of installed patches. See
-// docs/patching.md for the design and the safety argument, patch_x86_64.h for the other
+// docs/patching.md for the design and the safety argument, README.md here for the other
 // pieces.
 //
 // Layout of one patch:
@@ -24,30 +24,19 @@
 #include "patch.h"
 
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 
-#include "patch_arena.h"
-#include "patch_maps.h"
-#include "patch_plan.h"
-#include "patch_write.h"
-#include "patch_x86_64.h"
-#include "patch_zydis.h"
+#include "arena.h"
+#include "internal.h"
+#include "maps.h"
+#include "write.h"
+#include "x86_64_plan.h"
+#include "zydis.h"
 
 namespace pfg::patch {
-namespace x86 {
-
-void fail(Result &r, const char *fmt, ...) {
-  r.ok = false;
-  r.trampoline = nullptr;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(r.why, sizeof r.why, fmt, ap);
-  va_end(ap);
-}
-
+namespace impl {
 namespace {
 
 pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -179,16 +168,16 @@ bool fill_slot(uintptr_t slot, uint8_t *buf, void *ctx, Result &r) {
 }
 
 }  // namespace
-}  // namespace x86
+}  // namespace impl
 
-using namespace x86;
+using namespace impl;
 
 bool supported() { return true; }
 
 // The patches between batch_begin() and batch_end() (a runtime's entries in one image, at
 // load or after a dlopen) share what a single patch would pay for on its own: one reading
-// of /proc/self/maps (patch_maps.cc), one open /proc/self/mem, one answer to "is any
-// other thread there?" and one core serialization at the end (patch_write.cc).
+// of /proc/self/maps (maps.cc), one open /proc/self/mem, one answer to "is any
+// other thread there?" and one core serialization at the end (write.cc).
 void batch_begin() {
   Locker lock;
   maps_batch(true);
@@ -208,7 +197,7 @@ Result check(const void *target, std::size_t fn_size) {
   if (!check_locked(target, fn_size, p, r)) return r;
   uintptr_t slot;
   if (!peek_slot(p.at, p.sv, slot)) {
-    fail(r, "no free address range within +-2 GiB of the target");
+    fail(r, "no free address range within %s of the target", kReachText);
     return r;
   }
   uint8_t buf[kSlotLen];

@@ -1,0 +1,47 @@
+#include "backtrace.h"
+
+#include <atomic>
+#include <dlfcn.h>
+
+#ifndef PFG_LIBUNWIND_SONAME
+#define PFG_LIBUNWIND_SONAME "libunwind.so.8"
+#endif
+#define PFG_STR2(x) #x
+#define PFG_STR(x) PFG_STR2(x)
+
+namespace pfg {
+
+namespace {
+
+Unwinder g_unw;
+std::atomic<const Unwinder *> g_ready{nullptr};
+std::atomic<bool> g_tried{false};
+
+template <typename F>
+bool sym(void *h, const char *name, F &out) {
+  out = reinterpret_cast<F>(dlsym(h, name));
+  return out != nullptr;
+}
+
+}  // namespace
+
+void backtrace_prepare() {
+  if (g_tried.load(std::memory_order_relaxed) || g_tried.exchange(true)) return;
+  // RTLD_LOCAL: none of its _Unwind_* may become visible to anyone else (backtrace.h).
+  void *h = dlopen(PFG_LIBUNWIND_SONAME, RTLD_NOW | RTLD_LOCAL);
+  if (!h) return;
+  // The library's real names: unw_init_local is a macro for _ULx86_64_init_local (or
+  // _ULaarch64_init_local, ...), chosen by the header for UNW_LOCAL_ONLY.
+  bool ok = sym(h, PFG_STR(unw_init_local), g_unw.init_local) && sym(h, PFG_STR(unw_step), g_unw.step) &&
+            sym(h, PFG_STR(unw_get_reg), g_unw.get_reg) &&
+            sym(h, PFG_STR(unw_get_proc_name), g_unw.get_proc_name) &&
+            sym(h, PFG_STR(unw_get_proc_info), g_unw.get_proc_info);
+#ifdef __x86_64__
+  ok = ok && sym(h, PFG_STR(unw_tdep_getcontext), g_unw.getcontext);
+#endif
+  if (ok) g_ready.store(&g_unw, std::memory_order_release);
+}
+
+const Unwinder *backtrace_unwinder() { return g_ready.load(std::memory_order_acquire); }
+
+}  // namespace pfg

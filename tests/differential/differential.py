@@ -236,12 +236,20 @@ class Run(common.Result):
                 "<fatal error cut short>" if self.fatal_cut else self.err)
 
 
+# --guard-env NAME=VALUE settings for the guarded runs (e.g. PYFINGUARD_EXIT_TIMEOUT=1:
+# does a legitimate slow exit survive a short bound?). The caller's own PYFINGUARD_*
+# variables are scrubbed: the guard is tested with its defaults unless asked here.
+GUARD_ENV = {}
+
+
 def child_env(lib, guarded, mark):
     # The caller's PYTHON* settings would change what a program does (unbuffered output,
     # dev mode, tracemalloc...): each program gets the interpreter's defaults plus its flags.
-    return env.scrubbed(python="all", preload=lib if guarded else None,
-                        set={"PYTHONDONTWRITEBYTECODE": "1",    # no __pycache__ in the tree
-                             "PFGDIFF_MARK": mark})
+    extra = {"PYTHONDONTWRITEBYTECODE": "1",    # no __pycache__ in the tree
+             "PFGDIFF_MARK": mark}
+    if guarded:
+        extra.update(GUARD_ENV)
+    return env.scrubbed(python="all", preload=lib if guarded else None, set=extra)
 
 
 def run_one(cmd, lib, guarded, timeout):
@@ -532,6 +540,9 @@ def main():
     ap.add_argument("--jobs", type=int, default=2, help="processes at a time (default 2)")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per run (default 30)")
     ap.add_argument("--markdown", help="also write the table to this file")
+    ap.add_argument("--guard-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="set this in the guarded runs' environment (repeatable), e.g. "
+                         "PYFINGUARD_EXIT_TIMEOUT=1")
     ap.add_argument("--confirm", type=int, default=20,
                     help="when a guarded run crashed with a signal the unguarded runs did not show, "
                          "up to this many more unguarded runs look for the same crash (default 20)")
@@ -540,6 +551,11 @@ def main():
     a = ap.parse_args()
     if a.runs is None:
         a.runs = {"corpus": 2, "acceptance": 6, "baseline": 20}[a.mode]
+    for kv in a.guard_env:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            sys.exit("--guard-env wants NAME=VALUE, not %r" % kv)
+        GUARD_ENV[k] = v
     t_start = time.monotonic()
 
     lib = common.find_library(a.lib)

@@ -32,6 +32,25 @@ int pyfinguard_is_parked(int tid);
  * the full text needs (like snprintf). */
 int pyfinguard_describe(char *buf, unsigned long size);
 
+/* PEP 788 on CPython 3.6-3.14: the guard's side of include/pyfinguard/pep788.h, which
+ * extensions include instead (docs/pep788.md). It finds these with dlsym(RTLD_DEFAULT).
+ *
+ * The generation a view names: the current one while it runs and CPython has not begun
+ * to finalize, else 0. */
+unsigned long long pyfinguard_view_generation(void);
+
+/* Acquire an interpreter guard on interp (NULL: the main interpreter) of generation gen
+ * (0: the current one): 1 if held (Py_FinalizeEx then waits, at its entry, until it is
+ * released), 0 if finalization has begun, the generation is over or the interpreter was
+ * ended with Py_EndInterpreter. */
+int pyfinguard_guard_acquire(void *interp, unsigned long long gen);
+
+/* Release one guard acquired with pyfinguard_guard_acquire. */
+void pyfinguard_guard_release(void);
+
+/* Guards held now. */
+int pyfinguard_guards_held(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -3,6 +3,8 @@
 #include <atomic>
 #include <dlfcn.h>
 
+#include "interpose.h"
+
 #ifndef PFG_LIBUNWIND_SONAME
 #define PFG_LIBUNWIND_SONAME "libunwind.so.8"
 #endif
@@ -28,7 +30,8 @@ bool sym(void *h, const char *name, F &out) {
 void backtrace_prepare() {
   if (g_tried.load(std::memory_order_relaxed) || g_tried.exchange(true)) return;
   // RTLD_LOCAL: none of its _Unwind_* may become visible to anyone else (backtrace.h).
-  void *h = dlopen(PFG_LIBUNWIND_SONAME, RTLD_NOW | RTLD_LOCAL);
+  // The real dlopen: the guard's own hook would only look for a runtime in it.
+  void *h = PFG_REAL(dlopen)(PFG_LIBUNWIND_SONAME, RTLD_NOW | RTLD_LOCAL);
   if (!h) return;
   // The library's real names: unw_init_local is a macro for _ULx86_64_init_local (or
   // _ULaarch64_init_local, ...), chosen by the header for UNW_LOCAL_ONLY.

@@ -27,10 +27,9 @@ struct Unwinder {
 };
 
 // Loads libunwind (once; later calls cost one load). Takes the dynamic loader's lock, so
-// it is called only from ordinary contexts that come before any park: the finalizer
-// entering Py_FinalizeEx, the lifecycle hooks before a sub-interpreter park, the
-// re-initialization before a stale-state park (hooks.cc). Never from a thread that is
-// about to park: another thread may hold the loader lock for ever.
+// it is called only from the ordinary context that comes before any park: a runtime's
+// take-over (runtime.cc), so that a process without Python never maps it. Never from a
+// thread that is about to park: another thread may hold the loader lock for ever.
 void backtrace_prepare();
 
 // The loaded functions, or nullptr when backtrace_prepare() has not (or could not) run:

@@ -3,13 +3,13 @@
 // three in step. The libc hooks are in libc_hooks.cc; hooks.h says how both are defined.
 #include <atomic>
 
-#include "backtrace.h"
 #include "exitwatch.h"
 #include "hooks.h"
 #include "images.h"
 #include "interpose.h"
 #include "lifecycle.h"
 #include "park.h"
+#include "pep788.h"
 #include "probes.h"
 #include "state.h"
 #include "window.h"
@@ -86,13 +86,13 @@ __attribute__((noinline, cold)) void restore_slow(void *ts, uint64_t e) {
 // FINALIZING, so that it can never see itself as a late thread. Nothing else happens
 // here: CPython is far from its point of no return (docs/design.md).
 void finalizer_enter() {
-  // Parks and ends come after this: what they need is found now, in this ordinary
-  // context (no dynamic-loader call in a stopping thread), and the exit is watched.
-  backtrace_prepare();
+  // Ends come after this: std::set_terminate is found now, in this ordinary context (no
+  // dynamic-loader call in a stopping thread), and the exit is watched.
   park_prepare();
   exitwatch_arm();
   t_pt.finalizer_gen = gen_of(g_epoch.load());
   begin_finalizing();
+  pep788_finalize_wait();  // only when an extension holds a PEP 788 guard (pep788.h)
 }
 
 // CPython calls PyThreadState_Clear on every other thread's state before it frees it,
@@ -152,6 +152,17 @@ void main_starts() {
   g_main_generation.store(gen_of(t_pt.acquired_epoch));
 }
 
+// The python executable's program has run, and finalized its runtime: main() returns its
+// status to exit() next. Where no hook saw the finalization begin (a static,
+// link-time-optimized python finalizes through internal calls), this is the last ordinary
+// context before the exit: arm the exit watch here (registered now, its handler runs first
+// at exit) and find std::set_terminate for threads ended from here on.
+int main_returns(int status) {
+  park_prepare();
+  exitwatch_arm();
+  return status;
+}
+
 // (Re-)initialization. Py_Initialize* start the new generation only once the runtime
 // exists: until then the thread that initializes passes as the previous runtime's
 // finalizer, and every other thread still sees FINALIZED and parks -- announcing the
@@ -162,7 +173,6 @@ template <typename F>
 inline auto initializing(F &&real) {
   const uint64_t e = g_epoch.load();
   if (phase_of(e) == kRunning) return real();
-  backtrace_prepare();  // before a thread of the earlier runtime can park (backtrace.h)
   t_pt.finalizer_gen = gen_of(e);
   struct Done {
     ~Done() {
@@ -286,7 +296,6 @@ __attribute__((visibility("hidden"))) void *pfg_hook_PyThreadState_New(void *int
 // Records the deletion before the state is freed: a thread that saved it and restores
 // it later parks instead (G1 of tests/subinterp/README.md). Never waits.
 __attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Delete(void *ts) {
-  backtrace_prepare();  // its thread may park later (rule 6): load what its report needs now
   exitwatch_arm();
   note_ts_deleted(ts);
   PFG_REAL(PyThreadState_Delete)(ts);
@@ -296,7 +305,6 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Delete(void *t
 // freed then -- so that a thread that attaches to it before the end (CPython's own
 // threading._shutdown joins the interpreter's threads inside) is unchanged.
 __attribute__((visibility("hidden"))) void pfg_hook_Py_EndInterpreter(void *ts) {
-  backtrace_prepare();  // a thread attaching to it later parks: its report needs this
   exitwatch_arm();
   void *interp = runtime_interp_of(ts);  // ts is valid (current) at entry
   PFG_REAL(Py_EndInterpreter)(ts);
@@ -317,21 +325,21 @@ __attribute__((visibility("hidden"))) PyStatusABI pfg_hook_Py_InitializeFromConf
 
 __attribute__((visibility("hidden"))) int pfg_hook_Py_Main(int argc, wchar_t **argv) {
   main_starts();
-  return PFG_REAL(Py_Main)(argc, argv);
+  return main_returns(PFG_REAL(Py_Main)(argc, argv));
 }
 
 __attribute__((visibility("hidden"))) int pfg_hook_Py_BytesMain(int argc, char **argv) {
   main_starts();
-  return PFG_REAL(Py_BytesMain)(argc, argv);
+  return main_returns(PFG_REAL(Py_BytesMain)(argc, argv));
 }
 
 // CPython 3.7's Programs/python.c calls _Py_UnixMain (Py_BytesMain's predecessor).
 __attribute__((visibility("hidden"))) int pfg_hook__Py_UnixMain(int argc, char **argv) {
   main_starts();
-  return PFG_REAL(_Py_UnixMain)(argc, argv);
+  return main_returns(PFG_REAL(_Py_UnixMain)(argc, argv));
 }
 
 }  // extern "C"
 
-#define PFG_PY(ret, name, params, args) PFG_EXPORT_ALIAS(ret, name, params)
+#define PFG_PY(ret, name, params, args) PFG_EXPORT_PY_ALIAS(ret, name, params)
 #include "intercepted.def"

@@ -15,3 +15,11 @@
 #define PFG_CALLED_FROM_PYTHON() in_python_text(reinterpret_cast<uintptr_t>(__builtin_return_address(0)))
 #define PFG_EXPORT_ALIAS(ret, name, params) \
   extern "C" __attribute__((visibility("default"), alias("pfg_hook_" #name))) ret name params;
+// A CPython name is exported as name@PYFINGUARD_PYTHON, a non-default ("hidden") version
+// (pyfinguard.map): relocations -- unversioned references, as every Python image makes
+// -- bind to it, dlsym() passes over it until a runtime is taken over (interpose.h,
+// python_names_visible; docs/design.md, "Invisible where Python is absent"). The
+// pfg_export_ name itself is made local by the version script.
+#define PFG_EXPORT_PY_ALIAS(ret, name, params)                                              \
+  extern "C" __attribute__((visibility("default"), alias("pfg_hook_" #name))) ret pfg_export_##name params; \
+  __asm__(".symver pfg_export_" #name ", " #name "@PYFINGUARD_PYTHON");

@@ -65,6 +65,19 @@ void *dlopen_as_caller(const char *file, int mode, void *caller);
 // (of a new mapping, perhaps elsewhere) fills them afresh. libc slots are untouched.
 void reset_python_slots();
 
+// dlsym() and the CPython names: each is exported as name@PYFINGUARD_PYTHON, a
+// non-default version, which the dynamic linker binds unversioned references to
+// (relocations: every Python image's) but which dlsym(RTLD_DEFAULT / RTLD_NEXT / a
+// handle, name) passes over while the symbol's "hidden" bit is set in our .gnu.version
+// -- as it is in the file. So a process without Python gets from dlsym exactly what it
+// gets without the guard (docs/design.md, "Invisible where Python is absent"). While a
+// runtime is taken over the bit is cleared for the names it defines (bit f of `defined`
+// for kFns[f]; 0 hides them all again), and dlsym answers with the guard's definition
+// for those, as interposition does for relocations. False when the table could not be
+// written (then dlsym keeps answering with the runtime's own definitions).
+// Detection mutex.
+bool python_names_visible(uint64_t defined);
+
 // Set a slot if it still holds its resolver stub (first definition wins). Returns the
 // value now in the slot.
 void *set_real(Fn f, void *p);

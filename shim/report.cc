@@ -1,5 +1,6 @@
 #include "report.h"
 
+#include <atomic>
 #include <cstring>
 #include <ctime>
 #include <dlfcn.h>
@@ -16,6 +17,7 @@
 namespace pfg {
 
 namespace {
+
 
 // The GNU build-id of the object loaded at bias with its ELF header at base (both from
 // dladdr/link_map), as lowercase hex into out (at least 2 * 20 + 1 bytes). Reads the

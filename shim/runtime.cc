@@ -7,12 +7,14 @@
 #include <dlfcn.h>
 #include <pthread.h>
 
+#include "backtrace.h"
 #include "config.h"
 #include "gilwait.h"
 #include "images.h"
 #include "interpose.h"
 #include "patch/patch.h"
 #include "probes.h"
+#include "report.h"
 #include "sink.h"
 #include "state.h"
 #include "window.h"
@@ -29,6 +31,7 @@ struct Runtime {
   bool semantic;
   bool late;  // taken over from a dlopen handle
   bool free_threaded;  // stepped aside (take_over)
+  bool names_visible;  // dlsym finds the guard's CPython names (interpose.h)
   char ignored[256];  // a second runtime we did not take over (reported)
 };
 Runtime g_rt;
@@ -67,6 +70,7 @@ void take_over(void *scope, void *anchor) {
   }
   g_rt.ignored[0] = 0;
   config_load();
+  backtrace_prepare();  // every park comes after a take-over (backtrace.h)
   // A free-threaded build (3.13t, 3.14t: no GIL; threads attach and detach, and shutdown
   // stops the world instead) breaks the drain's argument -- "no other thread can hold
   // the GIL" -- and none can be obtained here to test against. Do no harm: patch
@@ -94,6 +98,7 @@ void take_over(void *scope, void *anchor) {
   // interposition; none means -fno-semantic-interposition (Debian, Fedora, Docker).
   g_rt.semantic = !bypass && binds_via_relocation(im, fn_PyEval_RestoreThread);
   patch::batch_begin();
+  uint64_t defined = 0;
   for (int i = 0; i < fn_count; ++i) {
     if (!kFns[i].python) continue;
     void *def = lookup(scope, kFns[i].name);
@@ -102,12 +107,18 @@ void take_over(void *scope, void *anchor) {
       snprintf(g_cover[i].why, sizeof g_cover[i].why, "not defined by this CPython");
       continue;
     }
+    defined |= uint64_t(1) << i;
     cover(Fn(i), def, im, bypass, g_rt.semantic);
   }
   patch::batch_end();
   probes_fill(lookup, scope, version_fn);
   g_rt.image = idx;
   g_rt.late = scope != RTLD_DEFAULT && scope != RTLD_NEXT;
+  // From now on dlsym answers with the guard's definitions of what this runtime defines,
+  // as relocations always bind to them: a host that takes a C API address with dlsym
+  // reaches the guard as before. A name it does not define (_Py_UnixMain after 3.7)
+  // stays hidden, so that dlsym says what it says without the guard.
+  g_rt.names_visible = python_names_visible(defined);
   window_init();
   ++g_hist.takeovers;
   probes_publish();
@@ -124,6 +135,9 @@ void take_over(void *scope, void *anchor) {
 void drop_runtime(const char *why) {
   const Image &im = image_at(g_rt.image);
   probes_clear();
+  // No runtime: dlsym answers as without the guard again.
+  python_names_visible(0);
+  g_rt.names_visible = false;
   reset_python_slots();
   const int forgotten = patch::forget(im.map_lo, im.map_hi);
   gilwait_forget_range(im.map_lo, im.map_hi);
@@ -161,8 +175,12 @@ void runtime_detect_at_load() {
   pthread_mutex_lock(&g_detect_mu);
   unsigned long long adds;
   loader_counters(&adds, &g_hist.subs);
-  if (void *d = lookup(RTLD_DEFAULT, "Py_FinalizeEx")) take_over(RTLD_DEFAULT, d);
-  if (void *n = lookup(RTLD_NEXT, "Py_FinalizeEx")) take_over(RTLD_NEXT, n);
+  // dlsym passes over the guard's own definitions (interpose.h, python_names_visible), so
+  // RTLD_DEFAULT finds a library after us too: only a definition that comes before ours
+  // (the executable's, or an object preloaded before us) is RTLD_DEFAULT's own.
+  void *n = lookup(RTLD_NEXT, "Py_FinalizeEx");
+  if (void *d = lookup(RTLD_DEFAULT, "Py_FinalizeEx"); d && d != n) take_over(RTLD_DEFAULT, d);
+  if (n) take_over(RTLD_NEXT, n);
   pthread_mutex_unlock(&g_detect_mu);
 }
 
@@ -216,6 +234,9 @@ int runtime_describe(char *buf, size_t size) {
     else add("build: shared libpython, semantic interposition %s\n",
              g_rt.semantic ? "on (its own calls go through the PLT)" : "off (its own calls are direct)");
     add("probe: %s%s\n", probes_have_initialized() ? "Py_IsInitialized, " : "", probes_name());
+    add("dlsym: %s\n", g_rt.names_visible ? "answers with the guard's definitions"
+                                           : "answers with the runtime's own definitions (the symbol "
+                                             "version table could not be written)");
     if (g_rt.ignored[0]) add("ignored: second runtime %s\n", g_rt.ignored);
   } else if (g_rt.free_threaded) {
     add("runtime: CPython %s, a free-threaded build: not supported, the guard is inactive\n", runtime_version());

@@ -103,6 +103,7 @@ want pyfinguard "/usr/lib/$triplet/libpyfinguard.so.${version%%.*}"
 want pyfinguard /usr/share/man/man1/pyfinguard.1.gz
 want pyfinguard /usr/share/man/man7/pyfinguard-env.7.gz
 want pyfinguard-dev /usr/include/pyfinguard.h
+want pyfinguard-dev /usr/include/pyfinguard/pep788.h
 want pyfinguard-dev "/usr/lib/$triplet/libpyfinguard.so"
 want pyfinguard-dev "/usr/lib/$triplet/pkgconfig/pyfinguard.pc"
 want pyfinguard /usr/share/pyfinguard/tools/pfgpy/c/pfgtest.c

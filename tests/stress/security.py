@@ -72,9 +72,13 @@ def build_helper(d, lib, it):
     exe = os.path.join(d, "sec_helper")
     # The guard first: its definitions precede libpython's in the global lookup scope,
     # exactly as with LD_PRELOAD. Absolute RPATH: honoured in secure mode ($ORIGIN is not).
+    # --no-as-needed: the C API names the guard defines are non-default symbol versions,
+    # which the link editor does not bind to (docs/deployment.md), so with --as-needed
+    # (the toolchain's default here) it would drop the guard as unused.
     subprocess.check_call(["cc", "-O1", "-g", "-pthread", "-I" + it.include,
                            os.path.join(common.HERE, "sec_helper.c"), "-o", exe,
-                           os.path.join(d, "libpyfinguard.so"), it.libpython,
+                           "-Wl,--no-as-needed", os.path.join(d, "libpyfinguard.so"), "-Wl,--as-needed",
+                           it.libpython,
                            "-Wl,--disable-new-dtags", "-Wl,-rpath," + d, "-ldl"])
     return exe
 
@@ -164,9 +168,21 @@ def symlinks(lib, it, d):
                   "%s; target %s" % (r.describe(), "CREATED" if created else "not created"))
 
 
+def loaded_later(name):
+    """The path of a library the guard dlopens (libunwind, at take-over), with its own
+    dependencies: they run in the guarded process as much as the linked ones."""
+    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    m = re.search(r"\s%s \(libc6,x86-64\) => (\S+)" % re.escape(name), out)
+    if not m:
+        return []
+    deps = subprocess.check_output(["ldd", m.group(1)]).decode()
+    return [m.group(1)] + re.findall(r"=> (/\S+)", deps)
+
+
 def imports(lib):
     out = subprocess.check_output(["ldd", lib]).decode()
     libs = [lib] + re.findall(r"=> (/\S+)", out)
+    libs += [l for l in loaded_later("libunwind.so.8") if l not in libs]
     bad, guard_sockets = [], set()
     for l in libs:
         syms = subprocess.check_output(["nm", "-D", "--undefined-only", l]).decode().split()
@@ -183,7 +199,7 @@ def imports(lib):
         bad.append("guard's socket imports %s, expected exactly %s" % (
             ",".join(sorted(guard_sockets)) or "none", ",".join(sorted(GUARD_SOCKET_IMPORTS))))
     check("no exec/spawn/fork imports; sockets: the guard's socket,connect,send only "
-          "(nm -D, guard + %d linked libraries)" % (len(libs) - 1),
+          "(nm -D, guard + %d linked or dlopened libraries)" % (len(libs) - 1),
           not bad, "; ".join(bad) or ", ".join(os.path.basename(l) for l in libs))
 
 

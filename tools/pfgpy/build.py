@@ -176,6 +176,13 @@ def build_host(sources, build_dir=None, name=None, cxx=None, extra_cflags=(), ex
                     interp=interp if sysroot else None)
 
 
+def build_library(sources, build_dir=None, name=None, cxx=None, extra_cflags=()):
+    """Compile a shared library that needs no Python at all (a C or C++ library a program
+    binds with ctypes or cffi): built once, for every interpreter. Returns its path."""
+    return _compile(sources, name, cxx, build_dir, "libs", ["-fPIC", "-shared"], extra_cflags,
+                    [], suffix=".so")
+
+
 def build_module(interp, sources, build_dir=None, name=None, cxx=None, extra_cflags=()):
     """Compile a shared library linked to interp's libpython (DT_NEEDED, rpath set), as an
     Apache module such as mod_wsgi is: a host that dlopens it maps libpython with it, and

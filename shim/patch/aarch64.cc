@@ -30,6 +30,7 @@
 
 #include "aarch64_mem.h"
 #include "aarch64_reloc.h"
+#include "internal.h"
 #include "maps.h"
 
 namespace pfg::patch {
@@ -39,27 +40,8 @@ namespace {
 constexpr std::size_t kScanUnknown = 4096;  // bytes scanned after an entry of unknown size
 constexpr unsigned kTrampWords = (kSlotLen - kStubLen) / 4;
 
-void fail(Result &r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void fail(Result &r, const char *fmt, ...) {
-  r.ok = false;
-  r.trampoline = nullptr;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(r.why, sizeof r.why, fmt, ap);
-  va_end(ap);
-}
-
-pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-void atfork_lock() { pthread_mutex_lock(&g_lock); }
-void atfork_unlock() { pthread_mutex_unlock(&g_lock); }
-struct Locker {
-  Locker() {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, [] { pthread_atfork(atfork_lock, atfork_unlock, atfork_unlock); });
-    pthread_mutex_lock(&g_lock);
-  }
-  ~Locker() { pthread_mutex_unlock(&g_lock); }
-};
+using impl::fail;    // internal.h: shared with the x86-64 patcher
+using impl::Locker;  // the patcher's one mutex, held across fork
 
 struct Installed {
   uintptr_t target, at, slot;

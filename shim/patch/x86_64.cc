@@ -39,22 +39,6 @@ namespace pfg::patch {
 namespace impl {
 namespace {
 
-pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-
-// fork() while another thread holds g_lock would leave it held forever in the child
-// (a later dlopen of Python there would hang in install()): hold it across fork.
-void atfork_lock() { pthread_mutex_lock(&g_lock); }
-void atfork_unlock() { pthread_mutex_unlock(&g_lock); }
-
-struct Locker {
-  Locker() {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, [] { pthread_atfork(atfork_lock, atfork_unlock, atfork_unlock); });
-    pthread_mutex_lock(&g_lock);
-  }
-  ~Locker() { pthread_mutex_unlock(&g_lock); }
-};
-
 Result fresh() {
   Result r;
   r.ok = false;

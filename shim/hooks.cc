@@ -19,10 +19,11 @@ using namespace pfg;
 namespace {
 
 // The slow path: only reached when the phase is not RUNNING or the thread's handle
-// does not match the current epoch. Returns to let the call through, at once; parks
-// otherwise. Up to CPython's own point of no return it never waits (issue 10): a thread
-// CPython would let run runs, and one that holds the GIL -- a nested PyGILState_Ensure
-// from a ctypes.PyDLL callback or tracemalloc's allocator hook -- is never held up.
+// does not match the current epoch. Returns to let the call through, at once; stops the
+// thread otherwise (park.h: ends or parks it). Up to CPython's own point of no return it
+// never waits (docs/design.md, "The principle"): a thread CPython would let run runs, and
+// one that holds the GIL -- a nested PyGILState_Ensure from a ctypes.PyDLL callback or
+// tracemalloc's allocator hook -- is never held up.
 __attribute__((noinline, cold)) void decide(Fn api, void *ts, uint64_t e, bool from_cpython = false) {
   // 1. The thread that finalizes the current runtime is never parked, during
   //    finalization or after (an embedder's main thread calling into a finalized
@@ -167,7 +168,7 @@ int main_returns(int status) {
 // exists: until then the thread that initializes passes as the previous runtime's
 // finalizer, and every other thread still sees FINALIZED and parks -- announcing the
 // new generation first let a PyGILState_Ensure into a half-built runtime (found by the
-// model, docs/model.md F7). Py_Main/Py_BytesMain run the whole program inside the real
+// model: docs/model.md, mutant mut-init-early). Py_Main/Py_BytesMain run the whole program inside the real
 // call, so they announce it first.
 template <typename F>
 inline auto initializing(F &&real) {
@@ -204,9 +205,10 @@ __attribute__((visibility("hidden"))) void *pfg_hook_PyEval_SaveThread(void) {
 __attribute__((visibility("hidden"))) void pfg_hook_PyEval_RestoreThread(void *ts) {
   PerThread &pt = t_pt;
   // The window is open on the fast path too: without it a restore that read RUNNING just
-  // before finalization began is invisible to the drain, and on <= 3.8, whose finalizer
-  // never releases the GIL again, it would wait in take_gil for ever instead of being
-  // let through or parked (docs/model.md F9). That costs the tail call.
+  // before finalization began is invisible to the drain, and on 3.9+ take_gil's own check
+  // can pass before the point of no return and then read the thread state's interpreter
+  // after the frees (docs/model.md, N3 and mutant mut-restore-nowindow: P1). That costs
+  // the tail call.
   window_open();
   const uint64_t e = g_epoch.load();
   // Saved in this very epoch, which was RUNNING (a save in any other phase stores phase

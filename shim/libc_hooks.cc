@@ -95,7 +95,7 @@ __attribute__((visibility("hidden"))) int pfg_hook_pthread_mutex_destroy(pthread
 __attribute__((visibility("hidden"))) int pfg_hook_pthread_join(pthread_t t, void **retval) {
   // Plain only while the first runtime runs and nothing parked: after a finalization
   // (even once a new runtime RUNS again) a thread of the old one may park at any time,
-  // and a join already waiting on it must complete (docs/model.md F5).
+  // and a join already waiting on it must complete (docs/model.md, mutant mut-join-fastpath).
   if (PFG_LIKELY(g_parked_count.load() == 0 && runtime_of(g_epoch.load()) == make_epoch(1, kRunning)))
     return PFG_REAL(pthread_join)(t, retval);
   return join_completing(t, retval);

@@ -65,7 +65,12 @@ def section_text(name, interps, rows):
     late_cells = [x for c in late.values() for x in c if '->' in x]
     ord_cells = [x for c in ordinary.values() for x in c if '->' in x]
     where = {'host': "This machine's %d interpreters" % len(interps),
-             'sid': "Debian unstable's %d interpreters (suite `sid`)" % len(interps)
+             'sid': "Debian unstable's %d interpreters (suite `sid`)" % len(interps),
+             'trixie': "Debian 13's %d interpreters (suite `trixie`)" % len(interps),
+             'arm64-bookworm': "Debian 12 arm64 under qemu-user, %d interpreters (suite `arm64`)"
+                               % len(interps),
+             'arm64-trixie': "Debian 13 arm64 under qemu-user, %d interpreters (suite `arm64`)"
+                             % len(interps),
              }.get(name, 'Section %s, %d interpreters' % (name, len(interps)))
     text = ('%s: %d scenarios have a thread reach for the GIL after finalization; their %d '
             'cells end in %s without the guard (a cell may show several outcomes of repeated '

@@ -6,7 +6,8 @@ the extension pep788ext.c run each mode with the guard preloaded and without it.
 guard every mode must give EXPECTED -- the lines CPython 3.15 gives natively with its own
 PEP 788 (checked by --native, run inside the Debian unstable chroot by this script when
 tools/sid-env has one; and there too on python3.13/3.14 with the guard built in build-sid/,
-when tools/sid-env build made it). Without the guard the fallback must do what docs/pep788.md says:
+when tools/sid-env build made it; and in the Debian 13 chroot on its python3.13 with the
+guard built in build-trixie/). Without the guard the fallback must do what docs/pep788.md says:
 the same answers after finalization (`late`), an old view accepted (`reinit`); its race
 (`wait`: a held guard is not waited for) is printed, not asserted, since CPython decides
 what the late thread meets.
@@ -210,6 +211,23 @@ def main():
                 ok &= rc == 0
             else:
                 print("SKIP sid python3.13/3.14 with the guard: no build-sid/ (tools/sid-env build)")
+    if a.sid:
+        # Debian 13's python3.13 (3.13.5) and libpython3.13 with the guard as built in its
+        # chroot (tools/debian-env trixie build, which the trixie suite runs).
+        denv = os.path.join(REPO, "tools", "debian-env")
+        trixie_lib = os.path.join(REPO, "build-trixie", "shim", "libpyfinguard.so")
+        p = subprocess.run([denv, "trixie", "path"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        if os.geteuid() != 0:
+            print("SKIP trixie python3.13 with the guard: tools/debian-env run needs root")
+        elif p.returncode != 0:
+            print("SKIP trixie python3.13 with the guard: no trixie chroot (tools/debian-env trixie create)")
+        elif not os.path.exists(trixie_lib):
+            print("SKIP trixie python3.13 with the guard: no build-trixie/ (tools/debian-env trixie build)")
+        else:
+            rc = subprocess.call([denv, "trixie", "run", "/usr/bin/python3", os.path.abspath(__file__),
+                                  "--lib", trixie_lib, "--build-dir",
+                                  os.path.join(a.build_dir, "trixie-guard")])
+            ok &= rc == 0
     print("pep788: %s" % ("ok" if ok else "FAILED"))
     return 0 if ok else 1
 

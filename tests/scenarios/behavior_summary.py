@@ -18,7 +18,7 @@ import sys
 BEGIN = ('<!-- behavior summary: written by tests/scenarios/behavior_summary.py --write '
          'from docs/behavior.md; do not edit -->')
 END = '<!-- end of behavior summary -->'
-SECTION = re.compile(r'<!-- tests/matrix\.py --table-section (\w+): generated, do not edit -->\n'
+SECTION = re.compile(r'<!-- tests/matrix\.py --table-section ([\w-]+): generated, do not edit -->\n'
                      r'(.*?)<!-- end of section \1 -->', re.S)
 ROW = re.compile(r'^\| \*\*([^*]+)\*\* [^|]*((?:\|[^|]*)+)\|$')
 

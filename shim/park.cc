@@ -121,12 +121,25 @@ void after_report() {
   if (summary_printed()) report_exit_summary();
 }
 
-[[noreturn]] void wait_parked() {
-  // Block every signal first: a handler must never run Python code (or anything else)
-  // on this thread again. SIGKILL/SIGSTOP cannot be blocked and need not be.
+// A handler must never run Python code (or anything else) on a parked thread again.
+// SIGKILL/SIGSTOP cannot be blocked and need not be.
+void block_all_signals() {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, nullptr);
+}
+
+// Records the thread (ending: it is being ended, not parked) and writes its report; the
+// slot, or kMaxParkRecords and more when it was counted but not described.
+unsigned record_and_report(Fn api, uint64_t epoch, Reason why, bool from_cpython, bool ending) {
+  const unsigned slot = record(api, epoch, why, from_cpython, ending);
+  if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
+  g_reports_in_flight.fetch_sub(1);
+  return slot;
+}
+
+// Signals are blocked already (park(), on_terminate()).
+[[noreturn]] void wait_parked() {
   exitwatch_late_thread();
   // A futex word nobody ever wakes: the thread sleeps in the kernel, using no CPU.
   // The loop absorbs spurious wake-ups and the glibc-internal signals (SIGSETXID,
@@ -145,6 +158,7 @@ void on_terminate() {
   const int slot = t_ending_slot;
   if (slot >= 0) {
     t_ending_slot = -1;
+    block_all_signals();
     if (slot < int(kMaxParkRecords)) {
       g_parked[slot].ended.store(false);
       report_unwind_parked(g_parked[slot]);
@@ -170,9 +184,7 @@ void install_terminate_net() {
 }
 
 [[noreturn]] void end_thread(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
-  const unsigned slot = record(api, epoch, why, from_cpython, true);
-  if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
-  g_reports_in_flight.fetch_sub(1);
+  const unsigned slot = record_and_report(api, epoch, why, from_cpython, true);
   after_report();
   exitwatch_late_thread();  // an exit that waits for what this thread would have done
   install_terminate_net();
@@ -214,19 +226,13 @@ void park(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
   t_pt.window = 0;  // it never comes out of its calls, outer ones included: the drain must not wait for it
   if (ends(why)) end_thread(api, epoch, why, from_cpython);
   if (g_config.mode == Mode::abort) {
-    unsigned slot = record(api, epoch, why, from_cpython, false);
-    if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
-    g_reports_in_flight.fetch_sub(1);
+    record_and_report(api, epoch, why, from_cpython, false);
     abort();
   }
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  block_all_signals();
   // Registered before the report, so that a joiner stops waiting for this thread even
   // while the report is still being written (the report may wait for the loader lock).
-  unsigned slot = record(api, epoch, why, from_cpython, false);
-  if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
-  g_reports_in_flight.fetch_sub(1);
+  record_and_report(api, epoch, why, from_cpython, false);
   after_report();
   wait_parked();
 }

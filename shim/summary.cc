@@ -11,6 +11,7 @@
 #include "parkrecord.h"
 #include "report.h"
 #include "sink.h"
+#include "threadscan.h"
 #include "writer.h"
 
 namespace pfg {
@@ -79,16 +80,7 @@ void report_exit_summary() {
       ++ended;
       continue;
     }
-    char path[40];  // "/proc/self/task/<tid>": a thread that parked never exits
-    int len = 0;
-    const char *pre = "/proc/self/task/";
-    while (*pre) path[len++] = *pre++;
-    char digits[12];
-    int d = 0;
-    for (unsigned v = unsigned(tid); v; v /= 10) digits[d++] = char('0' + v % 10);
-    while (d) path[len++] = digits[--d];
-    path[len] = 0;
-    if (access(path, F_OK) == 0) ++present;
+    if (thread_present(tid)) ++present;  // a thread that parked never exits
   }
   // Parks happen from the moment CPython passes its point of no return inside
   // Py_FinalizeEx (and, for threads of an earlier runtime, later): "after finalization

@@ -69,6 +69,12 @@ void path_of(char *out, int tid, const char *leaf) {
 
 }  // namespace
 
+bool thread_present(int tid) {
+  char path[64];
+  path_of(path, tid, "");
+  return syscall(SYS_faccessat, AT_FDCWD, path, F_OK) == 0;
+}
+
 bool scan_threads(bool (*skip)(int tid), ThreadScan &out) {
   out = ThreadScan{0, 0, 0, 0};
   int dir = int(syscall(SYS_openat, AT_FDCWD, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC));

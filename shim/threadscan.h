@@ -16,6 +16,9 @@ struct ThreadScan {
   uint64_t runtime_ns;  // their CPU time so far (schedstat), summed
 };
 
+// Is thread tid of this process still there (/proc/self/task/<tid>)?
+bool thread_present(int tid);
+
 // Scans every thread but those skip(tid) names. False when /proc is unreadable (then
 // nothing is known and the caller must not conclude anything from out).
 bool scan_threads(bool (*skip)(int tid), ThreadScan &out);

@@ -21,7 +21,9 @@ namespace pfg {
 
 namespace {
 
-std::atomic<bool> g_armed{false};
+// 0: no handler registered; 1: by a lifecycle hook (exitwatch_arm_early); 2: at a
+// finalization or the python executable's return (exitwatch_arm).
+std::atomic<int> g_armed{0};
 std::atomic<bool> g_exiting{false};
 std::atomic<int> g_exit_status{0};
 std::atomic<int64_t> g_exit_start_ns{0};
@@ -34,7 +36,10 @@ constexpr int64_t kCertainNs = 100 * 1000000LL;
 constexpr int64_t kTickNs = 10 * 1000000LL;
 
 
+// Registered once or twice (exitwatch_arm_early, then exitwatch_arm); the first run, the
+// later registration, is the one that counts.
 void on_exit_handler(int status, void *) {
+  if (g_exiting.load()) return;
   g_exit_status.store(status);
   g_exit_start_ns.store(monotonic_ns());
   g_exiting.store(true);
@@ -163,10 +168,22 @@ void start_watch() {
 
 }  // namespace
 
-void exitwatch_arm() {
-  if (g_armed.load(std::memory_order_relaxed) || g_armed.exchange(true)) return;
-  on_exit(on_exit_handler, nullptr);
+namespace {
+// Registers the handler unless one is registered at this level or later already: a
+// registration made later runs earlier at exit (before the destructors of what was
+// loaded in between), so an early one must not keep the finalization from registering.
+void arm(int level) {
+  int cur = g_armed.load(std::memory_order_relaxed);
+  while (cur < level)
+    if (g_armed.compare_exchange_weak(cur, level)) {
+      on_exit(on_exit_handler, nullptr);
+      return;
+    }
 }
+}  // namespace
+
+void exitwatch_arm() { arm(2); }
+void exitwatch_arm_early() { arm(1); }
 
 bool exit_begun() { return g_exiting.load(); }
 

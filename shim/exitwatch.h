@@ -8,11 +8,16 @@
 
 namespace pfg {
 
-// Registers the exit handler, once per process (an ordinary context: the finalizer
-// entering Py_FinalizeEx). Registered after the program's static objects and libraries,
-// exit() runs it before their destructors, so the watch knows the exit began before
-// anything there can block.
+// Registers the exit handler (an ordinary context: the finalizer entering Py_FinalizeEx,
+// the python executable's Py_BytesMain returning). Registered after the program's static
+// objects and libraries, exit() runs it before their destructors, so the watch knows the
+// exit began before anything there can block. Once per process.
 void exitwatch_arm();
+
+// The same for a lifecycle hook (a thread state deleted or an interpreter ended while the
+// runtime runs: its threads may park before any finalization): registers only if nothing
+// is registered yet, and does not keep exitwatch_arm() from registering again later.
+void exitwatch_arm_early();
 
 // Has exit begun? (Its status is what the watch ends the process with.)
 bool exit_begun();

@@ -298,7 +298,7 @@ __attribute__((visibility("hidden"))) void *pfg_hook_PyThreadState_New(void *int
 // Records the deletion before the state is freed: a thread that saved it and restores
 // it later parks instead (G1 of tests/subinterp/README.md). Never waits.
 __attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Delete(void *ts) {
-  exitwatch_arm();
+  exitwatch_arm_early();
   note_ts_deleted(ts);
   PFG_REAL(PyThreadState_Delete)(ts);
 }
@@ -307,7 +307,7 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Delete(void *t
 // freed then -- so that a thread that attaches to it before the end (CPython's own
 // threading._shutdown joins the interpreter's threads inside) is unchanged.
 __attribute__((visibility("hidden"))) void pfg_hook_Py_EndInterpreter(void *ts) {
-  exitwatch_arm();
+  exitwatch_arm_early();
   void *interp = runtime_interp_of(ts);  // ts is valid (current) at entry
   PFG_REAL(Py_EndInterpreter)(ts);
   note_interp_ended(interp);

@@ -24,7 +24,8 @@ too (BASELINE-NONDET). A crash is compared by its signal and stdout (its stderr 
 addresses); so is a clean exit whose stderr holds "Fatal Python error" (another thread's
 crash report, cut short because the exit won the race), which is not a clean outcome of
 its own. When a guarded run crashed with a signal (or had such a cut report) no unguarded
-run showed, up to --confirm (20) more unguarded runs look for it first: some cells crash
+run showed, up to --confirm (20; 5 times that on 3.9-3.11 under -X dev, where the
+crash is rare: rare_crash_factor) more unguarded runs look for it first: some cells crash
 without the guard now and then (debian-python3.11 -X dev: SIGSEGV in 9 of 21 runs), and a
 few runs per side would otherwise blame the guard for CPython's crash. A program or flag
 an interpreter lacks is a SKIP with its reason.
@@ -295,6 +296,19 @@ def summarize(runs):
     for r in runs:
         counts[r.kind()] = counts.get(r.kind(), 0) + 1
     return ", ".join("%s x%d" % (k, n) for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def rare_crash_factor(it, prog):
+    """How many times --confirm the confirm pass may take for this cell. CPython 3.9-3.11
+    under -X dev crash a thread that starts while the runtime is torn down, with and
+    without the guard (docs/limitations.md, "A thread that starts while the runtime is torn
+    down"), but rarely: pyenv 3.9 busy-xdev, 1 SIGSEGV in 8 unguarded runs one time, 1 in
+    20 another, 0 in 22 a third. --confirm runs miss a crash that rare in about a third of
+    the cells where a guarded run happened to show it, so these cells look 5 times as
+    long. The crash must still show without the guard for the cell to pass."""
+    flags = prog[2]
+    dev = any(flags[i] == "-X" and flags[i + 1] == "dev" for i in range(len(flags) - 1))
+    return 5 if dev and (3, 9) <= tuple(it.version[:2]) <= (3, 11) else 1
 
 
 def short(text, n=160):
@@ -658,8 +672,8 @@ def main():
                     and any(g.clean and g.rc == status and g.guard_lines and g.out not in clean_outs
                             for g in guard):
                 want.add("hang or crash")
-            n = 0
-            while want and n < a.confirm:
+            n, limit = 0, a.confirm * rare_crash_factor(it, prog)
+            while want and n < limit:
                 more = execute([(key, command(it, prog), lib, False, timeout_for(prog, False, a))] * 2,
                                a.jobs)[key]
                 base.extend(more)

@@ -122,7 +122,7 @@ void report_strict_at_exit(int status, void *) {
     } else {
       w.str("pyfinguard: strict: exit status ").dec(g_config.strict).str(" instead of ").dec(status)
           .str(": ").dec(n).str(n == 1 ? " thread" : " threads")
-          .str(" parked that the rules report (PYFINGUARD_STRICT=").dec(g_config.strict).str(")\n");
+          .str(" stopped (ended or parked) that the rules report (PYFINGUARD_STRICT=").dec(g_config.strict).str(")\n");
     }
   }
   fflush(nullptr);

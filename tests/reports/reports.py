@@ -567,7 +567,7 @@ def strict_cell(it, lib, build_dir):
         # stdio is flushed before _exit: the program's stdout is intact.
         if norm(strict.out) != norm(base.out) or "STATE" not in strict.out:
             problems.append("%s strict: stdout differs from the run without strict" % sc.id)
-        want = "pyfinguard: strict: exit status 3 instead of %d: 1 thread parked that the rules report " \
+        want = "pyfinguard: strict: exit status 3 instead of %d: 1 thread stopped (ended or parked) that the rules report " \
                "(PYFINGUARD_STRICT=3)" % sc.status
         if strict.err.splitlines()[-1:] != [want]:
             problems.append("%s strict: last stderr line %r" % (sc.id, strict.err.splitlines()[-1:]))

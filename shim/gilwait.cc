@@ -5,6 +5,7 @@
 #include <ctime>
 
 #include "interpose.h"
+#include "facts.h"
 #include "park.h"
 #include "probes.h"
 #include "sink.h"

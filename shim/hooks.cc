@@ -6,6 +6,7 @@
 #include <atomic>
 
 #include "exitwatch.h"
+#include "facts.h"
 #include "hooks.h"
 #include "images.h"
 #include "interpose.h"
@@ -80,7 +81,7 @@ void finalizer_enter() {
 // and PyInterpreterState_Clear before it frees the rest (<= 3.8 frees thread states
 // there, under a lock it takes inside): the last moment before anything an acquiring
 // thread uses goes away. If this is the finalizer and CPython is past its point of no
-// return, let every open window close first (window.h; policy.h, drain). One load and a
+// return, let every open window close first (window.h; policy.h, drain). Two loads and a
 // compare otherwise.
 inline void before_cpython_frees() {
   const uint64_t e = g_epoch.load();

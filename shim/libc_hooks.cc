@@ -8,6 +8,7 @@
 #include "gilwait.h"
 #include "hooks.h"
 #include "interpose.h"
+#include "facts.h"
 #include "park.h"
 #include "probes.h"
 #include "runtime.h"

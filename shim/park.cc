@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "exitwatch.h"
+#include "facts.h"
 #include "probes.h"
 #include "report.h"
 #include "state.h"

@@ -4,29 +4,11 @@
 #include <cstdint>
 #include <pthread.h>
 
-#include "config.h"
-#include "exitwatch.h"
 #include "interpose.h"
-#include "lifecycle.h"
 #include "parkrecord.h"
 #include "policy.h"
-#include "probes.h"
-#include "state.h"
 
 namespace pfg {
-
-// The facts policy.h's rules read, from this process: CPython's probes, the lifecycle
-// records, the exit, the configuration. A constant, so that the hooks' calls are direct.
-inline constexpr policy::Runtime kLive = {
-    runtime_is_finalizing, runtime_finalization_over, runtime_thread_ending_normally,
-    runtime_ends_late_threads, ts_deleted_since, interp_ended, exit_begun,
-    [] { return g_config.mode; }, [] { return g_main_generation.load(); }};
-
-// What a hook saw, for the policy: the call and a copy of this thread's block (state.h).
-inline policy::Call call_here(Fn api, uint64_t e, void *ts = nullptr, bool from_cpython = false) {
-  const PerThread &pt = t_pt;
-  return {api, e, ts, from_cpython, pt.h, pt.finalizer_gen, pt.acquired_epoch, pt.window != 0};
-}
 
 // Stops a thread the policy stopped (v.stops()); never returns. How is the policy's too
 // (policy::settle: end_or_park, routine):

@@ -8,7 +8,7 @@
 // It returns a Verdict; the hooks act on it (park.h: park() ends or parks the thread and
 // reports it). Runtime's facts are functions, each called only where a rule needs it,
 // in the order the rules read them: a call that is let through asks CPython nothing
-// more than the rules say (park.h's kLive is a constant, so the hooks' calls are direct).
+// more than the rules say (facts.h's kLive is a constant, so the hooks' calls are direct).
 //
 // tests/unit/test_policy.cc checks every rule against a fake runtime; each
 // -DPFG_MUTANT_<RULE> below breaks exactly one rule and must fail that test.
@@ -90,7 +90,7 @@ struct Call {
   bool in_window;           // inside an acquiring hook's real call (window.h)
 };
 
-// What the process and CPython say, asked only when a rule needs it (park.h: kLive).
+// What the process and CPython say, asked only when a rule needs it (facts.h: kLive).
 struct Runtime {
   bool (*cpython_finalizing)();         // probes.h: runtime_is_finalizing
   bool (*cpython_finalization_over)();  // probes.h: runtime_finalization_over

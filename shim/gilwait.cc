@@ -5,6 +5,7 @@
 #include <ctime>
 
 #include "interpose.h"
+#include "facts.h"
 #include "park.h"
 #include "probes.h"
 #include "sink.h"
@@ -42,32 +43,18 @@ CondSlot *claim_slot(pthread_cond_t *c) {
   return nullptr;  // more than kMaxConds GILs waited on at once: untracked (limitations.md)
 }
 
-// Is the runtime past its point of no return? FINALIZING alone is not enough:
-// non-daemon threads are joined and atexit handlers run then, and they need the GIL
-// like any other time.
-bool past_point_of_no_return(uint64_t e) {
-  const uint64_t ph = phase_of(e);
-  return ph == kFinalized || (ph == kFinalizing && runtime_is_finalizing());
+// The GIL wait's rules (policy.h: gil_stale, gil_late); the finalizer is let through.
+inline policy::Verdict waiter_verdict(uint64_t e) {
+  return policy::gil_wait(call_here(fn_pthread_cond_timedwait, e, nullptr, true), kLive);
 }
 
-// ... for a thread other than its finalizer.
-bool late(uint64_t e) { return !is_finalizer(e) && past_point_of_no_return(e); }
-
-// A thread that last took the GIL in an earlier generation, waiting for the GIL now:
-// its thread state was freed with that runtime. It cannot be the thread that
-// initialized the current one (initializing() sets its acquired_epoch).
-bool stale(uint64_t e) {
-  const uint64_t a = t_pt.acquired_epoch;
-  return a != 0 && gen_of(a) != gen_of(e) && !is_finalizer(e);
-}
-
-[[noreturn]] void park_waiter(CondSlot *s, pthread_mutex_t *m, uint64_t e) {
+[[noreturn]] void park_waiter(CondSlot *s, pthread_mutex_t *m, uint64_t e, const policy::Verdict &v) {
   // Leave the count first: the destroying thread waits for it to reach 0 and then for
   // the mutex, which is released right after. Both are plain atomics and an unlock:
   // nothing here allocates or takes a lock of ours.
   if (s) s->waiters.fetch_sub(1);
   pthread_mutex_unlock(m);  // CPython's GIL mutex, held since cond-wait semantics say so
-  park(fn_pthread_cond_timedwait, e, stale(e) ? Reason::stale_ts : Reason::gil_wait);
+  park(call_here(fn_pthread_cond_timedwait, e, nullptr, true), v);
 }
 
 }  // namespace
@@ -79,10 +66,12 @@ int gil_wait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *absti
     s->waiters.fetch_add(1);  // seq_cst: ordered before the g_epoch load below
   }
   uint64_t e = g_epoch.load();
-  if (__builtin_expect(late(e) || stale(e), 0)) park_waiter(s, m, e);
+  policy::Verdict v = waiter_verdict(e);
+  if (__builtin_expect(v.stops(), 0)) park_waiter(s, m, e, v);
   const int rc = PFG_REAL(pthread_cond_timedwait)(c, m, abstime);
   e = g_epoch.load();
-  if (__builtin_expect(late(e) || stale(e), 0)) park_waiter(s, m, e);
+  v = waiter_verdict(e);
+  if (__builtin_expect(v.stops(), 0)) park_waiter(s, m, e, v);
   if (s) s->waiters.fetch_sub(1);
   return rc;
 }
@@ -90,7 +79,7 @@ int gil_wait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *absti
 void gil_cond_destroying(pthread_cond_t *c) {
   CondSlot *s = find_slot(c);
   if (!s) return;
-  if (past_point_of_no_return(g_epoch.load())) {
+  if (policy::gil_destroy_guarded(g_epoch.load(), kLive)) {
     // Wake the waiters (they re-check and park), then make sure nobody is between two
     // waits holding the mutex: such a thread either waits again -- and parks on entry --
     // or leaves take_gil(); both release the mutex. Bounded: a waiter that cannot come
@@ -129,7 +118,7 @@ void gil_wake_waiters() {
       if (s.waiters.load() != 0) pthread_cond_broadcast(c);
 }
 
-bool gil_mutex_destroy_allowed() { return !past_point_of_no_return(g_epoch.load()); }
+bool gil_mutex_destroy_allowed() { return !policy::gil_destroy_guarded(g_epoch.load(), kLive); }
 
 void gilwait_forget_range(uintptr_t lo, uintptr_t hi) {
   for (auto &s : g_conds) {

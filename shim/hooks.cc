@@ -1,9 +1,12 @@
-// The wrappers of CPython's C API (PFG_PY in intercepted.def): policy only.
-// docs/design.md ("Decisions") is the reference and shim/model/ checks it; keep the
-// three in step. The libc hooks are in libc_hooks.cc; hooks.h says how both are defined.
+// The wrappers of CPython's C API (PFG_PY in intercepted.def): the protocol's fast paths,
+// and, off them, what the call sees handed to policy.h, whose verdict they act on.
+// docs/design.md ("Decisions") is the reference, shim/model/ checks the protocol and
+// tests/unit/test_policy.cc the rules; keep them in step. The libc hooks are in
+// libc_hooks.cc; hooks.h says how both are defined.
 #include <atomic>
 
 #include "exitwatch.h"
+#include "facts.h"
 #include "hooks.h"
 #include "images.h"
 #include "interpose.h"
@@ -20,37 +23,15 @@ namespace {
 
 // The slow path: only reached when the phase is not RUNNING or the thread's handle
 // does not match the current epoch. Returns to let the call through, at once; stops the
-// thread otherwise (park.h: ends or parks it). Up to CPython's own point of no return it
+// thread otherwise (park.h: ends or parks it). Which, and why, is rules 1-6 of
+// docs/design.md, policy::decide() in policy.h. Up to CPython's own point of no return it
 // never waits (docs/design.md, "The principle"): a thread CPython would let run runs, and
 // one that holds the GIL -- a nested PyGILState_Ensure from a ctypes.PyDLL callback or
 // tracemalloc's allocator hook -- is never held up.
 __attribute__((noinline, cold)) void decide(Fn api, void *ts, uint64_t e, bool from_cpython = false) {
-  // 1. The thread that finalizes the current runtime is never parked, during
-  //    finalization or after (an embedder's main thread calling into a finalized
-  //    runtime gets CPython's own behaviour, as without the guard).
-  if (is_finalizer(e)) return;
-  // 2. A thread state saved under an earlier runtime: freed at that finalization, its
-  //    address possibly reused by the current one. Never dereferenced.
-  const Handle h = t_pt.h;
-  if (ts && h.epoch != 0 && h.ts == ts && gen_of(h.epoch) != gen_of(e))
-    park(api, e, Reason::stale_ts);
-  switch (phase_of(e)) {
-    case kRunning:
-      break;
-    case kFinalizing:
-      // Threads still run while CPython joins non-daemon threads and calls atexit
-      // hooks; only past its own point of no return is the runtime gone for them. A
-      // thread that passes here and is still inside CPython's acquisition code when the
-      // finalizer crosses that point is covered by its window (window.h).
-      if (runtime_is_finalizing()) park(api, e, Reason::finalizing, from_cpython);
-      break;
-    default:
-      park(api, e, Reason::finalized, from_cpython);
-  }
-  // Rule 6 of docs/design.md (3-5 are the phases above): the runtime runs, but an
-  //    embedder deleted this very thread state after this thread saved it (mod_wsgi-
-  //    style, before ending its sub-interpreter): lifecycle.h.
-  if (ts && h.epoch != 0 && h.ts == ts && ts_deleted_since(ts, h.epoch, e)) park(api, e, Reason::deleted_ts);
+  const policy::Call c = call_here(api, e, ts, from_cpython);
+  const policy::Verdict v = policy::decide(c, kLive);
+  if (v.stops()) park(c, v);
 }
 
 // Restore/Acquire fast path: the handle was saved in this epoch and it is RUNNING.
@@ -100,11 +81,11 @@ void finalizer_enter() {
 // and PyInterpreterState_Clear before it frees the rest (<= 3.8 frees thread states
 // there, under a lock it takes inside): the last moment before anything an acquiring
 // thread uses goes away. If this is the finalizer and CPython is past its point of no
-// return, let every open window close first (window.h). One load and a compare otherwise.
+// return, let every open window close first (window.h; policy.h, drain). Two loads and a
+// compare otherwise.
 inline void before_cpython_frees() {
   const uint64_t e = g_epoch.load();
-  if (PFG_UNLIKELY(phase_of(e) == kFinalizing) && is_finalizer(e) && runtime_is_finalizing())
-    drain_windows_once(gen_of(e));
+  if (PFG_UNLIKELY(policy::drain_due(call_here(fn_PyThreadState_Clear, e), kLive))) drain_windows_once(gen_of(e));
 }
 
 // What every acquiring hook (PyEval_AcquireThread, PyEval_AcquireLock, PyGILState_Ensure,
@@ -146,7 +127,7 @@ inline auto inside_gilstate(Real &&real) {
 
 // Py_Main/Py_BytesMain/_Py_UnixMain: the python executable's own runtime, whose whole
 // program runs inside the real call. Announce its generation first and remember it
-// (park.cc: what happens to its threads at exit is routine).
+// (policy.h, routine: what happens to its threads at exit is routine).
 void main_starts() {
   begin_generation();
   t_pt.acquired_epoch = g_epoch.load();
@@ -288,7 +269,9 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyInterpreterState_Clear(voi
 __attribute__((visibility("hidden"))) void *pfg_hook_PyThreadState_New(void *interp) {
   if (in_gilstate()) return PFG_REAL(PyThreadState_New)(interp);
   return acquiring<fn_PyThreadState_New>([interp](uint64_t e) {
-    if (PFG_UNLIKELY(interp_ended(interp)) && !is_finalizer(e)) park(fn_PyThreadState_New, e, Reason::ended_interp);
+    const policy::Call c = call_here(fn_PyThreadState_New, e);
+    const policy::Verdict v = policy::new_thread_state(c, interp, kLive);
+    if (PFG_UNLIKELY(v.stops())) park(c, v);
     void *ts = PFG_REAL(PyThreadState_New)(interp);
     note_ts_created(ts);
     return ts;

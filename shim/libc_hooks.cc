@@ -1,5 +1,6 @@
 // The wrappers of libc functions (PFG_LIBC in intercepted.def): every Python image calls
-// them through its PLT, so interposition alone reaches them. Policy only, as in hooks.cc.
+// them through its PLT, so interposition alone reaches them. They act on policy.h's
+// verdicts, as hooks.cc does.
 #include <atomic>
 #include <dlfcn.h>
 #include <pthread.h>
@@ -7,6 +8,7 @@
 #include "gilwait.h"
 #include "hooks.h"
 #include "interpose.h"
+#include "facts.h"
 #include "park.h"
 #include "probes.h"
 #include "runtime.h"
@@ -34,17 +36,10 @@ extern "C" {
 // (noexcept destructors), and the seed's open race -- finalization starting while the
 // thread waits in take_gil (bpo-33608) -- ends exactly here. Park instead.
 __attribute__((visibility("hidden"))) void pfg_hook_pthread_exit(void *retval) {
-  if (PFG_CALLED_FROM_PYTHON()) {
-    uint64_t e = g_epoch.load();
-    // CPython's own flags, not our phase, and not a thread at its normal end: <= 3.9
-    // end every thread with PyThread_exit_thread() after deleting its thread state, and
-    // a non-daemon thread may get there just after Py_FinalizeEx, having waited for
-    // it, went on (tests/scenarios/h_ordinary.py). A thread inside one of our
-    // acquiring hooks (window open) is being terminated whatever its TSS says.
-    if (!is_finalizer(e) && runtime_is_finalizing() &&
-        (t_pt.window || !runtime_thread_ending_normally()))
-      park(fn_pthread_exit, e, Reason::thread_exit);
-  }
+  // policy.h, exit: CPython's own flags, not our phase, and not a thread at its normal end.
+  const policy::Call c = call_here(fn_pthread_exit, g_epoch.load(), nullptr, PFG_CALLED_FROM_PYTHON());
+  const policy::Verdict v = policy::thread_exit(c, kLive);
+  if (v.stops()) park(c, v);
   PFG_REAL(pthread_exit)(retval);
   __builtin_unreachable();
 }
@@ -56,10 +51,10 @@ __attribute__((visibility("hidden"))) void pfg_hook_pthread_exit(void *retval) {
 // signal.pause() from Python code reaches here too; before the point of no return, and
 // for the finalizer, it is the real pause().
 __attribute__((visibility("hidden"))) int pfg_hook_pause(void) {
-  if (PFG_CALLED_FROM_PYTHON()) {
-    const uint64_t e = g_epoch.load();
-    if (!is_finalizer(e) && phase_of(e) != kRunning && runtime_is_finalizing())
-      park(fn_pause, e, Reason::thread_hang);
+  const policy::Call c = call_here(fn_pause, g_epoch.load(), nullptr, PFG_CALLED_FROM_PYTHON());
+  const policy::Verdict v = policy::thread_hang(c, kLive);  // policy.h, hang
+  if (v.stops()) park(c, v);
+  if (c.from_cpython) {
     // Inside an acquiring hook's real call CPython only pauses to hang the thread for
     // good: 3.14+ does so to the threads of a sub-interpreter that Py_EndInterpreter
     // ended while the main runtime runs (tests/subinterp end-daemon). Left as CPython

@@ -16,26 +16,13 @@
 
 #include "config.h"
 #include "exitwatch.h"
+#include "facts.h"
 #include "probes.h"
 #include "report.h"
 #include "state.h"
 #include "summary.h"
 
 namespace pfg {
-
-const char *reason_text(Reason r) {
-  switch (r) {
-    case Reason::stale_ts: return "thread state of an earlier runtime";
-    case Reason::finalizing: return "runtime finalizing";
-    case Reason::finalized: return "runtime finalized";
-    case Reason::thread_exit: return "CPython terminating the thread";
-    case Reason::gil_wait: return "waiting in take_gil past the point of no return";
-    case Reason::thread_hang: return "CPython hanging the thread";
-    case Reason::deleted_ts: return "its thread state was deleted (PyThreadState_Delete) while saved";
-    case Reason::ended_interp: return "interpreter ended (Py_EndInterpreter)";
-  }
-  return "?";
-}
 
 namespace {
 
@@ -48,71 +35,26 @@ std::atomic<int> g_terminate_net{0};  // 0 not installed, 1 being installed, 2 i
 // The thread's own record while the guard ends it (-1: it is not being ended).
 __thread int t_ending_slot = -1;
 
-// Routine: what CPython's own shutdown does to a thread anyway, silently (<= 3.13 ends
-// it from take_gil, 3.14 hangs it) -- a thread it was terminating, one reaching for the
-// GIL past the point of no return while Py_FinalizeEx runs, and, in the python
-// executable's own runtime (Py_Main/Py_BytesMain), a Python thread coming back from a
-// blocking call, waiting for the GIL, or starting (CPython's own PyEval_AcquireThread
-// call) between Py_FinalizeEx and the process exit: a program's daemon threads. Not
-// routine: a thread of an earlier runtime; a native thread entering through
-// PyGILState_Ensure/PyEval_AcquireThread after finalization; any thread calling into a
-// runtime an embedder finalized while the host goes on -- where CPython would let it use
-// freed memory (docs/diagnostics.md).
-bool is_routine(Fn api, Reason why, uint64_t epoch, bool from_cpython) {
-  if (why == Reason::thread_exit || why == Reason::thread_hang) return true;
-  if (why == Reason::stale_ts || why == Reason::deleted_ts || why == Reason::ended_interp) return false;
-  // FINALIZING as the guard saw it, but CPython's finalization may be over: 3.13's
-  // Py_RunMain and Py_Exit finalize through an internal function, so no hook returns
-  // to store FINALIZED, and a native thread's late PyGILState_Ensure from a libc atexit
-  // handler or an exit-time destructor must not pass as routine (CPython would crash
-  // there). Once exit() began, finalization is over whatever CPython's flags say.
-  if (phase_of(epoch) == kFinalizing && !runtime_finalization_over() && !exit_begun()) return true;
-  return gen_of(epoch) == g_main_generation.load() &&
-         (api == fn_PyEval_RestoreThread || api == fn_pthread_cond_timedwait ||
-          (api == fn_PyEval_AcquireThread && from_cpython));
-}
-
 // Claims a slot and fills it. Lock-free (one fetch_add), so any number of threads can
 // stop at once. tid is published last (release): readers skip slots still at 0.
-unsigned record(Fn api, uint64_t epoch, Reason why, bool from_cpython, bool ending) {
+unsigned record(const policy::Call &c, const policy::Verdict &v, bool ending) {
   g_reports_in_flight.fetch_add(1);  // before the slot is counted: see report_exit_summary
   unsigned i = g_parked_count.fetch_add(1);
-  const bool routine = is_routine(api, why, epoch, from_cpython);
-  if (!routine) g_reportable_count.fetch_add(1);
+  if (!v.routine) g_reportable_count.fetch_add(1);
   if (i >= kMaxParkRecords) return i;  // counted, not described
   ParkRecord &r = g_parked[i];
   r.thread = pthread_self();
-  r.api = api;
-  r.epoch = epoch;
-  r.generation = gen_of(epoch);
+  r.api = c.api;
+  r.epoch = c.e;
+  r.generation = gen_of(c.e);
   r.when_ns = monotonic_ns();
-  r.why = reason_text(why);
-  r.routine = routine;
+  r.why = reason_text(v.why);
+  r.routine = v.routine;
   r.native = t_pt.acquired_epoch == 0;
   r.ended.store(ending);
   prctl(PR_GET_NAME, r.name, 0, 0, 0);
   r.tid.store(int(syscall(SYS_gettid)), std::memory_order_release);
   return i;
-}
-
-// Does the thread end (pthread_exit) rather than park? docs/design.md, "Ending or
-// parking": where this CPython ends late threads itself, for the reasons it ends them
-// for -- the runtime past its point of no return -- and not where it would use a freed
-// thread state or interpreter, or hangs them (3.13.8+, 3.14+).
-bool ends(Reason why) {
-  switch (g_config.mode) {
-    case Mode::exit: return true;
-    case Mode::park:
-    case Mode::abort: return false;
-    case Mode::automatic: break;
-  }
-  switch (why) {
-    case Reason::finalizing:
-    case Reason::finalized:
-    case Reason::thread_exit:
-    case Reason::gil_wait: return runtime_ends_late_threads();
-    default: return false;
-  }
 }
 
 // After a report: a summary already printed at exit (the library's destructor ran) is
@@ -131,9 +73,9 @@ void block_all_signals() {
 
 // Records the thread (ending: it is being ended, not parked) and writes its report; the
 // slot, or kMaxParkRecords and more when it was counted but not described.
-unsigned record_and_report(Fn api, uint64_t epoch, Reason why, bool from_cpython, bool ending) {
-  const unsigned slot = record(api, epoch, why, from_cpython, ending);
-  if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(why));
+unsigned record_and_report(const policy::Call &c, const policy::Verdict &v, bool ending) {
+  const unsigned slot = record(c, v, ending);
+  if (slot < kMaxParkRecords) report_park(g_parked[slot], reason_text(v.why));
   g_reports_in_flight.fetch_sub(1);
   return slot;
 }
@@ -183,8 +125,8 @@ void install_terminate_net() {
   while (g_terminate_net.load() != 2) sched_yield();  // another ending thread installs it
 }
 
-[[noreturn]] void end_thread(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
-  const unsigned slot = record_and_report(api, epoch, why, from_cpython, true);
+[[noreturn]] void end_thread(const policy::Call &c, const policy::Verdict &v) {
+  const unsigned slot = record_and_report(c, v, true);
   after_report();
   exitwatch_late_thread();  // an exit that waits for what this thread would have done
   install_terminate_net();
@@ -222,17 +164,18 @@ void park_prepare() {
   g_set_terminate.store(reinterpret_cast<TerminateHandler (*)(TerminateHandler)>(f));
 }
 
-void park(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
+void park(const policy::Call &c, policy::Verdict v) {
   t_pt.window = 0;  // it never comes out of its calls, outer ones included: the drain must not wait for it
-  if (ends(why)) end_thread(api, epoch, why, from_cpython);
-  if (g_config.mode == Mode::abort) {
-    record_and_report(api, epoch, why, from_cpython, false);
+  v = policy::settle(v, c, kLive);  // end or park, routine or not
+  if (v.action == policy::Action::end) end_thread(c, v);
+  if (v.action == policy::Action::abort) {
+    record_and_report(c, v, false);
     abort();
   }
   block_all_signals();
   // Registered before the report, so that a joiner stops waiting for this thread even
   // while the report is still being written (the report may wait for the loader lock).
-  record_and_report(api, epoch, why, from_cpython, false);
+  record_and_report(c, v, false);
   after_report();
   wait_parked();
 }

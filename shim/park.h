@@ -6,13 +6,12 @@
 
 #include "interpose.h"
 #include "parkrecord.h"
+#include "policy.h"
 
 namespace pfg {
 
-// Why the thread is being stopped; printed in the report.
-enum class Reason { stale_ts, finalizing, finalized, thread_exit, thread_hang, gil_wait, deleted_ts, ended_interp };
-
-// The slow-path outcome for a late thread; never returns.
+// Stops a thread the policy stopped (v.stops()); never returns. How is the policy's too
+// (policy::settle: end_or_park, routine):
 //   PYFINGUARD_MODE=auto (default): ends the thread with pthread_exit where this CPython
 //     ends late threads itself (<= 3.13.7) and the reason is one CPython ends it for
 //     (finalization, not a freed thread state or interpreter); parks it otherwise. An
@@ -20,9 +19,7 @@ enum class Reason { stale_ts, finalizing, finalized, thread_exit, thread_hang, g
 //     parks there instead of aborting the process.
 //   park: always parks (blocks for ever, every signal blocked); exit: always ends, with
 //   the same std::terminate net; abort: abort().
-// from_cpython: the call came from CPython's own code (e.g. a new threading.Thread taking
-// its first GIL in PyEval_AcquireThread), not from an extension or an embedder.
-[[noreturn]] void park(Fn api, uint64_t epoch, Reason why, bool from_cpython = false);
+[[noreturn]] void park(const policy::Call &c, policy::Verdict v);
 
 // pthread_join on a thread that has parked (or parks while we wait) completes at once:
 // it will never run again. Only used when something is parked or Python is finalizing.
@@ -35,7 +32,5 @@ void park_prepare();
 
 // fork(): the child has none of the parent's parked threads (preload.cc calls it).
 void park_atfork_child();
-
-const char *reason_text(Reason r);
 
 }  // namespace pfg

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <climits>
 
+#include "facts.h"
 #include "interpose.h"
 #include "lifecycle.h"
 #include "probes.h"
@@ -47,7 +48,7 @@ bool alive(uint64_t e, void *interp, uint64_t gen) {
   if (gen != 0 && gen_of(e) != gen) return false;
   // Probes absent (a runtime the guard did not take over): the phase alone decides,
   // rather than refusing every guard of a running interpreter.
-  if (probes_present() && runtime_is_finalizing()) return false;
+  if (probes_present() && policy::past_point_of_no_return(kLive)) return false;
   if (interp && interp_ended(interp)) return false;
   return true;
 }

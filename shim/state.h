@@ -40,7 +40,7 @@ inline uint64_t runtime_of(uint64_t e) { return e & ~(uint64_t(kEventsMask) << 2
 extern std::atomic<uint64_t> g_epoch __attribute__((visibility("hidden")));
 
 // The generation whose runtime Py_Main/Py_BytesMain run (0: none): the python
-// executable's own, which ends with the process. For reports (park.cc).
+// executable's own, which ends with the process. For reports (policy.h, routine).
 extern std::atomic<uint64_t> g_main_generation;
 
 // CLOCK_MONOTONIC ns when the current finalization began (0: never). For reports.

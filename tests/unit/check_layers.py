@@ -28,21 +28,23 @@ import tempfile
 LAYERS = {
     'state': 0, 'writer': 0, 'config': 0, 'patch': 0,
     'interpose': 1, 'dlopen': 1, 'backtrace': 1, 'threadscan': 1, 'images': 1, 'probes': 1, 'sink': 1, 'parkrecord': 1,
-    'window': 2, 'gilwait': 2, 'lifecycle': 2, 'park': 2, 'report': 2, 'summary': 2, 'exitwatch': 2, 'pep788': 2,
+    'policy': 1,
+    'facts': 2, 'window': 2, 'gilwait': 2, 'lifecycle': 2, 'park': 2, 'report': 2, 'summary': 2, 'exitwatch': 2, 'pep788': 2,
     'runtime': 3,
     'hooks': 4, 'libc_hooks': 4, 'preload': 4,
 }
 LAYER_TEXT = {
     0: "plain data, formatting and the platform's mechanics: nothing here knows about "
        "CPython's lifecycle",
-    1: "mechanics: reaching functions and images, reading CPython's flags, where a report goes",
-    2: "the mechanisms the policy uses; within the layer `window` wakes `gilwait`'s waiters, "
+    1: "mechanics: reaching functions and images, reading CPython's flags, where a report goes; "
+       "and `policy`, every rule of who is stopped and how, as pure functions of what a hook saw",
+    2: "the live facts the policy reads (`facts`) and the mechanisms its verdicts use; within the layer `window` wakes `gilwait`'s waiters, "
        "`gilwait` parks, `park` reports, sums up and hands its threads to `exitwatch`, which "
        "reports and sums up too; `pep788` counts the guards extensions hold (PEP 788 on 3.6-3.14)",
     3: "detection and take-over, which start the mechanisms (`window_init`) and forget an "
        "unmapped image's state in them (`gilwait_forget_range`)",
-    4: "the policy on top; `preload` orchestrates what crosses mechanisms, such as the fork "
-       "handler",
+    4: "the hooks on top: they gather what a call sees, ask `policy` and act on its verdict; "
+       "`preload` orchestrates what crosses mechanisms, such as the fork handler",
 }
 # docs/design.md: the table between these lines is written by --write-doc.
 DOC_BEGIN = '<!-- layers: written by tests/unit/check_layers.py --write-doc docs/design.md; edit LAYERS there -->'

@@ -37,13 +37,15 @@ __attribute__((noinline, cold)) void decide(Fn api, void *ts, uint64_t e, bool f
 // Restore/Acquire fast path: the handle was saved in this epoch and it is RUNNING.
 inline bool handle_current(uint64_t e) { return ((t_pt.h.epoch ^ e) | phase_of(e)) == 0; }
 
-// PyEval_SaveThread when not RUNNING. The handle keeps the generation but gets phase
-// bits 3, which no g_epoch value has: the matching restore can never take the fast
-// path (which is a single compare because of this), and rule 2 of decide() still sees
-// the generation.
-__attribute__((noinline, cold)) void *save_slow(void *ts, uint64_t e) {
+// PyEval_SaveThread when not RUNNING, or by a thread not yet registered for the drain.
+// m is the epoch read before the release with save_mark ORed in, so its phase bits are
+// not 0. Registers the thread, and gives the handle phase bits 3, which no g_epoch value
+// has: the matching restore can never take the fast path (a single compare because of
+// this), and rule 2 of decide() still sees the generation. (A thread's first save
+// thus costs its first restore the slow path too: once per thread.)
+__attribute__((noinline, cold)) void *save_slow(void *ts, uint64_t m) {
   window_register();
-  if (phase_of(e) != kRunning) t_pt.h.epoch = e | 3;
+  t_pt.h.epoch = m | 3;
   return ts;
 }
 
@@ -110,15 +112,15 @@ inline auto acquiring(Real &&real, void *ts = nullptr, uintptr_t caller = 0) {
 
 // CPython switches thread states inside PyGILState_Ensure/Release (calling RestoreThread
 // and SaveThread itself, through the PLT or through our entry patches): one level deeper
-// in reg_depth for the call, so that those switches are not taken for the caller's own,
+// in gilstate_depth for the call, so that those switches are not taken for the caller's own,
 // and the caller's outstanding save put back afterwards.
 template <typename Real>
 inline auto inside_gilstate(Real &&real) {
   struct Level {
     const Handle outer = t_pt.h;  // CPython's own switches inside may overwrite it
-    Level() { t_pt.reg_depth += kGilStateLevel; }
+    Level() { ++t_pt.gilstate_depth; }
     ~Level() {
-      t_pt.reg_depth -= kGilStateLevel;
+      --t_pt.gilstate_depth;
       t_pt.h = outer;
     }
   } level;
@@ -170,16 +172,19 @@ inline auto initializing(F &&real) {
 extern "C" {
 
 // The hot pair. Fast paths: one GOT load for this thread's block, one load of g_epoch,
-// a handful of compares and stores; everything else is in restore_slow().
+// a handful of compares and stores; everything else is in save_slow()/restore_slow().
+// Their disassembly, instruction by instruction: docs/performance.md ("The pair").
 __attribute__((visibility("hidden"))) void *pfg_hook_PyEval_SaveThread(void) {
   const uint64_t e = g_epoch.load();  // before the release: see docs/design.md
-  void *ts = PFG_REAL(PyEval_SaveThread)();
+  void *ts = PFG_REAL_HOT(PyEval_SaveThread)();
   PerThread &pt = t_pt;
-  pt.h = {ts, e};  // inside a GILState hook too: that hook restores the caller's handle
-  // Not RUNNING, or a thread not yet registered for the drain (its first save): the
-  // handle must not let the restore take the fast path before the thread's window is
-  // visible to a finalizer.
-  if (PFG_UNLIKELY(phase_of(e) != kRunning || !(pt.reg_depth & kRegistered))) return save_slow(ts, e);
+  // inside a GILState hook too: that hook restores the caller's handle. save_mark is 3
+  // until the thread is registered for the drain, 0 after: a thread's first save gets
+  // phase bits 3, so its restore cannot take the fast path before its window is visible
+  // to a finalizer. One test then covers both "not RUNNING" and "not registered".
+  const uint64_t m = e | pt.save_mark;
+  pt.h = {ts, m};
+  if (PFG_UNLIKELY(phase_of(m) != kRunning)) return save_slow(ts, m);
   return ts;
 }
 
@@ -198,7 +203,7 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyEval_RestoreThread(void *t
   if (PFG_UNLIKELY(pt.h.epoch != e)) return restore_slow(ts, e);
   pt.h.epoch = 0;
   pt.acquired_epoch = e;
-  PFG_REAL(PyEval_RestoreThread)(ts);
+  PFG_REAL_HOT(PyEval_RestoreThread)(ts);
   window_close();
 }
 

@@ -44,6 +44,17 @@ extern const FnInfo kFns[fn_count];
 
 #define PFG_REAL(name) (::pfg::real_##name.load(std::memory_order_acquire))
 
+// The same for the hot pair's calls: on x86-64 a plain read of the slot, which the
+// compiler folds into the call (`call *slot(%rip)`: one instruction; it never folds an
+// atomic load, which costs a `mov` and a `call *%rax`). An aligned 8-byte load is
+// single-copy atomic on x86-64 and, under TSO, has acquire ordering, so it reads what
+// PFG_REAL reads; the slot is read once, by the call. Elsewhere the atomic load.
+#if defined(__x86_64__)
+#define PFG_REAL_HOT(name) (*reinterpret_cast<::pfg::name##_fn *>(&::pfg::real_##name))
+#else
+#define PFG_REAL_HOT(name) PFG_REAL(name)
+#endif
+
 // Generic access by index (detection, patching): the slot as a void * cell.
 std::atomic<void *> &real_slot(Fn f);
 bool is_stub(Fn f, void *p);

@@ -8,7 +8,9 @@ namespace pfg {
 std::atomic<uint64_t> g_epoch{make_epoch(1, kRunning)};
 std::atomic<int64_t> g_finalize_start_ns{0};
 
-__thread PerThread t_pt;
+// Every thread starts unregistered (the initial TLS image, copied by the C library for
+// each new thread, and into the static TLS of threads that exist when a dlopen loads us).
+__thread PerThread t_pt = {{nullptr, 0}, kUnregistered, 0, 0, 0, 0};
 std::atomic<uint64_t> g_main_generation{0};
 
 int64_t monotonic_ns() {

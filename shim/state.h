@@ -57,16 +57,18 @@ struct Handle {
 
 // Everything the guard keeps per thread, in one initial-exec TLS block: each hook finds
 // it with a single GOT load and %fs-relative accesses (no TLS wrapper calls: __thread,
-// trivially initialized).
+// constant-initialized, an aggregate).
 struct PerThread {
   Handle h;
-  // Two counts in one word, so that the common case -- registered, outside any GILState
-  // hook: reg_depth == kRegistered -- is one test on the fast paths:
-  //   bit 0 (kRegistered)  registered for the finalizer's drain (window.h)
-  //   bits 1..             nesting depth of the PyGILState_Ensure/Release hooks,
-  //                        kGilStateLevel per level. The thread states CPython switches
-  //                        inside those calls are not the caller's own save/restore pairs.
-  uint32_t reg_depth;
+  // 0 once this thread is registered for the finalizer's drain (window.h); kUnregistered
+  // until then, from the TLS image every new thread starts with (state.cc). The save fast
+  // path ORs it into the handle's epoch: an unregistered thread's handle then has phase
+  // bits 3, which no g_epoch value has, so its restore takes the slow path, which
+  // registers it -- no separate test on the hot pair (docs/design.md, "Decisions").
+  uint64_t save_mark;
+  // Nesting depth of the PyGILState_Ensure/Release hooks: the thread states CPython
+  // switches inside those calls are not the caller's own save/restore pairs.
+  uint32_t gilstate_depth;
   int window;              // real acquiring calls this thread is inside (window.h)
   // The generation this thread finalized (0: none). Set by the Py_FinalizeEx/
   // Py_Finalize/Py_Exit hooks before FINALIZING is stored. A generation, not a flag:
@@ -80,10 +82,9 @@ struct PerThread {
 };
 extern __thread PerThread t_pt __attribute__((visibility("hidden")));
 
-constexpr uint32_t kRegistered = 1;
-constexpr uint32_t kGilStateLevel = 2;
-inline bool is_registered() { return t_pt.reg_depth & kRegistered; }
-inline bool in_gilstate() { return t_pt.reg_depth / kGilStateLevel != 0; }
+constexpr uint64_t kUnregistered = 3;  // phase bits 3: see PerThread::save_mark
+inline bool is_registered() { return t_pt.save_mark == 0; }
+inline bool in_gilstate() { return t_pt.gilstate_depth != 0; }
 
 // Is this thread the one that finalizes (or finalized) the runtime of epoch e? Such a
 // thread is never parked: it gets CPython's own behaviour, as without the guard.

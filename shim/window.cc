@@ -80,7 +80,7 @@ bool any_window_open() {
 
 
 void window_register_slow() {
-  t_pt.reg_depth |= kRegistered;  // also when the table is full: do not retry every call
+  t_pt.save_mark = 0;  // also when the table is full: do not retry every call
   pthread_once(&g_window_once, make_key);
   for (int i = 0; i < kMaxWindows; ++i) {
     int *expected = nullptr;

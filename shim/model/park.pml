@@ -30,6 +30,10 @@
  *                  real call (tracemalloc's raw allocator hook in PyThreadState_New)
  *   FIX_NESTED_WINDOW  window_close() restores the window value window_open() found
  *   MUT_*   mutants: one check, store or step of the protocol dropped or reordered
+ *   ARM_AT_FINALIZING  the hot pair "armed at finalization" (a design judged in
+ *               docs/design.md): until the finalizer's FINALIZING store the
+ *               PyEval_SaveThread/RestoreThread hooks are the bare real functions
+ *               (no handle, no window, no check); from it on, the hooks as they are
  */
 
 #ifndef PYGEN
@@ -377,8 +381,18 @@ inline pause_hook() {
 
 /* ---- the hooks (shim/hooks.cc) */
 
+/* ARM_AT_FINALIZING: the hook reads its slot (armed or not) in one step, then runs what
+ * it read; the FINALIZING store arms it (one atomic store), and nothing disarms it. */
+#define ARMED (g_epoch != EPOCH(1, RUNNING))
+
 /* pfg_hook_PyEval_SaveThread; CPython's PyEval_SaveThread drops the GIL. */
 inline save_thread() {
+#ifdef ARM_AT_FINALIZING
+  if
+  :: !ARMED ->                           /* not armed: the real function only */
+     USE_TS(my_ts); assert(gil == _pid + 1); gil = GIL_FREE
+  :: else ->
+#endif
 #ifndef MUT_SAVE_AFTER
   LOAD_EPOCH(0);
 #endif
@@ -400,6 +414,9 @@ inline save_thread() {
 #endif
   :: else -> skip
   fi
+#ifdef ARM_AT_FINALIZING
+  fi
+#endif
 }
 
 /* handle_current(e): one compare, since a save outside RUNNING stores phase bits 3 */
@@ -428,7 +445,13 @@ inline save_thread() {
   WINDOW_CLOSE
 
 /* MUT_RESTORE_NOWINDOW: RestoreThread's fast path without a window */
-#ifndef MUT_RESTORE_NOWINDOW
+#if defined(ARM_AT_FINALIZING)
+#define RESTORE_THREAD(ts, n) \
+  if \
+  :: !ARMED -> TAKE_GIL(ts, n##_bare)   /* not armed: the real function only */ \
+  :: else -> ACQUIRE_THREAD(ts, n) \
+  fi
+#elif !defined(MUT_RESTORE_NOWINDOW)
 #define RESTORE_THREAD(ts, n) ACQUIRE_THREAD(ts, n)
 #else
 #define RESTORE_THREAD(ts, n) \

@@ -19,6 +19,9 @@ SKIP = 77   # meson's "skipped" exit status
 sys.path.insert(0, os.path.join(REPO, "tools"))
 from pfgpy import build, env, interpreters, library as pfgpy_library  # noqa: E402,F401
 
+# pfgbind.cc, the pybind11 test module, is one of the scenario programs.
+build.add_source_dir(os.path.join(REPO, "tests", "scenarios"))
+
 
 def library():
     lib = pfgpy_library.find(use_env=True)

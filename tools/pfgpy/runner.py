@@ -21,6 +21,8 @@ import concurrent.futures
 import sys
 import time
 
+from .scenario import uniq
+
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 SKIP_STATUS = 77    # meson test's "skipped"
 
@@ -73,14 +75,6 @@ class Sides(Cell):
     def body(self):
         return " baseline=%s guarded=%s" % ("/".join(uniq(self.baseline)) or "-",
                                             "/".join(uniq(self.guarded)) or "-")
-
-
-def uniq(xs):
-    out = []
-    for x in xs:
-        if x not in out:
-            out.append(x)
-    return out
 
 
 def timed(fn):

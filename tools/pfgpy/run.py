@@ -89,11 +89,12 @@ def _setup(preexec_fn, cores, default_signals):
 
 
 def run(argv, env=None, timeout=None, cwd=None, stdin=None, preexec_fn=None, cores=None,
-        default_signals=False):
+        default_signals=False, text=True):
     """Run argv to its end or until timeout seconds have passed; raises OSError when it
     cannot be started. stdin None: inherited. cores: None inherits RLIMIT_CORE, False
     allows no core file, True an unlimited one (with the kernel's default core_pattern it
-    lands in cwd). default_signals: SIGINT and SIGQUIT at their defaults in the child."""
+    lands in cwd). default_signals: SIGINT and SIGQUIT at their defaults in the child.
+    text=False: stdout and stderr as bytes."""
     started, t0 = time.time(), time.monotonic()
     p = subprocess.Popen(argv, env=env, cwd=cwd, stdin=stdin, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, start_new_session=True,
@@ -109,5 +110,6 @@ def run(argv, env=None, timeout=None, cwd=None, stdin=None, preexec_fn=None, cor
             pass
         out, err = p.communicate()
         timed_out = True
-    return Result(p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
-                  timed_out, time.monotonic() - t0, p.pid, started)
+    if text:
+        out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    return Result(p.returncode, out, err, timed_out, time.monotonic() - t0, p.pid, started)

@@ -134,13 +134,16 @@ def select(items, names, key=lambda x: x.name):
     return [i for i in items if any(s in key(i) for s in subs)] if subs else list(items)
 
 
-def finish(problems, passed, failed=None, more="", label="PROBLEM: ", out=sys.stdout):
-    """The closing lines of a table harness: each problem, then 'N passed, N failed'
-    (failed: len(problems) unless given) and `more` (", 2 skipped"); returns the exit
-    status."""
+def finish(problems, passed, failed=None, more="", notes=(), label="PROBLEM: ",
+           out=sys.stdout):
+    """The closing lines of a table harness: each problem (after `label`), the `notes`
+    lines, then 'N passed, N failed' (failed: len(problems) unless given) and `more`
+    (", 2 skipped"); returns the exit status: 1 when anything failed."""
+    failed = len(problems) if failed is None else failed
     for p in problems:
         out.write(label + p + "\n")
-    out.write("%d passed, %d failed%s\n" % (passed, len(problems) if failed is None else failed,
-                                            more))
+    for n in notes:
+        out.write(n + "\n")
+    out.write("%d passed, %d failed%s\n" % (passed, failed, more))
     out.flush()
-    return 1 if problems else 0
+    return 1 if problems or failed else 0

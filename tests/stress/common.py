@@ -37,22 +37,13 @@ def guard_env(lib, guard, extra=None):
     return env_.scrubbed(drop=("PYTHONMALLOC",), preload=lib if guard else None, set=extra)
 
 
-class Result(run_.Result):
-    """differential.py's names for pfgpy.run.Result's fields, until it uses them."""
-    rc = property(lambda self: self.status)
-    out = property(lambda self: self.stdout)
-    err = property(lambda self: self.stderr)
-    hung = property(lambda self: self.timed_out)
-    secs = property(lambda self: self.seconds)
-
-
 def run(cmd, env, timeout, cwd=None, stdin=subprocess.DEVNULL, cores=False):
     """pfgpy.run.run, its stdin /dev/null and SIGINT/SIGQUIT at their defaults (a
     background shell's children inherit them ignored, and CPython tests that use
     _thread.interrupt_main() then fail or spin). cores=True lifts RLIMIT_CORE in the
     child (with the kernel's default core_pattern the core lands in cwd)."""
-    return Result.of(run_.run(cmd, env, timeout, cwd, stdin, cores=True if cores else None,
-                              default_signals=True))
+    return run_.run(cmd, env, timeout, cwd, stdin, cores=True if cores else None,
+                    default_signals=True)
 
 
 def table(headers, rows, out=sys.stdout):

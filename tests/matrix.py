@@ -70,14 +70,8 @@ def _diff(b, r):
         return "the guarded run hung (killed after %.0f s)" % r.seconds
     if b.status != r.status:
         return "status %s vs %s" % (b.status, r.status)
-    for what, x, y in (("stdout", b.stdout, r.stdout), ("stderr", b.stderr, r.stderr)):
-        xl, yl = x.splitlines(), y.splitlines()
-        for i in range(max(len(xl), len(yl))):
-            a = xl[i] if i < len(xl) else "<none>"
-            g = yl[i] if i < len(yl) else "<none>"
-            if a != g:
-                return "%s line %d: %r vs guarded %r" % (what, i + 1, a[:100], g[:100])
-    return "?"
+    return runner.first_difference((("stdout", b.stdout, r.stdout),
+                                    ("stderr", b.stderr, r.stderr))) or "?"
 
 
 def guarded_word(r):

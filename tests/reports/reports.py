@@ -398,8 +398,7 @@ class Rsyslog(object):
 def syslog_cell(it, lib, build_dir, rs):
     c = Cell("syslog %s" % it.name)
     if it.skip:
-        c.status, c.reason = "SKIP", it.skip
-        return c
+        return c.skip(it.skip)
     sc = late_scenario(it)
     prepared = prepare_or_skip(c, sc, it, build_dir, None if sc else "no late-ensure scenario applies")
     if prepared is None:
@@ -534,8 +533,7 @@ def norm(t):
 def strict_cell(it, lib, build_dir):
     c = Cell("strict %s" % it.name)
     if it.skip:
-        c.status, c.reason = "SKIP", it.skip
-        return c
+        return c.skip(it.skip)
     sc = late_scenario(it)
     problems, notes = [], []
     if sc is not None:

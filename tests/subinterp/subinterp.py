@@ -317,15 +317,9 @@ def check_guarded(contract, base, r):
             return "status %s, baseline %s" % (r.outcome(), base.outcome())
         if contract[1] and contract[1] not in (r.fatal() or ""):
             return "no 'Fatal Python error: %s'" % contract[1]
-        for what, x, y in (("stdout", base.stdout, r.stdout), ("stderr", base.stderr, r.stderr)):
-            if normalize(x) != normalize(y):
-                xl, yl = normalize(x).splitlines(), normalize(y).splitlines()
-                for i in range(max(len(xl), len(yl))):
-                    a = xl[i] if i < len(xl) else "<none>"
-                    g = yl[i] if i < len(yl) else "<none>"
-                    if a != g:
-                        return "%s line %d: %r vs guarded %r" % (what, i + 1, a[:90], g[:90])
-        return None
+        return runner.first_difference(
+            [(what, normalize(x), normalize(y)) for what, x, y in
+             (("stdout", base.stdout, r.stdout), ("stderr", base.stderr, r.stderr))], 90)
     # parked (and the test of a gap: would it be parked?)
     if r.timed_out:
         return "hang" if r.marked else "timed out before its MARK"

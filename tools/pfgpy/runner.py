@@ -77,6 +77,19 @@ class Sides(Cell):
                                             "/".join(uniq(self.guarded)) or "-")
 
 
+def first_difference(texts, width=100):
+    """Where a guarded run's output first differs from the baseline's, in one line
+    ("stdout line 3: 'a' vs guarded 'b'"), or None. texts: (what, baseline, guarded)."""
+    for what, x, y in texts:
+        xl, yl = x.splitlines(), y.splitlines()
+        for i in range(max(len(xl), len(yl))):
+            a = xl[i] if i < len(xl) else "<none>"
+            g = yl[i] if i < len(yl) else "<none>"
+            if a != g:
+                return "%s line %d: %r vs guarded %r" % (what, i + 1, a[:width], g[:width])
+    return None
+
+
 def timed(fn):
     """fn, which returns a Cell, with the Cell's secs set to the time it took."""
     def call(*args):

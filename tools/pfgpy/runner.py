@@ -42,10 +42,6 @@ class Cell(object):
         self.status, self.reason = SKIP, why
         return self
 
-    def fail(self, why, detail=""):
-        self.status, self.reason, self.detail = FAIL, why, detail
-        return self
-
     def head(self):
         return "%-4s %s" % (self.status, self.name)
 

@@ -705,7 +705,7 @@ def main():
         refs = probes.get((it.name, name)) or results.get((it.name, name, False)) or []
         if why is None and refs and all(r.status == SKIP_STATUS and r.stdout.startswith("SKIP: ")
                                         for r in refs):
-            why = refs[0].out[len("SKIP: "):].strip()
+            why = refs[0].stdout[len("SKIP: "):].strip()
         if why is not None:
             n_skip += 1
             print("SKIP %s on %s: %s" % (name, it.name, why))

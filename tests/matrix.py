@@ -23,11 +23,9 @@ exit status is 1 if any cell failed.
 """
 import argparse
 import collections
-import concurrent.futures
 import datetime
 import os
 import re
-import resource
 import shlex
 import subprocess
 import sys
@@ -37,9 +35,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCEN = os.path.join(REPO, "tests", "scenarios")
 sys.path.insert(0, os.path.join(REPO, "tools"))
 sys.path.insert(0, SCEN)
-from pfgpy import build, interpreters, library  # noqa: E402
+from pfgpy import build, interpreters, library, runner  # noqa: E402
+from pfgpy.run import no_core  # noqa: E402
+from pfgpy.runner import uniq as _uniq  # noqa: E402
 from pfgpy.scenario import (MALLOC_PERTURB, STATE_WORD, built, clean_env,  # noqa: E402
-                            prepare, run, uniq as _uniq, version_key)
+                            prepare, run, version_key)
 from scenarios import ARCH_BASELINES, SCENARIOS, UNCOVERED  # noqa: E402  (tests/scenarios/scenarios.py)
 
 
@@ -70,14 +70,8 @@ def _diff(b, r):
         return "the guarded run hung (killed after %.0f s)" % r.seconds
     if b.status != r.status:
         return "status %s vs %s" % (b.status, r.status)
-    for what, x, y in (("stdout", b.stdout, r.stdout), ("stderr", b.stderr, r.stderr)):
-        xl, yl = x.splitlines(), y.splitlines()
-        for i in range(max(len(xl), len(yl))):
-            a = xl[i] if i < len(xl) else "<none>"
-            g = yl[i] if i < len(yl) else "<none>"
-            if a != g:
-                return "%s line %d: %r vs guarded %r" % (what, i + 1, a[:100], g[:100])
-    return "?"
+    return runner.first_difference((("stdout", b.stdout, r.stdout),
+                                    ("stderr", b.stderr, r.stderr))) or "?"
 
 
 def guarded_word(r):
@@ -123,33 +117,20 @@ def check_guarded(sc, r):
     return None
 
 
-class Cell(object):
-    def __init__(self, sc, it):
-        self.sc, self.it = sc, it
-        self.status = None      # PASS / FAIL / SKIP / GAP (listed uncovered, not parked)
-        self.reason = ""
-        self.baseline = []      # outcomes
-        self.guarded = []
-        self.detail = ""
-        self.secs = 0.0
-        self.unmeasured = False  # no baseline measured for this CPython release
+class Cell(runner.Sides):
+    """PASS / FAIL / SKIP / GAP (listed uncovered, not parked) of a scenario on an
+    interpreter, with the outcomes of its baseline and guarded runs."""
 
-    def line(self):
-        head = "%-4s %-18s %-32s" % (self.status, self.sc.id, self.it.name)
-        if self.status == "SKIP":
-            return head + " " + self.reason
-        txt = head + " baseline=%s guarded=%s" % ("/".join(_uniq(self.baseline)) or "-",
-                                                  "/".join(_uniq(self.guarded)) or "-")
-        if self.reason:
-            txt += "  (%s)" % self.reason
-        if self.status == "FAIL" and self.detail:
-            txt += "\n" + self.detail
-        return txt
+    def __init__(self, sc, it):
+        runner.Sides.__init__(self, sc.id)
+        self.sc, self.it = sc, it
+
+    def head(self):
+        return "%-4s %-18s %-32s" % (self.status, self.sc.id, self.it.name)
 
 
 def run_cell(sc, it, lib, build_dir, timeout, slow_timeout, strict=False):
     c = Cell(sc, it)
-    t0 = time.monotonic()
     why = sc.applies(it)
     if why:
         c.status, c.reason = "SKIP", why
@@ -223,7 +204,6 @@ def run_cell(sc, it, lib, build_dir, timeout, slow_timeout, strict=False):
         if strict:
             fails.append(("no measured baseline for CPython %s (--strict)" % it.version_str,
                           base_runs[-1], base_env))
-    c.secs = time.monotonic() - t0
     if fails:
         c.status = "FAIL"
         c.reason = "; ".join(f[0] for f in fails)
@@ -247,8 +227,7 @@ def select(args):
             sys.exit("no scenario matches %r (see --list)" % args.scenario)
     its = interpreters.discover(sysroot=args.sysroot)
     if args.interp:
-        subs = [w.strip() for w in args.interp.split(",") if w.strip()]
-        its = [i for i in its if any(s in i.name for s in subs)]
+        its = runner.select(its, args.interp)
         if not its:
             sys.exit("no interpreter matches %r (see --list)" % args.interp)
     return scs, its
@@ -447,7 +426,7 @@ def main(argv=None):
         return 0
 
     # Crashes are the point of half the runs: no core files.
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    no_core()
     build_dir = os.path.abspath(args.build_dir) if args.build_dir else build.default_build_dir()
     # Another architecture's interpreters load the library cross-built for it
     # (tools/debian-env bookworm-arm64 build), never this machine's build/.
@@ -463,22 +442,12 @@ def main(argv=None):
     t0 = time.monotonic()
     print("matrix: %d scenario(s) x %d interpreter(s), lib=%s, jobs=%d, timeout=%.1fs" % (
         len(scs), len(its), lib or "none (baseline only)", args.jobs, args.timeout), flush=True)
-    pairs = [(s, i) for s in scs for i in its]
-    cells = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
-        futs = [ex.submit(run_cell, s, i, lib, build_dir, args.timeout, args.slow_timeout,
-                          args.strict)
-                for s, i in pairs]
-        for f in futs:      # print in a stable order
-            c = f.result()
-            cells.append(c)
-            print(c.line(), flush=True)
-    n = collections.Counter(c.status for c in cells)
-    print("matrix: %d PASS, %d FAIL, %d SKIP%s in %.0f s" % (
-        n["PASS"], n["FAIL"], n["SKIP"],
-        ", %d GAP (the guard does not cover them on this architecture yet: UNCOVERED in "
-        "tests/scenarios/scenarios.py)" % n["GAP"] if n["GAP"] else "",
-        time.monotonic() - t0))
+    cells = runner.execute(runner.timed(run_cell), [
+        (s, i, lib, build_dir, args.timeout, args.slow_timeout, args.strict)
+        for s in scs for i in its], args.jobs)
+    print(runner.summary("matrix", cells, t0, optional=(
+        "GAP (the guard does not cover them on this architecture yet: UNCOVERED in "
+        "tests/scenarios/scenarios.py)",)))
     unm = [c for c in cells if c.unmeasured]
     if unm:
         vers = sorted(set(c.it.version for c in unm))
@@ -490,7 +459,7 @@ def main(argv=None):
         write_table(args.table, cells, scs, its, lib, argv, args.timeout,
                     args.table_section, args.table_title)
         print("matrix: wrote %s" % args.table)
-    return 1 if n["FAIL"] else 0
+    return runner.exit_status(cells)
 
 
 def measure(scs, its, build_dir, args):
@@ -509,10 +478,8 @@ def measure(scs, its, build_dir, args):
         cnt = collections.Counter(run(cmd, env, t, SCEN, retry=t < args.slow_timeout).outcome(sc.status)
                                   for _ in range(args.measure))
         return sc, it, ", ".join("%s x%d" % kv for kv in sorted(cnt.items()))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
-        for f in [ex.submit(one, s, i) for s in scs for i in its]:
-            sc, it, txt = f.result()
-            print("%-18s %-32s %s" % (sc.id, it.name, txt), flush=True)
+    runner.execute(one, [(s, i) for s in scs for i in its], args.jobs,
+                   show=lambda r: "%-18s %-32s %s" % (r[0].id, r[1].name, r[2]))
     return 0
 
 

@@ -5,7 +5,6 @@ the Meson build that runs them: meson passes its path in PYFINGUARD_LIBRARY. Run
 they use <repo>/build/shim/libpyfinguard.so (tools/setup builds it).
 """
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -18,6 +17,10 @@ SKIP = 77   # meson's "skipped" exit status
 
 sys.path.insert(0, os.path.join(REPO, "tools"))
 from pfgpy import build, env, interpreters, library as pfgpy_library  # noqa: E402,F401
+from pfgpy.run import no_core  # noqa: E402  (crashes are expected: no core files)
+
+# pfgbind.cc, the pybind11 test module, is one of the scenario programs.
+build.add_source_dir(os.path.join(REPO, "tests", "scenarios"))
 
 
 def library():
@@ -42,11 +45,6 @@ def project_version():
     import re
     with open(os.path.join(REPO, "meson.build")) as f:
         return re.search(r"version\s*:\s*'([^']+)'", f.read()).group(1)
-
-
-def no_core():
-    # Crashes are expected in these tests; core files would only fill the disk.
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def base_env(**kw):

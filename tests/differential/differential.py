@@ -80,7 +80,6 @@ Prints a Markdown table, then "N passed, N failed, N skipped" (cells). Exit stat
 a cell failed.
 """
 import argparse
-import concurrent.futures
 import os
 import signal
 import sys
@@ -92,7 +91,7 @@ CORPUS_DIR = os.path.join(HERE, "corpus")
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "stress"))
 import common  # noqa: E402  (tests/stress/common.py: library, interpreters, environment, tables)
-from pfgpy import env  # noqa: E402
+from pfgpy import env, run as pfgrun, runner  # noqa: E402
 
 XFLAGS_ALL = ["-X", "dev", "-X", "tracemalloc=5", "-X", "faulthandler"]
 NEED_DEV = ((3, 7), "-X dev is new in Python 3.7")
@@ -200,7 +199,7 @@ CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, s
 SKIP_STATUS = 77
 
 
-class Run(common.Result):
+class Run(pfgrun.Result):
     """A run: stderr without the guard's own lines (counted in guard_lines); exit_secs is
     the time from the program's mark (its end of main) to its exit, wall the whole run."""
     guard_lines = exit_secs = wall = None
@@ -210,11 +209,11 @@ class Run(common.Result):
 
     @property
     def crashed(self):
-        return not self.hung and self.rc < 0 and -self.rc in [int(s) for s in CRASH_SIGNALS]
+        return not self.timed_out and self.status < 0 and -self.status in [int(s) for s in CRASH_SIGNALS]
 
     @property
     def clean(self):
-        return not self.hung and self.rc >= 0
+        return not self.timed_out and self.status >= 0
 
     @property
     def fatal_cut(self):
@@ -223,7 +222,7 @@ class Run(common.Result):
         # the exit won the race, cutting the report short (pyenv 3.9 busy-xdev, 1 of 20
         # unguarded runs: stderr exactly "Fatal Python error:"). It is that crash, not a
         # clean outcome of its own.
-        return self.clean and "Fatal Python error" in self.err
+        return self.clean and "Fatal Python error" in self.stderr
 
     def crash_key(self):
         # What the confirm pass looks for without the guard: a signal, or a cut report.
@@ -233,8 +232,8 @@ class Run(common.Result):
     def outcome(self):
         # A crash's stderr (a fatal error's addresses, faulthandler's thread dumps) differs
         # from run to run: crashes are compared by signal and stdout.
-        return (self.kind(), self.out, "<crash>" if self.crashed else
-                "<fatal error cut short>" if self.fatal_cut else self.err)
+        return (self.kind(), self.stdout, "<crash>" if self.crashed else
+                "<fatal error cut short>" if self.fatal_cut else self.stderr)
 
 
 # --guard-env NAME=VALUE settings for the guarded runs (e.g. PYFINGUARD_EXIT_TIMEOUT=1:
@@ -269,11 +268,11 @@ def run_one(cmd, lib, guarded, timeout):
             exit_secs = None
     finally:
         os.unlink(mark)
-    lines = c.err.splitlines(True)
-    r = Run(c.rc, c.out, "".join(l for l in lines if not l.startswith("pyfinguard:")),
-            c.hung, c.secs)
+    lines = c.stderr.splitlines(True)
+    r = Run(c.status, c.stdout, "".join(l for l in lines if not l.startswith("pyfinguard:")),
+            c.timed_out, c.seconds)
     r.guard_lines = sum(1 for l in lines if l.startswith("pyfinguard:"))
-    r.exit_secs, r.wall = exit_secs, c.secs
+    r.exit_secs, r.wall = exit_secs, c.seconds
     return r
 
 
@@ -327,16 +326,16 @@ def compare(base, guard, status=None):
         outs = sorted(clean)
         return "BASELINE-NONDET", ["unguarded runs disagree: %s" % " VS ".join(
             "%s out=%r err=%r" % (k, short(o, 80), short(e, 120)) for k, o, e in outs[:3])]
-    known = set(r.outcome() for r in base if not r.hung)
+    known = set(r.outcome() for r in base if not r.timed_out)
     base_crashed = any(r.crashed or r.fatal_cut for r in base)
-    base_hung = any(r.hung for r in base)
-    hung_errs = set(r.err for r in base if r.hung)
-    base_outs = set(r.out for r in base)
-    unclean_outs = set(r.out for r in base if r.hung or r.crashed or r.fatal_cut)
+    base_hung = any(r.timed_out for r in base)
+    hung_errs = set(r.stderr for r in base if r.timed_out)
+    base_outs = set(r.stdout for r in base)
+    unclean_outs = set(r.stdout for r in base if r.timed_out or r.crashed or r.fatal_cut)
     prevented = bounded = avoided = 0
     cut = []     # guarded runs accepted as bounded or prevented: no exit time to compare
     for g in guard:
-        if g.hung:
+        if g.timed_out:
             # Never acceptable, whatever the unguarded runs did.
             reasons.append("guarded run hung")
             continue
@@ -356,13 +355,13 @@ def compare(base, guard, status=None):
             # runs, bounded, is accepted too: which of the two the unguarded runs show is
             # chance, and the verdict must not be.
             why = []
-            if g.rc != status:
+            if g.status != status:
                 why.append("guarded %s, the program's own status is %d" % (g.kind(), status))
             # The stdout of the hung or crashed runs, or more: the exit may get further
             # than it did without the guard (pyenv 3.6 embed-atexit-join: the atexit
             # handler's line after the join), never less or other lines.
-            if not any(g.out.startswith(o) for o in unclean_outs):
-                why.append("stdout differs: %r" % short(g.out))
+            if not any(g.stdout.startswith(o) for o in unclean_outs):
+                why.append("stdout differs: %r" % short(g.stdout))
             # An exit that went past the point where every unguarded run hung or crashed
             # (its stdout has lines none of them printed: the destructor or atexit handler
             # that was blocked ran) was not cut short, and needs no report: the guard ended
@@ -370,12 +369,12 @@ def compare(base, guard, status=None):
             # embed-atexit; sid 3.14 embed-atexit-join, whose unguarded runs exit cleanly,
             # hang or abort: which of them 2 runs show is chance). An exit the guard's bound
             # cut short, or a crash it prevented before the program's last line, must say so.
-            finished = all(g.out.startswith(o) and len(g.out) > len(o) for o in unclean_outs)
+            finished = all(g.stdout.startswith(o) and len(g.stdout) > len(o) for o in unclean_outs)
             if not g.guard_lines and not finished:
                 why.append("guarded exit without a pyfinguard: report")
-            if base_hung and not base_crashed and g.err not in hung_errs:
+            if base_hung and not base_crashed and g.stderr not in hung_errs:
                 why.append("stderr differs: %r (unguarded, hung: %r)" % (
-                    short(g.err, 300), short(sorted(hung_errs)[0], 120)))
+                    short(g.stderr, 300), short(sorted(hung_errs)[0], 120)))
             if why:
                 reasons.extend(why)
             elif finished:
@@ -390,18 +389,18 @@ def compare(base, guard, status=None):
         # same stdout. (Where some unguarded runs were clean, a clean guarded run must
         # match them exactly: it was compared above.)
         if status is None and g.clean and not g.fatal_cut and base_crashed and not clean \
-                and g.out in base_outs:
+                and g.stdout in base_outs:
             prevented += 1
             continue
         if g.kind() not in set(k for k, _, _ in known):
             reasons.append("guarded %s, unguarded %s: %s" % (g.kind(), summarize(base),
-                                                             short(g.err, 240)))
-        elif g.out not in base_outs:
-            reasons.append("stdout differs: %r" % short(g.out))
+                                                             short(g.stderr, 240)))
+        elif g.stdout not in base_outs:
+            reasons.append("stdout differs: %r" % short(g.stdout))
         else:
             ref = [e for k, o, e in known if k == g.kind()]
             reasons.append("stderr differs: %r (unguarded: %r)" % (
-                short(g.err, 300), short(ref[0] if ref else "", 120)))
+                short(g.stderr, 300), short(ref[0] if ref else "", 120)))
     bt = [r.exit_secs for r in base if r.clean and r.exit_secs is not None]
     gt = [r.exit_secs for r in guard if r.clean and r.exit_secs is not None and
           not any(r is c for c in cut)]
@@ -522,17 +521,17 @@ def in_turn(pair, i):
 
 def execute(jobs, n_proc):
     """jobs: list of (key, cmd, lib, guarded, timeout); results by key, in order."""
-    results = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=n_proc) as ex:
-        futs = [(key, ex.submit(run_one, cmd, lib, guarded, timeout))
-                for key, cmd, lib, guarded, timeout in jobs]
-        step = max(1, len(futs) // 10)
-        t0 = time.monotonic()
-        for n, (key, f) in enumerate(futs, 1):
-            results.setdefault(key, []).append(f.result())
-            if n % step == 0 or n == len(futs):
-                sys.stderr.write("  %d/%d runs, %.0f s\n" % (n, len(futs), time.monotonic() - t0))
-                sys.stderr.flush()
+    results, done = {}, []
+    step, t0 = max(1, len(jobs) // 10), time.monotonic()
+
+    def progress(r):
+        done.append(r)
+        n = len(done)
+        if n % step == 0 or n == len(jobs):
+            return "  %d/%d runs, %.0f s" % (n, len(jobs), time.monotonic() - t0)
+    for (key, _, _, _, _), r in zip(jobs, runner.execute(run_one, [j[1:] for j in jobs], n_proc,
+                                                         show=progress, out=sys.stderr)):
+        results.setdefault(key, []).append(r)
     return results
 
 
@@ -604,15 +603,15 @@ def main():
             any(x.startswith("@") for x in prog[1])]
     if todo:
         from pfgpy import build
-        with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as ex:
-            futs = [(it, prog, ex.submit(build_command, it, prog)) for it, prog in todo]
-            for it, prog, f in futs:
-                try:
-                    COMMANDS[(it.name, prog[0])] = f.result()
-                except build.Unsupported as e:
-                    broken[(it.name, prog[0])] = ("SKIP", str(e))
-                except build.BuildError as e:
-                    broken[(it.name, prog[0])] = ("FAIL", short(str(e), 600))
+
+        def build_one(it, prog):
+            try:
+                COMMANDS[(it.name, prog[0])] = build_command(it, prog)
+            except build.Unsupported as e:
+                broken[(it.name, prog[0])] = ("SKIP", str(e))
+            except build.BuildError as e:
+                broken[(it.name, prog[0])] = ("FAIL", short(str(e), 600))
+        runner.execute(build_one, todo, a.jobs, show=False)
         cells = [(it, prog, broken[(it.name, prog[0])][1]
                   if broken.get((it.name, prog[0]), ("",))[0] == "SKIP" else why)
                  for it, prog, why in cells]
@@ -667,9 +666,9 @@ def main():
             status = OWN_STATUS.get(prog[0])
             if status is not None:
                 want = set()    # a guarded crash fails there anyway (compare)
-            clean_outs = set(b.out for b in base if b.clean and not b.fatal_cut)
-            if status is not None and not any(b.hung or b.crashed or b.fatal_cut for b in base) \
-                    and any(g.clean and g.rc == status and g.guard_lines and g.out not in clean_outs
+            clean_outs = set(b.stdout for b in base if b.clean and not b.fatal_cut)
+            if status is not None and not any(b.timed_out or b.crashed or b.fatal_cut for b in base) \
+                    and any(g.clean and g.status == status and g.guard_lines and g.stdout not in clean_outs
                             for g in guard):
                 want.add("hang or crash")
             n, limit = 0, a.confirm * rare_crash_factor(it, prog)
@@ -679,7 +678,7 @@ def main():
                 base.extend(more)
                 n += len(more)
                 want -= set(b.crash_key() for b in more)
-                if any(b.hung or b.crashed or b.fatal_cut for b in more):
+                if any(b.timed_out or b.crashed or b.fatal_cut for b in more):
                     want.discard("hang or crash")
             if n:
                 extra[(it.name, prog[0])] = n
@@ -711,16 +710,16 @@ def main():
         with open(a.json, "w") as f:
             json.dump([{"interpreter": k[0], "program": k[1], "guarded": k[2], "kind": r.kind(),
                         "exit_secs": r.exit_secs, "wall": r.wall, "guard_lines": r.guard_lines,
-                        "out": r.out, "err": r.err[-4000:]}
+                        "out": r.stdout, "err": r.stderr[-4000:]}
                        for k, rs in sorted(results.items()) for r in rs], f, indent=0)
 
     rows, problems, n_ok, n_fail, n_skip = [], [], 0, 0, 0
     for it, prog, why in live:
         name = prog[0]
         refs = probes.get((it.name, name)) or results.get((it.name, name, False)) or []
-        if why is None and refs and all(r.rc == SKIP_STATUS and r.out.startswith("SKIP: ")
+        if why is None and refs and all(r.status == SKIP_STATUS and r.stdout.startswith("SKIP: ")
                                         for r in refs):
-            why = refs[0].out[len("SKIP: "):].strip()
+            why = refs[0].stdout[len("SKIP: "):].strip()
         if why is not None:
             n_skip += 1
             print("SKIP %s on %s: %s" % (name, it.name, why))
@@ -742,26 +741,26 @@ def main():
             result, reasons = compare(base, [])
             outcomes = len(set(r.outcome() for r in base))
             rows.append([it.name, name, summarize(base), outcomes,
-                         fmt_times([r.exit_secs for r in base if r.exit_secs is not None and not r.hung]), result])
+                         fmt_times([r.exit_secs for r in base if r.exit_secs is not None and not r.timed_out]), result])
         elif a.mode == "acceptance":
             probe = probes[(it.name, name)][0]
             guard = results.get((it.name, name, True), [])
-            bad = [g for g in guard if g.hung or g.rc < 0 or g.rc != probe.rc or g.out != probe.out]
-            hangs = sum(1 for g in guard if g.hung)
-            sigs = sum(1 for g in guard if not g.hung and g.rc < 0)
+            bad = [g for g in guard if g.timed_out or g.status < 0 or g.status != probe.status or g.stdout != probe.stdout]
+            hangs = sum(1 for g in guard if g.timed_out)
+            sigs = sum(1 for g in guard if not g.timed_out and g.status < 0)
             result = "ok" if not bad else "FAIL"
-            reasons = ["%s: %s" % (g.kind(), short(g.err, 240) or short(g.out)) for g in bad[:3]]
-            gt = [g.exit_secs for g in guard if g.exit_secs is not None and not g.hung]
+            reasons = ["%s: %s" % (g.kind(), short(g.stderr, 240) or short(g.stdout)) for g in bad[:3]]
+            gt = [g.exit_secs for g in guard if g.exit_secs is not None and not g.timed_out]
             rows.append([it.name, name, probe.kind(), "%d runs: %s" % (len(guard), summarize(guard)),
                          "%d hangs, %d signals" % (hangs, sigs), fmt_times(gt), result])
         else:
             base = results.get((it.name, name, False), [])
             guard = results.get((it.name, name, True), [])
             result, reasons = compare(base, guard, OWN_STATUS.get(name))
-            same_out = all(g.out in set(b.out for b in base) for g in guard)
+            same_out = all(g.stdout in set(b.stdout for b in base) for g in guard)
             same_err = all(g.outcome()[2] in set(b.outcome()[2] for b in base) for g in guard)
-            bt = [r.exit_secs for r in base if r.exit_secs is not None and not r.hung]
-            gt = [r.exit_secs for r in guard if r.exit_secs is not None and not r.hung]
+            bt = [r.exit_secs for r in base if r.exit_secs is not None and not r.timed_out]
+            gt = [r.exit_secs for r in guard if r.exit_secs is not None and not r.timed_out]
             rows.append([it.name, name, summarize(base) + (" (%d to confirm a crash)" % extra[(it.name, name)]
                                                            if (it.name, name) in extra else "")
                          + (" (%d a side to confirm a slower exit)" % slow_checked[(it.name, name)]
@@ -777,8 +776,8 @@ def main():
                 problems.append("%s %s: %s" % (it.name, name, x))
             if a.verbose:
                 for r in results.get((it.name, name, True), []) + results.get((it.name, name, False), []):
-                    if r.err:
-                        print("--- %s %s %s stderr:\n%s" % (it.name, name, r.kind(), r.err[-2000:]))
+                    if r.stderr:
+                        print("--- %s %s %s stderr:\n%s" % (it.name, name, r.kind(), r.stderr[-2000:]))
 
     if a.mode == "acceptance":
         headers = ["interpreter", "check", "without (1 run)", "with the guard",
@@ -805,12 +804,9 @@ def main():
                   for r in rs if r.clean and r.exit_secs is not None]
             if ts:
                 print("exit ms of %d clean runs %s, p50/p95/max: %s" % (len(ts), label, fmt_times(ts)))
-    for p in problems:
-        print("PROBLEM: " + p)
-    print("%s, %d runs per cell%s, library %s, %.0f s" % (
-        a.mode, a.runs, " and side" if a.mode == "corpus" else "", lib, time.monotonic() - t_start))
-    print("%d passed, %d failed, %d skipped" % (n_ok, n_fail, n_skip))
-    return 1 if n_fail else 0
+    return runner.finish(problems, n_ok, n_fail, ", %d skipped" % n_skip, notes=[
+        "%s, %d runs per cell%s, library %s, %.0f s" % (
+            a.mode, a.runs, " and side" if a.mode == "corpus" else "", lib, time.monotonic() - t_start)])
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ Every process a test starts runs in a session of its own; cleanup kills exactly 
 sessions (by session id, found in /proc), whatever happens.
 """
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -29,6 +28,7 @@ free_port = dc.free_port
 
 sys.path.insert(0, os.path.join(REPO, "tools"))
 from pfgpy import env as scrub  # noqa: E402
+from pfgpy.run import no_core  # noqa: E402  (crashes are expected without the guard)
 
 # Lines that mean a process crashed or was killed (Apache's error log, uwsgi's log, a
 # shell's report, CPython's fatal error, C++'s std::terminate).
@@ -52,11 +52,6 @@ def need_files(package, *paths):
     if missing:
         skip("Debian package %s not installed (%s missing); tools/setup installs it as root"
              % (package, ", ".join(missing)))
-
-
-def no_core():
-    # Crashes are expected without the guard; core files would only fill the disk.
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def host_env(guard, **kw):
@@ -196,7 +191,7 @@ def kill_session(sid):
         time.sleep(0.05)
 
 
-class Run(object):
+class Sessions(object):
     """A temporary directory and the sessions started in it; cleanup() kills them all and
     removes the directory."""
 

@@ -142,7 +142,7 @@ def requests(port, phase, res):
 
 def run_host(mode, guard):
     which = "with guard" if guard else "without guard"
-    run = hc.Run("pfg-apache-%s-" % mode)
+    run = hc.Sessions("pfg-apache-%s-" % mode)
     res = {"which": which, "served": 0, "requests": [], "ctl": [], "ready": [],
            "procs": (0, 0, 0), "stop_s": None, "stopped": False}
     try:

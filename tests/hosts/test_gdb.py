@@ -154,7 +154,7 @@ def main():
     hc.on_signals_raise()
     print("gdb, guard %s" % hc.library())
     print("packages: %s" % hc.package_versions("gdb", "libpython3.11"))
-    run = hc.Run("pfg-gdb-")
+    run = hc.Sessions("pfg-gdb-")
     c = hc.Checks()
     try:
         case_job(run, c)

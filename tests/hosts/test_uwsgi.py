@@ -73,7 +73,7 @@ def requests(port, phase, res, paths):
 
 def run_host(guard, case, app, pythonpath=None):
     which = "%s, with guard" % case if guard else "%s, without guard" % case
-    run = hc.Run("pfg-uwsgi-%s-" % case)
+    run = hc.Sessions("pfg-uwsgi-%s-" % case)
     res = {"which": which, "served": 0, "sent": 0, "requests": [], "ready": [],
            "procs": (0, 0, 0), "stop_s": None, "stopped": False, "rc": None}
     try:

@@ -14,6 +14,8 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), 'tools'))
+from pfgpy import env as scrub  # noqa: E402
 TOKENS = {  # a DT_RPATH / DT_RUNPATH entry, relative to the prefix's bin/ (the caller's origin)
     'origin': '$ORIGIN/../plain',
     'lib': '$ORIGIN/../$LIB',
@@ -28,8 +30,7 @@ def sh(*argv, **kw):
 
 
 def env_clean():
-    return {k: v for k, v in os.environ.items()
-            if k not in ('LD_PRELOAD', 'LD_LIBRARY_PATH', 'LD_DEBUG') and not k.startswith('PYFINGUARD')}
+    return scrub.scrubbed(python=None, drop=('LD_LIBRARY_PATH', 'LD_DEBUG'))
 
 
 def main():

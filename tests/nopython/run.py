@@ -12,6 +12,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), 'tools'))
+from pfgpy import env as scrub, run as pfgrun  # noqa: E402
+
 # Fixed identities and dates, so that git's hashes and tar's listings do not depend on
 # the run.
 GIT_ENV = {
@@ -67,9 +71,9 @@ def cases(args):
 
 
 def run(argv, cwd, env, timeout):
-    p = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                       timeout=timeout)
-    return p.returncode, p.stdout, p.stderr
+    """(status, stdout, stderr) as bytes; status 'hang' when the timeout killed it."""
+    r = pfgrun.run(argv, env, timeout, cwd, stdin=subprocess.DEVNULL, text=False)
+    return 'hang' if r.timed_out else r.status, r.stdout, r.stderr
 
 
 def main():
@@ -87,7 +91,7 @@ def main():
         args.libpython = ''
     lib = os.path.abspath(args.lib)
     args.probe, args.cxx = os.path.abspath(args.probe), os.path.abspath(args.cxx)
-    base = {k: v for k, v in os.environ.items() if k not in ('LD_PRELOAD',) and not k.startswith('PYFINGUARD')}
+    base = scrub.scrubbed(python=None)
     base.update(GIT_ENV, LC_ALL='C', TZ='UTC', C=C_SRC, CXX=CXX_SRC, BAD=BAD_SRC)
     guarded = dict(base, LD_PRELOAD=lib)
     failures = 0

@@ -28,7 +28,6 @@ One PASS / FAIL / SKIP line per cell (interpreter, or scenario x interpreter); e
 anything failed, 77 if everything was skipped.
 """
 import argparse
-import concurrent.futures
 import datetime
 import json
 import os
@@ -44,7 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import matrix  # noqa: E402  (also puts tools/ on sys.path)
-from pfgpy import build, interpreters, run as pfgrun, scenario  # noqa: E402
+from pfgpy import build, interpreters, run as pfgrun, runner, scenario  # noqa: E402
 
 LINE_MAX = 4096  # PIPE_BUF: the guard's JSON line limit
 ISO_RE = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{3})Z$")
@@ -65,24 +64,12 @@ def api_names():
 APIS = api_names()
 
 
-class Result(object):
-    def __init__(self, pid, rc, out, err, timed_out, t0, t1):
-        self.pid, self.rc, self.out, self.err = pid, rc, out, err
-        self.timed_out, self.t0, self.t1 = timed_out, t0, t1
-
-    def describe(self):
-        return "timed out" if self.timed_out else (
-            "exit %d" % self.rc if self.rc >= 0 else "signal %d" % -self.rc)
-
-    def tail(self, n=12):
-        lines = ("--- stdout\n" + self.out + "--- stderr\n" + self.err).splitlines()
-        return "\n".join("    | " + l[:300] for l in lines[-n:])
-
-
 def run(cmd, env, timeout=60):
-    t0 = time.time()
-    r = pfgrun.run(cmd, env=env, timeout=timeout, cwd=matrix.SCEN)
-    return Result(r.pid, r.status, r.stdout, r.stderr, r.timed_out, t0, time.time())
+    return pfgrun.run(cmd, env=env, timeout=timeout, cwd=matrix.SCEN)
+
+
+def tail(r):
+    return r.tail(12, 300)
 
 
 _ids = {}
@@ -117,7 +104,7 @@ def check_common(ev, r, cmd, it, problems):
         if not isinstance(ev.get(k), t) or isinstance(ev.get(k), bool):
             problems.append("%s: %r is not %s" % (k, ev.get(k), t.__name__))
     ts = parse_time(ev.get("time"))
-    if ts is None or not (r.t0 - 2 <= ts <= r.t1 + 2):
+    if ts is None or not (r.started - 2 <= ts <= r.ended + 2):
         problems.append("time %r is not ISO-8601 UTC within the run" % ev.get("time"))
     if ev.get("pid") != r.pid:
         problems.append("pid %r is not the child's %d" % (ev.get("pid"), r.pid))
@@ -148,7 +135,7 @@ def check_park(ev, r, cmd, it, log, problems, seen_ids):
         p.append("phase %r" % ev.get("phase"))
     ms = ev.get("ms_since_finalization", "missing")
     if not (ms is None or (isinstance(ms, (int, float)) and not isinstance(ms, bool)
-                           and 0 <= ms <= 1000 * (r.t1 - r.t0 + 1))):
+                           and 0 <= ms <= 1000 * (r.ended - r.started + 1))):
         p.append("ms_since_finalization %r" % ms)
     if ms is None and ev.get("reason") != "runtime finalized":
         p.append("no finalization seen, yet reason %r" % ev.get("reason"))
@@ -239,13 +226,18 @@ def json_lines(text, problems, where):
     return evs
 
 
-class Cell(object):
-    def __init__(self, name):
-        self.name, self.status, self.reason, self.detail = name, "PASS", "", ""
+class Cell(runner.Cell):
+    """A case that passes unless a check says otherwise; its reason says what was seen."""
+    reason_fmt = None
 
-    def line(self):
-        txt = "%-4s %-50s %s" % (self.status, self.name, self.reason)
-        return txt + ("\n" + self.detail if self.status == "FAIL" and self.detail else "")
+    def __init__(self, name):
+        runner.Cell.__init__(self, name, runner.PASS)
+
+    def head(self):
+        return "%-4s %-50s" % (self.status, self.name)
+
+    def body(self):
+        return " " + self.reason
 
 
 def guarded_env(lib, extra, more):
@@ -285,9 +277,9 @@ def json_cell(sc, it, lib, build_dir):
     r = run(cmd, guarded_env(lib, extra, {"PYFINGUARD_LOG": "stderr",
                                           "PYFINGUARD_REPORT_FORMAT": "json"}))
     problems = []
-    if r.timed_out or r.rc != sc.status:
+    if r.timed_out or r.status != sc.status:
         problems.append("%s, not the program's own %d" % (r.describe(), sc.status))
-    evs = json_lines(r.err, problems, "stderr")
+    evs = json_lines(r.stderr, problems, "stderr")
     parks = [e for e in evs if e.get("event") == "park"]
     exits = [e for e in evs if e.get("event") == "exit"]
     ids = set()
@@ -299,7 +291,7 @@ def json_cell(sc, it, lib, build_dir):
             problems.append("no park line")
         if len(exits) != 1 or evs[-1:] != exits:
             problems.append("%d exit lines (want 1, last)" % len(exits))
-        states = len([s for s in scenario.STATE_RE.findall(r.out) if s[1] in ("parked", "gone")])
+        states = len([s for s in scenario.STATE_RE.findall(r.stdout) if s[1] in ("parked", "gone")])
         if len(parks) < states:
             problems.append("%d park lines, the program saw %d parked or ended" % (len(parks), states))
         for i, e in enumerate(parks):
@@ -311,7 +303,7 @@ def json_cell(sc, it, lib, build_dir):
             check_exit(exits[0], r, cmd, it, len(parks), nroutine, None, problems)
     if problems:
         c.status, c.reason = "FAIL", "; ".join(problems[:6]) + (" ..." if len(problems) > 6 else "")
-        c.detail = "    cmd: %s\n%s" % (" ".join(cmd), r.tail())
+        c.detail = "    cmd: %s\n%s" % (" ".join(cmd), tail(r))
     else:
         c.reason = "%d park line(s), build-ids checked: %s" % (len(parks), ", ".join(sorted(ids)) or "-") \
             if not sc.ordinary else "no JSON lines (nothing parked)"
@@ -323,10 +315,8 @@ def cmd_json(args, lib, its, build_dir):
     if args.scenario:
         want = [w.strip() for w in args.scenario.split(",") if w.strip()]
         scs = [s for s in scs if s.id in want or s.letter in want]
-    pairs = [(s, i) for s in scs for i in its]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as ex:
-        futs = [ex.submit(json_cell, s, i, lib, build_dir) for s, i in pairs]
-        return [emit(f.result()) for f in futs]
+    return runner.execute(json_cell, [(s, i, lib, build_dir) for s in scs for i in its],
+                          args.jobs)
 
 
 # ----------------------------------------------------------------------------- syslog
@@ -408,8 +398,7 @@ class Rsyslog(object):
 def syslog_cell(it, lib, build_dir, rs):
     c = Cell("syslog %s" % it.name)
     if it.skip:
-        c.status, c.reason = "SKIP", it.skip
-        return c
+        return c.skip(it.skip)
     sc = late_scenario(it)
     prepared = prepare_or_skip(c, sc, it, build_dir, None if sc else "no late-ensure scenario applies")
     if prepared is None:
@@ -421,7 +410,7 @@ def syslog_cell(it, lib, build_dir, rs):
         r = run(cmd, guarded_env(lib, extra, {"PYFINGUARD_LOG": "syslog", "PYFINGUARD_REPORT_FORMAT": fmt,
                                               "PYFINGUARD_SYSLOG_SOCKET": rs.sock}))
         where = "%s %s" % (sc.id, fmt)
-        if r.timed_out or r.rc != sc.status:
+        if r.timed_out or r.status != sc.status:
             problems.append("%s: %s, not %d" % (where, r.describe(), sc.status))
         recs = rs.records(r.pid, 2)
         parks = [x for x in recs if x[3] == "warning"]
@@ -429,7 +418,7 @@ def syslog_cell(it, lib, build_dir, rs):
         if len(parks) != 1 or len(sums) != 1 or len(recs) != 2:
             problems.append("%s: %d record(s) of pid %d in rsyslogd's file (want a warning and a notice)"
                             % (where, len(recs), r.pid))
-            c.detail = r.tail()
+            c.detail = tail(r)
             continue
         for x in recs:
             if x[0] != host or x[1] != "pyfinguard" or x[2] != str(r.pid):
@@ -447,26 +436,26 @@ def syslog_cell(it, lib, build_dir, rs):
                 check_exit(evs[1], r, cmd, it, 1, 0, ("syslog", rs.sock), pp)
                 problems += ["%s: %s" % (where, x) for x in pp]
             # stderr: only the summary, in JSON
-            err = [l for l in r.err.splitlines() if "pyfinguard" in l or l.startswith("{")]
+            err = [l for l in r.stderr.splitlines() if "pyfinguard" in l or l.startswith("{")]
             if len(err) != 1 or json.loads(err[0]).get("log") != "syslog":
                 problems.append("%s: stderr %r, want the exit line only" % (where, err[:3]))
         else:
             if not parks[0][4].startswith(("pyfinguard: parked thread ", "pyfinguard: ended thread ")) or \
                     "PyGILState_Ensure" not in parks[0][4]:
                 problems.append("%s: report %r" % (where, parks[0][4][:120]))
-            if "parked thread" in r.err or "ended thread" in r.err or \
-                    "reported to syslog at %s" % rs.sock not in r.err:
-                problems.append("%s: stderr %r" % (where, r.err[-300:]))
+            if "parked thread" in r.stderr or "ended thread" in r.stderr or \
+                    "reported to syslog at %s" % rs.sock not in r.stderr:
+                problems.append("%s: stderr %r" % (where, r.stderr[-300:]))
         notes.append("%s: %d records" % (fmt, len(recs)))
     # Not selected: nothing is sent (PYFINGUARD_SYSLOG_SOCKET alone selects nothing).
     r = run(cmd, guarded_env(lib, extra, {"PYFINGUARD_SYSLOG_SOCKET": rs.sock}))
-    if "parked thread" not in r.err and "ended thread" not in r.err:
+    if "parked thread" not in r.stderr and "ended thread" not in r.stderr:
         problems.append("default destination: no report on stderr")
     if rs.records(r.pid, 1, timeout=1.5):
         problems.append("default destination: records of pid %d reached syslog" % r.pid)
     if problems:
         c.status, c.reason = "FAIL", "; ".join(problems[:6])
-        c.detail = c.detail or r.tail()
+        c.detail = c.detail or tail(r)
     else:
         c.reason = "%s via %s; %s; default: nothing sent" % (sc.id, "rsyslogd", ", ".join(notes))
     return c
@@ -485,13 +474,10 @@ def cmd_syslog(args, lib, its, build_dir):
         shutil.rmtree(d, ignore_errors=True)
         return None
     try:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as ex:
-            futs = [ex.submit(syslog_cell, i, lib, build_dir, rs) for i in its]
-            cells = [emit(f.result()) for f in futs]
+        cells = runner.execute(syslog_cell, [(i, lib, build_dir, rs) for i in its], args.jobs)
         if args.show_aggregate:
             print(open(rs.out).read())
-        cells.append(emit(aggregate_cell(rs)))
-        return cells
+        return cells + runner.execute(aggregate_cell, [(rs,)], 1)
     finally:
         rs.stop()
         shutil.rmtree(d, ignore_errors=True)
@@ -547,8 +533,7 @@ def norm(t):
 def strict_cell(it, lib, build_dir):
     c = Cell("strict %s" % it.name)
     if it.skip:
-        c.status, c.reason = "SKIP", it.skip
-        return c
+        return c.skip(it.skip)
     sc = late_scenario(it)
     problems, notes = [], []
     if sc is not None:
@@ -560,18 +545,18 @@ def strict_cell(it, lib, build_dir):
         base = run(cmd, guarded_env(lib, extra, {}))
         strict = run(cmd, guarded_env(lib, extra, {"PYFINGUARD_STRICT": "3"}))
         sj = run(cmd, guarded_env(lib, extra, {"PYFINGUARD_STRICT": "3", "PYFINGUARD_REPORT_FORMAT": "json"}))
-        if base.rc != sc.status:
+        if base.status != sc.status:
             problems.append("%s without strict: %s, not %d" % (sc.id, base.describe(), sc.status))
-        if strict.rc != 3 or sj.rc != 3:
+        if strict.status != 3 or sj.status != 3:
             problems.append("%s strict: %s / json %s, want exit 3" % (sc.id, strict.describe(), sj.describe()))
         # stdio is flushed before _exit: the program's stdout is intact.
-        if norm(strict.out) != norm(base.out) or "STATE" not in strict.out:
+        if norm(strict.stdout) != norm(base.stdout) or "STATE" not in strict.stdout:
             problems.append("%s strict: stdout differs from the run without strict" % sc.id)
         want = "pyfinguard: strict: exit status 3 instead of %d: 1 thread stopped (ended or parked) that the rules report " \
                "(PYFINGUARD_STRICT=3)" % sc.status
-        if strict.err.splitlines()[-1:] != [want]:
-            problems.append("%s strict: last stderr line %r" % (sc.id, strict.err.splitlines()[-1:]))
-        last = sj.err.splitlines()[-1:] or ["{}"]
+        if strict.stderr.splitlines()[-1:] != [want]:
+            problems.append("%s strict: last stderr line %r" % (sc.id, strict.stderr.splitlines()[-1:]))
+        last = sj.stderr.splitlines()[-1:] or ["{}"]
         try:
             ev = json.loads(last[0])
         except ValueError:
@@ -579,7 +564,7 @@ def strict_cell(it, lib, build_dir):
         if (ev.get("event"), ev.get("status"), ev.get("exit_status"), ev.get("reported_parks"), ev.get("pid")) != \
                 ("strict", 3, sc.status, 1, sj.pid):
             problems.append("%s strict json: last line %r" % (sc.id, last[0][:200]))
-        notes.append("%s: %d -> 3" % (sc.id, base.rc))
+        notes.append("%s: %d -> 3" % (sc.id, base.status))
     if it.can_embed:
         # A park during exit(): a C++ static destructor joins a worker whose first
         # PyGILState_Ensure comes after Py_FinalizeEx. The strict handler runs after the
@@ -588,7 +573,7 @@ def strict_cell(it, lib, build_dir):
         try:
             cmd, extra = matrix.prepare(jd, it, build_dir)
             r = run(cmd, guarded_env(lib, extra, {"PYFINGUARD_STRICT": "3"}))
-            if r.rc != 3 or not re.search(r"^STATE worker (parked|gone)", r.out, re.M):
+            if r.status != 3 or not re.search(r"^STATE worker (parked|gone)", r.stdout, re.M):
                 problems.append("j-join-dtor strict: %s, want exit 3 and the worker parked or ended"
                                 % r.describe())
             else:
@@ -600,10 +585,10 @@ def strict_cell(it, lib, build_dir):
         plain = matrix.clean_env()
         b = run(cmd, plain)
         s = run(cmd, guarded_env(lib, {}, {"PYFINGUARD_STRICT": "3"}))
-        if (b.rc, b.out, b.err) != (0, "main: 5 daemon threads still running; exit 0\n", ""):
-            problems.append("daemons without the guard: %s %r %r" % (b.describe(), b.out, b.err[-200:]))
-        if (s.rc, s.out, s.err) != (b.rc, b.out, b.err):
-            problems.append("daemons strict: %s %r %r differ from without the guard" % (s.describe(), s.out, s.err[-200:]))
+        if (b.status, b.stdout, b.stderr) != (0, "main: 5 daemon threads still running; exit 0\n", ""):
+            problems.append("daemons without the guard: %s %r %r" % (b.describe(), b.stdout, b.stderr[-200:]))
+        if (s.status, s.stdout, s.stderr) != (b.status, b.stdout, b.stderr):
+            problems.append("daemons strict: %s %r %r differ from without the guard" % (s.describe(), s.stdout, s.stderr[-200:]))
         # The same under strict with every park logged: they happen, they are routine.
         fd, log = tempfile.mkstemp(prefix="pfg-strict-", suffix=".log")
         os.close(fd)
@@ -617,8 +602,8 @@ def strict_cell(it, lib, build_dir):
                 os.path.exists(log) and os.unlink(log)
                 n = sum(1 for e in evs if e.get("event") == "park")
                 routine = sum(1 for e in evs if e.get("event") == "park" and e.get("routine") is True)
-                if lr.rc != 0 or "pyfinguard: strict" in lr.err or '"event":"strict"' in lr.err:
-                    problems.append("daemons strict + log: %s %r" % (lr.describe(), lr.err[-200:]))
+                if lr.status != 0 or "pyfinguard: strict" in lr.stderr or '"event":"strict"' in lr.stderr:
+                    problems.append("daemons strict + log: %s %r" % (lr.describe(), lr.stderr[-200:]))
                     break
                 if n:
                     break
@@ -638,14 +623,7 @@ def strict_cell(it, lib, build_dir):
 
 
 def cmd_strict(args, lib, its, build_dir):
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as ex:
-        futs = [ex.submit(strict_cell, i, lib, build_dir) for i in its]
-        return [emit(f.result()) for f in futs]
-
-
-def emit(c):
-    print(c.line(), flush=True)
-    return c
+    return runner.execute(strict_cell, [(i, lib, build_dir) for i in its], args.jobs)
 
 
 def main(argv=None):
@@ -662,23 +640,15 @@ def main(argv=None):
     lib = os.path.abspath(args.lib)
     if not os.path.exists(lib):
         sys.exit("--lib %s does not exist" % lib)
-    import resource
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    its = interpreters.discover()
-    if args.interp:
-        subs = [w.strip() for w in args.interp.split(",") if w.strip()]
-        its = [i for i in its if any(s in i.name for s in subs)]
+    pfgrun.no_core()
+    its = runner.select(interpreters.discover(), args.interp)
     build_dir = os.path.abspath(args.build_dir) if args.build_dir else build.default_build_dir()
-    t0 = time.time()
+    t0 = time.monotonic()
     cells = {"json": cmd_json, "syslog": cmd_syslog, "strict": cmd_strict}[args.what](args, lib, its, build_dir)
     if cells is None:
         return 77
-    n = {k: sum(1 for c in cells if c.status == k) for k in ("PASS", "FAIL", "SKIP")}
-    print("reports %s: %d PASS, %d FAIL, %d SKIP in %.0f s" % (args.what, n["PASS"], n["FAIL"], n["SKIP"],
-                                                              time.time() - t0))
-    if n["FAIL"]:
-        return 1
-    return 77 if not n["PASS"] else 0
+    print(runner.summary("reports " + args.what, cells, t0))
+    return runner.exit_status(cells, skipped=runner.SKIP_STATUS)
 
 
 if __name__ == "__main__":

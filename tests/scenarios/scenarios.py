@@ -13,7 +13,11 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "tools"))
+from pfgpy import build  # noqa: E402
 from pfgpy.scenario import Scenario, span  # noqa: E402
+
+# The programs below are named by file; pfgpy finds them here.
+build.add_source_dir(os.path.dirname(os.path.abspath(__file__)))
 
 # Baselines are asserted per measured CPython *release* (major, minor, micro): patch
 # releases differ (pyenv's 3.13.0 pthread_exit-s a late thread; Debian unstable's 3.13.18,

@@ -69,17 +69,17 @@ def run_env(cmd, envb):
     # file name, and the guard rightly creates it in the current directory.
     cwd = tempfile.mkdtemp(prefix="pfg-bad-")
     try:
-        p = subprocess.run(cmd, env=envb, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           stdin=subprocess.DEVNULL, timeout=60, cwd=cwd)
+        # Bytes in and out: the values under test need not be UTF-8.
+        r = common.run_.run(cmd, envb, 60, cwd, stdin=subprocess.DEVNULL, text=False)
     except OSError as e:
         if e.errno == errno.E2BIG:
             return "E2BIG", b"", b""
         raise
-    except subprocess.TimeoutExpired:
-        return "hang", b"", b""
     finally:
         shutil.rmtree(cwd, ignore_errors=True)
-    return p.returncode, p.stdout, p.stderr
+    if r.timed_out:
+        return "hang", b"", b""
+    return r.status, r.stdout, r.stderr
 
 
 def norm(b):
@@ -158,17 +158,10 @@ def main():
                         sum(1 for r in ran if r[5].startswith("KNOWN"))])
     common.table(["host", "cells run", "E2BIG (1 MiB: not passable)", "exit statuses with guard",
                   "max warning lines", "failed", "known bug"], summary)
-    for p in problems:
-        print("PROBLEM: " + p)
     n_ok = sum(1 for r in rows if r[5] == "ok")
-    n_known = 0
-    for r in rows:
-        if r[5].startswith("KNOWN"):
-            n_known += 1
-            print("%s: %s %s=%s" % (r[5], r[0], r[1], r[2]))
-    print("%d passed, %d failed, %d known (reported guard bug, not counted)" % (
-        n_ok, len(problems), n_known))
-    return 1 if problems else 0
+    known = ["%s: %s %s=%s" % (r[5], r[0], r[1], r[2]) for r in rows if r[5].startswith("KNOWN")]
+    return common.runner.finish(problems, n_ok, more=", %d known (reported guard bug, not counted)"
+                                % len(known), notes=known)
 
 
 if __name__ == "__main__":

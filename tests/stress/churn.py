@@ -50,12 +50,12 @@ def main():
             env = common.guard_env(lib, guard, {"PYTHONPATH": moddir})
             r = common.run([it.executable, os.path.join(common.HERE, "churn_prog.py"),
                             str(a.threads), str(a.live)], env, 1800)
-            if r.rc != 0:
-                problems.append("%s guard=%s: %s %s" % (it.name, guard, r.describe(), r.err[-400:]))
+            if r.status != 0:
+                problems.append("%s guard=%s: %s %s" % (it.name, guard, r.describe(), r.stderr[-400:]))
                 res[guard] = None
                 continue
-            line = [l for l in r.out.splitlines() if l.startswith("{")][-1]
-            res[guard] = (json.loads(line), r.secs)
+            line = [l for l in r.stdout.splitlines() if l.startswith("{")][-1]
+            res[guard] = (json.loads(line), r.seconds)
         for guard in (False, True):
             if not res[guard]:
                 continue
@@ -83,11 +83,8 @@ def main():
                   "VmData per live thread (B)", "RSS growth, 2nd half Python churn (KiB)",
                   "RSS growth, 2nd half native churn (KiB)", "RSS after both churns (KiB)",
                   "VmData after both churns (KiB)"], rows)
-    for p in problems:
-        print("PROBLEM: " + p)
-    print("%d passed, %d failed" % (len(its) - len(set(p.split(":")[0] for p in problems)),
-                                    len(set(p.split(":")[0] for p in problems))))
-    return 1 if problems else 0
+    failed = len(set(p.split(":")[0] for p in problems))
+    return common.runner.finish(problems, len(its) - failed, failed)
 
 
 if __name__ == "__main__":

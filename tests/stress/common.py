@@ -5,7 +5,6 @@ Interpreter discovery and compilation come from tools/pfgpy (owned by the scenar
 work; used read-only here). Python 3.6+ (the harness itself runs on /usr/bin/python3).
 """
 import os
-import signal
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 
-from pfgpy import build, env as env_, interpreters, library, run as run_  # noqa: E402,F401
+from pfgpy import build, env as env_, interpreters, library, run as run_, runner  # noqa: E402,F401
 
 LAUNCHER = os.path.join(REPO, "tools", "pyfinguard")
 
@@ -38,37 +37,13 @@ def guard_env(lib, guard, extra=None):
     return env_.scrubbed(drop=("PYTHONMALLOC",), preload=lib if guard else None, set=extra)
 
 
-class Result(run_.Result):
-    """pfgpy.run.Result under the short names the stress scripts use."""
-    rc = property(lambda self: self.status)
-    out = property(lambda self: self.stdout)
-    err = property(lambda self: self.stderr)
-    hung = property(lambda self: self.timed_out)
-    secs = property(lambda self: self.seconds)
-
-    @property
-    def crashed(self):
-        """Killed by a signal (SIGSEGV, SIGABRT, ...) that we did not send."""
-        return not self.hung and self.rc is not None and self.rc < 0
-
-
-def _child_setup(cores):
-    # A command started in the background by a non-interactive shell inherits SIGINT and
-    # SIGQUIT ignored; Python then installs no KeyboardInterrupt handler, and CPython tests
-    # that use _thread.interrupt_main() fail or spin forever. Children get the defaults.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-    if cores:
-        import resource
-        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-
-
 def run(cmd, env, timeout, cwd=None, stdin=subprocess.DEVNULL, cores=False):
-    """Run cmd in its own process group; on timeout kill the whole group (a hung child
-    may have children) and report a hang. cores=True lifts RLIMIT_CORE in the child (with
-    the kernel's default core_pattern the core lands in cwd)."""
-    r = run_.run(cmd, env, timeout, cwd, stdin, preexec_fn=lambda: _child_setup(cores))
-    return Result(r.status, r.stdout, r.stderr, r.timed_out, r.seconds)
+    """pfgpy.run.run, its stdin /dev/null and SIGINT/SIGQUIT at their defaults (a
+    background shell's children inherit them ignored, and CPython tests that use
+    _thread.interrupt_main() then fail or spin). cores=True lifts RLIMIT_CORE in the
+    child (with the kernel's default core_pattern the core lands in cwd)."""
+    return run_.run(cmd, env, timeout, cwd, stdin, cores=True if cores else None,
+                    default_signals=True)
 
 
 def table(headers, rows, out=sys.stdout):
@@ -103,6 +78,6 @@ def assert_guard_loaded(python, lib, via_launcher=False):
     else:
         env["LD_PRELOAD"] = lib
     r = run(cmd, env, 60)
-    if r.rc != 0 or not r.out.strip():
-        sys.exit("guard not active in %s: %s %s" % (python, r.describe(), r.err[-500:]))
-    return r.out.strip()
+    if r.status != 0 or not r.stdout.strip():
+        sys.exit("guard not active in %s: %s %s" % (python, r.describe(), r.stderr[-500:]))
+    return r.stdout.strip()

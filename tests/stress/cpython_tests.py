@@ -53,7 +53,7 @@ def test_dir(it):
         r = common.run([it.executable, "-c",
                         "import sysconfig; print(sysconfig.get_paths()['stdlib'])"],
                        common.clean_env(), 60)
-        _STDLIB[it.executable] = r.out.strip() if r.rc == 0 else \
+        _STDLIB[it.executable] = r.stdout.strip() if r.status == 0 else \
             os.path.join(it.libdir, "python%d.%d" % it.version[:2])
     return os.path.join(_STDLIB[it.executable], "test")
 
@@ -109,8 +109,8 @@ def run_module(it, lib, mod, mode, outfile, timeout, match=None):
                 # subtests: a failing subtest fails its test
                 if outcome == "fail" or tid not in outcomes:
                     outcomes[tid] = [outcome, detail]
-    return {"rc": r.rc, "hung": r.hung, "secs": round(r.secs, 1), "outcomes": outcomes,
-            "stderr_tail": r.err[-3000:], "stdout_tail": r.out[-3000:]}
+    return {"rc": r.status, "hung": r.timed_out, "secs": round(r.seconds, 1), "outcomes": outcomes,
+            "stderr_tail": r.stderr[-3000:], "stdout_tail": r.stdout[-3000:]}
 
 
 def skip_reasons(res, top=3):
@@ -184,7 +184,7 @@ def main():
         for it in its:
             r = common.run(["dpkg-query", "-W", "-f", "${Version}",
                             "python%d.%d" % it.version[:2]], common.clean_env(), 30)
-            print("  %s: %s, Debian package %s" % (it.name, it.executable, r.out.strip()))
+            print("  %s: %s, Debian package %s" % (it.name, it.executable, r.stdout.strip()))
     else:
         its = [i for i in usable if i.source == "pyenv"]
     print("library: %s" % lib)

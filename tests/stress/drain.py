@@ -18,7 +18,6 @@ Checks, on every interpreter that can be embedded:
 MALLOC_PERTURB_ makes freed memory garbage, so a use after free shows.
 """
 import argparse
-import concurrent.futures
 import os
 import sys
 
@@ -59,18 +58,17 @@ def main():
         return common.run([exe], env, a.timeout)
 
     rows, failures, mutant_crashes = [], [], 0
-    with concurrent.futures.ThreadPoolExecutor(a.jobs) as pool:
-        for it, exe in cells:
-            guarded = list(pool.map(lambda _: one(exe, lib), range(a.runs)))
-            mutant = list(pool.map(lambda _: one(exe, a.mutant_lib), range(a.runs)))
-            bad = [r for r in guarded if r.hung or r.rc != 7]
-            crashed = [r for r in mutant if r.crashed or r.hung]
-            mutant_crashes += len(crashed)
-            for r in bad:
-                failures.append("%s with the guard: %s" % (it.name, r.describe()))
-            rows.append([it.name, "%d/%d" % (a.runs - len(bad), a.runs),
-                         "%d/%d" % (len(crashed), a.runs),
-                         ", ".join(sorted({r.describe() for r in crashed})) or "-"])
+    for it, exe in cells:
+        guarded = common.runner.execute(one, [(exe, lib)] * a.runs, a.jobs, show=False)
+        mutant = common.runner.execute(one, [(exe, a.mutant_lib)] * a.runs, a.jobs, show=False)
+        bad = [r for r in guarded if r.timed_out or r.status != 7]
+        crashed = [r for r in mutant if r.crashed or r.timed_out]
+        mutant_crashes += len(crashed)
+        for r in bad:
+            failures.append("%s with the guard: %s" % (it.name, r.describe()))
+        rows.append([it.name, "%d/%d" % (a.runs - len(bad), a.runs),
+                     "%d/%d" % (len(crashed), a.runs),
+                     ", ".join(sorted({r.describe() for r in crashed})) or "-"])
     common.table(["interpreter", "guard: exit 7", "mutant (no drain): crashed or hung", "mutant outcomes"],
                  rows)
     for f in failures:

@@ -24,7 +24,7 @@ PROG = os.path.join(common.HERE, "fork_prog.py")
 
 
 def analyse(r):
-    o = r.out
+    o = r.stdout
     def grab(pat, conv=int):
         m = re.search(pat, o, re.M)
         return conv(m.group(1)) if m else None
@@ -77,16 +77,13 @@ def main():
                 bad = ["%s=%s (want %s)" % (k, x[k], v) for k, v in want.items() if x[k] != v]
                 if bad:
                     problems.append("%s %s: %s\n  stdout: %s\n  stderr: %s" % (
-                        it.name, name, ", ".join(bad), r.out[-600:].replace("\n", " | "),
-                        "\n".join(l for l in r.err.splitlines() if "#" not in l)[-800:]))
+                        it.name, name, ", ".join(bad), r.stdout[-600:].replace("\n", " | "),
+                        "\n".join(l for l in r.stderr.splitlines() if "#" not in l)[-800:]))
     common.table(["interpreter", "program", "guard", "parent", "parked before fork",
                   "child: parked after fork", "child exit", "child: parked at its exit",
                   "mp child: parked", "mp child exit", "parent: parked at exit"], rows)
-    for p in problems:
-        print("PROBLEM: " + p)
     n = sum(1 for r in rows if r[2] == "with")
-    print("%d passed, %d failed" % (n - len(problems), len(problems)))
-    return 1 if problems else 0
+    return common.runner.finish(problems, n - len(problems))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ matters for 3.6 embedders (3.6 reads PYTHONMALLOC only in Py_Main). Other start-
 Default interpreters (CI): pyenv 3.9, 3.11, 3.13; --all: every embeddable interpreter.
 """
 import argparse
-import concurrent.futures
 import os
 import re
 import sys
@@ -38,16 +37,16 @@ def vg(exe, mode, env, timeout):
     cmd = ["valgrind", "--tool=memcheck", "--smc-check=all", "--error-exitcode=0",
            "--child-silent-after-fork=yes", "--suppressions=" + SUPP, exe, mode]
     r = common.run(cmd, env, timeout)
-    invalid = len(re.findall(r"^==\d+== Invalid (?:read|write) of size", r.err, re.M))
+    invalid = len(re.findall(r"^==\d+== Invalid (?:read|write) of size", r.stderr, re.M))
     freed = len(re.findall(r"^==\d+==  Address 0x[0-9a-f]+ is \d+ bytes inside a block of size \d+ free'd",
-                           r.err, re.M))
-    m = re.search(r"ERROR SUMMARY: (\d+) errors from \d+ contexts \(suppressed: (\d+)", r.err)
+                           r.stderr, re.M))
+    m = re.search(r"ERROR SUMMARY: (\d+) errors from \d+ contexts \(suppressed: (\d+)", r.stderr)
     total = "%s (+%s suppressed)" % (m.group(1), m.group(2)) if m else "?"
     # memcheck reports a fatal signal itself; the valgrind process then exits with it
-    sig = re.search(r"Process terminating with default action of signal \d+ \((\w+)\)", r.err)
-    status = "hang" if r.hung else (sig.group(1) if sig else r.describe())
-    return {"status": status, "rc": r.rc, "invalid": invalid, "freed": freed, "total": total,
-            "err": r.err}
+    sig = re.search(r"Process terminating with default action of signal \d+ \((\w+)\)", r.stderr)
+    status = "hang" if r.timed_out else (sig.group(1) if sig else r.describe())
+    return {"status": status, "rc": r.status, "invalid": invalid, "freed": freed, "total": total,
+            "err": r.stderr}
 
 
 def main():
@@ -70,18 +69,16 @@ def main():
     if not a.all and not a.only:
         its = [i for i in its if i.source == "pyenv" and i.version_str.startswith(DEFAULT)] or its[:1]
     print("library: %s" % lib)
-    pool = concurrent.futures.ThreadPoolExecutor(a.jobs)
-    futs = []
+    cases = []
     for it in its:
         exe = common.build.build_embed(it, [os.path.join(common.HERE, "memcheck_scen.c")],
                                        build_dir=a.build_dir, name="memcheck_scen")
         for sc in SCENARIOS:
             for guard in (False, True):
                 env = common.guard_env(lib, guard, {"PYTHONMALLOC": "malloc"})
-                futs.append((it, sc, guard, pool.submit(vg, exe, sc, env, a.timeout)))
-    res = {}
-    for it, sc, guard, f in futs:
-        res[(it.name, sc, guard)] = f.result()
+                cases.append(((it.name, sc, guard), (exe, sc, env, a.timeout)))
+    done = common.runner.execute(vg, [c for _, c in cases], a.jobs, show=False)
+    res = dict(zip([k for k, _ in cases], done))
     rows, problems = [], []
     for it in its:
         for sc in SCENARIOS:
@@ -108,10 +105,7 @@ def main():
     print()
     common.table(["interpreter", "scenario", "without: outcome", "without: invalid r/w",
                   "without: all errors", "with: outcome", "with: invalid r/w", "with: all errors"], rows)
-    for p in problems:
-        print("PROBLEM: " + p)
-    print("%d passed, %d failed" % (len(rows) - len(problems), len(problems)))
-    return 1 if problems else 0
+    return common.runner.finish(problems, len(rows) - len(problems))
 
 
 if __name__ == "__main__":

@@ -44,17 +44,17 @@ def main():
             cmd = [it.executable, os.path.join(common.HERE, "ordinary_progs.py"), prog]
             b = common.run(cmd, common.guard_env(lib, False), 60)
             g = common.run(cmd, common.guard_env(lib, True), 60)
-            lines = [l for l in g.err.splitlines() if l.startswith("pyfinguard")]
+            lines = [l for l in g.stderr.splitlines() if l.startswith("pyfinguard")]
             parked = [l for l in lines if l.startswith(("pyfinguard: parked thread", "pyfinguard: ended thread"))]
-            ok = g.rc == b.rc and g.out == b.out and not lines and not g.hung
+            ok = g.status == b.status and g.stdout == b.stdout and not lines and not g.timed_out
             if prog in PARKS:
                 # The same program with every park reported: it must have parked some.
                 v = common.run(cmd, dict(common.guard_env(lib, True), PYFINGUARD_LOG="stderr"), 60)
-                parked = [l for l in v.err.splitlines()
+                parked = [l for l in v.stderr.splitlines()
                           if l.startswith(("pyfinguard: parked thread", "pyfinguard: ended thread"))]
-                ok = ok and g.err == b.err and v.rc == b.rc and len(parked) > 0
+                ok = ok and g.stderr == b.stderr and v.status == b.status and len(parked) > 0
             k = None
-            rows.append([it.name, prog, b.describe(), g.describe(), "same" if g.out == b.out else "DIFFERS",
+            rows.append([it.name, prog, b.describe(), g.describe(), "same" if g.stdout == b.stdout else "DIFFERS",
                          len(parked), len(lines), "ok" if ok else ("KNOWN " + k if k else "FAIL")])
             if not ok:
                 rec = "%s %s: without %s, with %s, %d pyfinguard line(s): %s" % (
@@ -63,14 +63,10 @@ def main():
     common.table(["interpreter", "program", "without", "with", "stdout",
                   "parked (reported with PYFINGUARD_LOG=stderr)", "pyfinguard lines (default)",
                   "result"], rows)
-    for p in problems:
-        print("PROBLEM: " + p)
-    for p in known_hits:
-        print("KNOWN (K6, reported): " + p)
     n_ok = sum(1 for r in rows if r[-1] == "ok")
-    print("%d passed, %d failed, %d known (reported guard bug, not counted)" % (
-        n_ok, len(problems), len(known_hits)))
-    return 1 if problems else 0
+    return common.runner.finish(problems, n_ok, more=", %d known (reported guard bug, not counted)"
+                                % len(known_hits),
+                                notes=["KNOWN (K6, reported): " + p for p in known_hits])
 
 
 if __name__ == "__main__":

@@ -117,19 +117,19 @@ def secure_execution(lib, it, d):
         env = common.clean_env({"PYFINGUARD_MODE": "abort", "PYFINGUARD_LOG": log,
                                 "PYFINGUARD_QUIET": "0"})
         r = run_as_nobody(copy, env)
-        m = re.search(r"^AT_SECURE (\d+) uid (\d+) euid (\d+)", r.out, re.M)
+        m = re.search(r"^AT_SECURE (\d+) uid (\d+) euid (\d+)", r.stdout, re.M)
         secure = m and m.group(1) == "1"
-        guard_lines = [l for l in r.err.splitlines() if l.startswith("pyfinguard")]
+        guard_lines = [l for l in r.stderr.splitlines() if l.startswith("pyfinguard")]
         wrote_log = os.path.exists(log)
         detail = "%s; AT_SECURE %s (uid %s euid %s); %s; log %s; %d pyfinguard line(s) on stderr" % (
             name, m.group(1) if m else "?", m.group(2) if m else "?", m.group(3) if m else "?",
             r.describe(), "written" if wrote_log else "absent", len(guard_lines))
         if how is None:
-            ok = (not secure and r.rc == -6 and wrote_log and re.search(r"(parked|ended) thread", open(log).read()) is not None)
+            ok = (not secure and r.status == -6 and wrote_log and re.search(r"(parked|ended) thread", open(log).read()) is not None)
             check("secure execution: control honours the environment", ok, detail)
         else:
-            parked = re.search(r"^PARKED (\d+)", r.out, re.M)
-            ok = (secure and r.rc == 7 and parked and parked.group(1) == "1" and not wrote_log
+            parked = re.search(r"^PARKED (\d+)", r.stdout, re.M)
+            ok = (secure and r.status == 7 and parked and parked.group(1) == "1" and not wrote_log
                   and not guard_lines)
             check("secure execution: %s ignores PYFINGUARD_*, writes nothing" % name, ok, detail)
 
@@ -149,22 +149,22 @@ def symlinks(lib, it, d):
     plain = os.path.join(d, "plain.log")
     for name, path in (("symlink to a file", link), ("dangling symlink", dangling), ("plain path", plain)):
         r = common.run([exe], common.clean_env({"PYFINGUARD_LOG": path}), 60)
-        on_stderr = re.search(r"(parked|ended) thread", r.err) is not None
-        said = "(PYFINGUARD_LOG could not be opened)" in r.err
+        on_stderr = re.search(r"(parked|ended) thread", r.stderr) is not None
+        said = "(PYFINGUARD_LOG could not be opened)" in r.stderr
         if path == plain:
             st = os.stat(plain) if os.path.exists(plain) else None
-            ok = (r.rc == 7 and st is not None and stat.S_IMODE(st.st_mode) == 0o600
+            ok = (r.status == 7 and st is not None and stat.S_IMODE(st.st_mode) == 0o600
                   and re.search(r"(parked|ended) thread", open(plain).read()) and not on_stderr)
             check("PYFINGUARD_LOG plain path (control)", ok,
                   "%s; file %s" % (r.describe(), "mode %o" % stat.S_IMODE(st.st_mode) if st else "absent"))
         elif path == link:
             untouched = open(target).read() == "precious\n"
-            check("PYFINGUARD_LOG symlink not followed", r.rc == 7 and untouched and on_stderr and said,
+            check("PYFINGUARD_LOG symlink not followed", r.status == 7 and untouched and on_stderr and said,
                   "%s; target %s; report on stderr: %s" % (r.describe(), "untouched" if untouched else "WRITTEN",
                                                           on_stderr))
         else:
             created = os.path.exists(dangling_target)
-            check("PYFINGUARD_LOG dangling symlink not followed", r.rc == 7 and not created and on_stderr,
+            check("PYFINGUARD_LOG dangling symlink not followed", r.status == 7 and not created and on_stderr,
                   "%s; target %s" % (r.describe(), "CREATED" if created else "not created"))
 
 
@@ -283,8 +283,7 @@ def main():
     common.table(["check", "result", "observed"], results)
     failed = sum(1 for r in results if r[1] == "FAIL")
     passed = sum(1 for r in results if r[1] == "pass")
-    print("%d passed, %d failed, %d skipped" % (passed, failed, len(results) - passed - failed))
-    return 1 if failed else 0
+    return common.runner.finish((), passed, failed, ", %d skipped" % (len(results) - passed - failed))
 
 
 if __name__ == "__main__":

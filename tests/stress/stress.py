@@ -21,7 +21,6 @@ With the guard every run must exit with the program's own status 7: a signal, a 
 without the guard (baseline) shows the race is real; it never fails the harness.
 """
 import argparse
-import concurrent.futures
 import os
 import re
 import shlex
@@ -93,7 +92,7 @@ def reasons(r):
     """Where the parked threads were caught, from the guard's reports on stderr: which
     stage of finalization each race reached."""
     out = {}
-    for why in (p.why for p in summary.parks(r.err)):
+    for why in (p.why for p in summary.parks(r.stderr)):
         code = dict(REASONS).get(why, "?")
         out[code] = out.get(code, 0) + 1
     return out
@@ -101,15 +100,15 @@ def reasons(r):
 
 def classify(r):
     """ok | crash | hang | exit N, and the parked count the program printed."""
-    m = re.search(r"^PARKED (-?\d+)(?: pid \d+)?$", r.out, re.M)
+    m = re.search(r"^PARKED (-?\d+)(?: pid \d+)?$", r.stdout, re.M)
     parked = int(m.group(1)) if m else 0
-    if r.hung:
+    if r.timed_out:
         return "hang", parked
-    if r.rc < 0:
+    if r.status < 0:
         return "crash", parked
-    if r.rc == 7 and m:
+    if r.status == 7 and m:
         return "ok", parked
-    return "exit %d" % r.rc, parked
+    return "exit %d" % r.status, parked
 
 
 def one(cmd, env, timeout, core_dir=None):
@@ -135,7 +134,7 @@ def one(cmd, env, timeout, core_dir=None):
                 f.flush()  # before gdb writes to the same file
                 subprocess.call(["gdb", "-q", "-batch", "-ex", "thread apply all bt 16", exe, dest],
                                 stdout=f, stderr=subprocess.STDOUT, timeout=120)
-            r.err += "\n(core and backtrace: %s, %s.bt)" % (dest, dest)
+            r.stderr += "\n(core and backtrace: %s, %s.bt)" % (dest, dest)
     finally:
         shutil.rmtree(wd, ignore_errors=True)
     return r, classify(r)
@@ -165,7 +164,6 @@ def race(a):
         print("skipped: %s (%s)" % (s.name, s.skip))
     sys.stdout.flush()
     rows, failures, known_fail, t0 = [], [], [], time.monotonic()
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs)
     for it, sc in todo:
         try:
             argv, extra, tail = prepare(it, sc, a.build_dir)
@@ -179,14 +177,14 @@ def race(a):
                 env["PYFINGUARD_LOG"] = "stderr"  # every park reported: the caught-at column
             for i in range(n):
                 cmd = argv + [str(seed + i)] + tail
-                jobs.append((guard, cmd, pool.submit(one, cmd, env, a.timeout,
-                                                     a.cores if guard else None)))
+                jobs.append((guard, cmd, env))
+        done = common.runner.execute(one, [(cmd, env, a.timeout, a.cores if guard else None)
+                                           for guard, cmd, env in jobs], a.jobs, show=False)
         stat = {True: {}, False: {}}
         parked_total = parked_runs = 0
         why = {}
         cell_fail = []
-        for guard, cmd, fut in jobs:
-            r, (kind, parked) = fut.result()
+        for (guard, cmd, _), (r, (kind, parked)) in zip(jobs, done):
             st = stat[guard]
             st[kind] = st.get(kind, 0) + 1
             if guard:
@@ -209,7 +207,6 @@ def race(a):
             (known_fail if ki and not a.strict else failures).append(rec)
         print("%-34s %-13s guard: %s  baseline: %s" % (
             it.name, sc, dict(sorted(g.items())), dict(sorted(b.items()))), flush=True)
-    pool.shutdown()
     print()
     print("caught at: F = in a GIL call while Py_FinalizeEx runs, past CPython's finalizing point;"
           " D = after Py_FinalizeEx returned; X = CPython terminating a thread (pthread_exit from"
@@ -224,9 +221,9 @@ def race(a):
             print("\n%s with the guard: %s %s: %s%s" % (label, it.name, sc, kind,
                                                        " (%s)" % ki if ki and label == "KNOWN" else ""))
             print("  repeat: LD_PRELOAD=%s %s" % (lib, " ".join(shlex.quote(c) for c in cmd)))
-            for line in (r.out.strip().splitlines()[:2] +
-                         [l for l in r.err.splitlines() if not l.startswith(("pyfinguard:", "(core"))][:6] +
-                         [l for l in r.err.splitlines() if l.startswith("(core")]):
+            for line in (r.stdout.strip().splitlines()[:2] +
+                         [l for l in r.stderr.splitlines() if not l.startswith(("pyfinguard:", "(core"))][:6] +
+                         [l for l in r.stderr.splitlines() if l.startswith("(core")]):
                 print("  | " + line[:200])
     if known_fail:
         print("\n%d run(s) with the guard failed in cells with a reported guard bug (KNOWN, "
@@ -238,9 +235,9 @@ def race(a):
     failed_cells = {(f[0].name, f[1]) for f in failures}
     known_cells = {(f[0].name, f[1]) for f in known_fail} - failed_cells
     ran = sum(1 for r in rows if isinstance(r[2], int))
-    print("%d passed, %d failed, %d known (cells with a reported guard bug, not counted)" % (
-        ran - len(failed_cells) - len(known_cells), len(failed_cells), len(known_cells)))
-    return 1 if failures else 0
+    return common.runner.finish((), ran - len(failed_cells) - len(known_cells), len(failed_cells),
+                                ", %d known (cells with a reported guard bug, not counted)" %
+                                len(known_cells))
 
 
 def main():

@@ -35,10 +35,8 @@ any FAIL or XPASS.
 """
 import argparse
 import collections
-import concurrent.futures
 import os
 import re
-import resource
 import sys
 import threading
 import time
@@ -46,7 +44,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tools"))
-from pfgpy import build, interpreters, library, scenario  # noqa: E402
+from pfgpy import build, interpreters, library, runner, scenario  # noqa: E402
+from pfgpy.run import no_core  # noqa: E402
 from pfgpy.scenario import span  # noqa: E402
 
 MALLOC_PERTURB = scenario.MALLOC_PERTURB
@@ -318,15 +317,9 @@ def check_guarded(contract, base, r):
             return "status %s, baseline %s" % (r.outcome(), base.outcome())
         if contract[1] and contract[1] not in (r.fatal() or ""):
             return "no 'Fatal Python error: %s'" % contract[1]
-        for what, x, y in (("stdout", base.stdout, r.stdout), ("stderr", base.stderr, r.stderr)):
-            if normalize(x) != normalize(y):
-                xl, yl = normalize(x).splitlines(), normalize(y).splitlines()
-                for i in range(max(len(xl), len(yl))):
-                    a = xl[i] if i < len(xl) else "<none>"
-                    g = yl[i] if i < len(yl) else "<none>"
-                    if a != g:
-                        return "%s line %d: %r vs guarded %r" % (what, i + 1, a[:90], g[:90])
-        return None
+        return runner.first_difference(
+            [(what, normalize(x), normalize(y)) for what, x, y in
+             (("stdout", base.stdout, r.stdout), ("stderr", base.stderr, r.stderr))], 90)
     # parked (and the test of a gap: would it be parked?)
     if r.timed_out:
         return "hang" if r.marked else "timed out before its MARK"
@@ -349,38 +342,24 @@ def check_guarded(contract, base, r):
     return None
 
 
-class Result(object):
+class Result(runner.Sides):
+    """PASS / XFAIL / XPASS / FAIL / SKIP of a cell on an interpreter."""
+    detail_on = ("FAIL", "XPASS")
+
     def __init__(self, it, cell):
+        runner.Sides.__init__(self, cell_name(cell))
         self.it, self.cell = it, cell
-        self.status, self.reason, self.detail = None, "", ""
-        self.baseline, self.guarded = [], []
-        self.unmeasured = False
-        self.secs = 0.0
 
-    def line(self):
-        head = "%-5s %-22s %-22s %4.1fs" % (self.status, cell_name(self.cell), self.it.name,
-                                            self.secs)
-        if self.status == "SKIP":
-            return head + " " + self.reason
-        txt = head + " baseline=%s guarded=%s" % (
-            "/".join(uniq(self.baseline)) or "-", "/".join(uniq(self.guarded)) or "-")
-        if self.reason:
-            txt += "  (%s)" % self.reason
-        if self.detail and self.status in ("FAIL", "XPASS"):
-            txt += "\n" + self.detail
-        return txt
+    def head(self):
+        return "%-5s %-22s %-22s %4.1fs" % (self.status, self.name, self.it.name, self.secs)
 
 
-uniq = scenario.uniq
-
-
-def run_cell(it, cell, lib, build_dir, runs, timeout):
-    t0 = time.monotonic()
-    res = Result(it, cell)
-    try:
-        return _run_cell(res, it, cell, lib, build_dir, runs, timeout)
-    finally:
-        res.secs = time.monotonic() - t0
+@runner.timed
+def run_cell(it, cell, lib, build_dir, runs, timeout, strict=False):
+    res = _run_cell(Result(it, cell), it, cell, lib, build_dir, runs, timeout)
+    if res.unmeasured and strict and res.status != "SKIP":
+        res.status = "FAIL"
+    return res
 
 
 def _run_cell(res, it, cell, lib, build_dir, runs, timeout):
@@ -473,13 +452,11 @@ def main(argv=None):
     ap.add_argument("--strict", action="store_true",
                     help="a cell on an unmeasured CPython release fails")
     a = ap.parse_args(argv)
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    no_core()
     lib = library.find(a.lib)
     build_dir = os.path.abspath(a.build_dir) if a.build_dir else build.default_build_dir()
     its = [i for i in interpreters.discover() if i.can_embed]
-    if a.interp:
-        subs = [s for s in a.interp.split(",") if s]
-        its = [i for i in its if any(s in i.name for s in subs)]
+    its = runner.select(its, a.interp)
     want = [c for c in (a.cell or "").split(",") if c]
     pairs = [(it, c) for it in its for c in cells_for(it)
              if not want or any(cell_name(c) == w or cell_name(c).startswith(w + "-")
@@ -498,30 +475,18 @@ def main(argv=None):
                     r = run([exe] + list(c), genv, a.timeout)
                     g[r.outcome() + ("" if check_guarded(("parked",), r, r) else "!")] += 1
             return it, c, b, g
-        with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as ex:
-            for f in [ex.submit(one, it, c) for it, c in pairs]:
-                it, c, b, g = f.result()
-                fmt = lambda cnt: ", ".join("%s x%d" % kv for kv in sorted(cnt.items()))
-                print("%-22s %-22s baseline: %-28s guarded: %s" % (
-                    cell_name(c), it.name, fmt(b), fmt(g)), flush=True)
+        fmt = lambda cnt: ", ".join("%s x%d" % kv for kv in sorted(cnt.items()))
+        runner.execute(one, pairs, a.jobs, show=lambda r: "%-22s %-22s baseline: %-28s guarded: %s" % (
+            cell_name(r[1]), r[0].name, fmt(r[2]), fmt(r[3])))
         print("subinterp: measured in %.0f s ('!': parked contract met)" % (time.monotonic() - t0))
         return 0
 
     print("subinterp: %d cells on %d interpreters, %d run(s) per side, lib=%s" % (
         len(pairs), len(its), a.runs, lib or "none (baseline only)"), flush=True)
-    results = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as ex:
-        futs = [ex.submit(run_cell, it, c, lib, build_dir, a.runs, a.timeout)
-                for it, c in pairs]
-        for f in futs:
-            r = f.result()
-            if r.unmeasured and a.strict and r.status != "SKIP":
-                r.status = "FAIL"
-            results.append(r)
-            print(r.line(), flush=True)
-    n = collections.Counter(r.status for r in results)
-    print("subinterp: %d PASS, %d XFAIL (known gaps), %d XPASS, %d FAIL, %d SKIP in %.0f s" % (
-        n["PASS"], n["XFAIL"], n["XPASS"], n["FAIL"], n["SKIP"], time.monotonic() - t0))
+    results = runner.execute(run_cell, [(it, c, lib, build_dir, a.runs, a.timeout, a.strict)
+                                        for it, c in pairs], a.jobs)
+    print(runner.summary("subinterp", results, t0,
+                         ("PASS", "XFAIL (known gaps)", "XPASS", "FAIL", "SKIP")))
     gaps = collections.OrderedDict()   # gap text -> (cells, interpreters)
     for r in results:
         if r.status == "XFAIL":
@@ -538,7 +503,7 @@ def main(argv=None):
         print("subinterp: WARNING: %d cell(s) on CPython release(s) with no measured baseline "
               "(%s): recorded, not asserted" % (len(unm), ", ".join(sorted(set(
                   r.it.version_str for r in unm)))))
-    return 1 if n["FAIL"] or n["XPASS"] else 0
+    return runner.exit_status(results, ("FAIL", "XPASS"))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ interpreters  the interpreters and libpythons on this machine (discover())
 build         compile embedding programs, hosts, modules, extensions for one (cached)
 env           the one environment scrubber for child processes (scrubbed())
 run           the one run-with-timeout: own process group, killed whole (run())
+runner        the one test runner of tests/: cells, parallel loop, summary line (tests only)
 summary       the one parser of the guard's exit summary line and park reports
 library       the one finder of libpyfinguard.so for tests and tools in the source tree
 scenario      the scenario runner: build a scenario program, run it, read its STATE lines

@@ -8,7 +8,7 @@ half-written file.
 
     from pfgpy import interpreters, build
     it = [i for i in interpreters.discover() if i.name == "pyenv-3.11.7"][0]
-    exe = build.build_embed(it, ["tests/scenarios/seed.c"])
+    exe = build.build_embed(it, ["tests/scenarios/seed.c"])   # a path of the caller's
     moddir = build.build_pfgtest(it)          # PYTHONPATH entry holding pfgtest
 """
 import glob
@@ -22,18 +22,29 @@ import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-# The tests' scenario programs (tests/scenarios, in the source tree only) and the programs
-# the launcher's doctor and demo build too (pfgpy/c: installed with pfgpy): scen.h, the
-# pfgtest extension, late_ensure.c, doctor_host.c.
-SCENARIOS = os.path.join(REPO, "tests", "scenarios")
+# The programs the launcher's doctor and demo build (pfgpy/c: installed with pfgpy):
+# scen.h, the pfgtest extension, late_ensure.c, doctor_host.c. The tests' own programs
+# (tests/scenarios) are found through the folders the tests add (add_source_dir): pfgpy
+# is installed without tests/ and reads nothing of it.
 PROGRAMS = os.path.join(HERE, "c")
-INCLUDES = (SCENARIOS, PROGRAMS)
+INCLUDES = (PROGRAMS,)
+SOURCE_DIRS = [PROGRAMS]
+
+
+def add_source_dir(path):
+    """Look for program sources by name (source()) in path before pfgpy/c."""
+    path = os.path.abspath(path)
+    if path not in SOURCE_DIRS:
+        SOURCE_DIRS.insert(0, path)
 
 
 def source(name):
-    """The path of a program's source: tests/scenarios/<name>, else pfgpy/c/<name>."""
-    p = os.path.join(SCENARIOS, name)
-    return p if os.path.exists(p) else os.path.join(PROGRAMS, name)
+    """The path of a program's source: the first folder of SOURCE_DIRS that has it."""
+    for d in SOURCE_DIRS:
+        p = os.path.join(d, name)
+        if os.path.exists(p):
+            return p
+    return os.path.join(PROGRAMS, name)
 
 CC = os.environ.get("CC", "cc")
 CXX = os.environ.get("CXX", "c++")
@@ -289,7 +300,8 @@ def build_pfgtest(interp, build_dir=None):
 
 
 def build_pfgbind(interp, build_dir=None):
-    """The pybind11 test module `pfgbind` (tests/scenarios/pfgbind.cc)."""
+    """The pybind11 test module `pfgbind` (pfgbind.cc, found by source(): the tests add
+    tests/scenarios with add_source_dir)."""
     return build_extension(interp, "pfgbind", [source("pfgbind.cc")],
                            build_dir, pybind11=True)
 

@@ -155,10 +155,6 @@ def clean_env(extra=None):
 class Run(_run.Result):
     """One run of a scenario program."""
 
-    @classmethod
-    def of(cls, r):
-        return cls(r.status, r.stdout, r.stderr, r.timed_out, r.seconds)
-
     @property
     def marked(self):
         return re.search(r"^MARK ", self.stdout, re.M) is not None
@@ -188,10 +184,6 @@ class Run(_run.Result):
         """(parked, present, ended) from the guard's last exit summary line, or None."""
         s = _summary.exit_summary(self.stderr)
         return (s.parked, s.present, s.ended) if s else None
-
-    def tail(self, n=25):
-        lines = ("--- stdout\n" + self.stdout + "--- stderr\n" + self.stderr).splitlines()
-        return "\n".join("    | " + l for l in lines[-n:])
 
 
 def run(cmd, env, timeout, cwd=None, retry=False):

@@ -3,6 +3,7 @@
 // three in step. The libc hooks are in libc_hooks.cc; hooks.h says how both are defined.
 #include <atomic>
 
+#include "backtrace.h"
 #include "exitwatch.h"
 #include "hooks.h"
 #include "images.h"
@@ -299,6 +300,7 @@ __attribute__((visibility("hidden"))) void *pfg_hook_PyThreadState_New(void *int
 // it later parks instead (G1 of tests/subinterp/README.md). Never waits.
 __attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Delete(void *ts) {
   exitwatch_arm_early();
+  backtrace_prepare();  // a thread that saved ts parks from now on (backtrace.h)
   note_ts_deleted(ts);
   PFG_REAL(PyThreadState_Delete)(ts);
 }
@@ -308,6 +310,7 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Delete(void *t
 // threading._shutdown joins the interpreter's threads inside) is unchanged.
 __attribute__((visibility("hidden"))) void pfg_hook_Py_EndInterpreter(void *ts) {
   exitwatch_arm_early();
+  backtrace_prepare();  // a thread that attaches to it parks (backtrace.h)
   void *interp = runtime_interp_of(ts);  // ts is valid (current) at entry
   PFG_REAL(Py_EndInterpreter)(ts);
   note_interp_ended(interp);

@@ -28,10 +28,12 @@ struct Unwinder {
 
 // Loads libunwind (once; later calls cost one load). Takes the dynamic loader's lock, so
 // it is called only from the ordinary contexts that come before any park, never from a
-// thread that is about to park (another thread may hold the loader lock for ever): the
-// start of a finalization and the python executable's return (park_prepare(), park.h),
-// a lifecycle hook that deletes a thread state or ends an interpreter (hooks.cc), and
-// the unmapping of a runtime (runtime.cc). Not at a runtime's take-over: nothing can park
+// thread that is about to park (another thread may hold the loader lock for ever): a
+// thread's first PyEval_AcquireThread while the runtime runs (CPython's thread
+// bootstrap: from then on a thread exists that could park, and a program's exit does not
+// pay for the load), the start of a finalization and the python executable's return
+// (park_prepare(), park.h), a lifecycle hook that deletes a thread state or ends an
+// interpreter (hooks.cc), and the unmapping of a runtime (runtime.cc). Not at a runtime's take-over: nothing can park
 // before one of these, and a process that never gets there (python -c pass with no other
 // thread) never maps libunwind and liblzma. At a finalization the caller holds the GIL: a
 // thread that held the loader lock while it waited for the GIL would deadlock this dlopen

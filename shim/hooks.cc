@@ -225,6 +225,11 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyEval_RestoreThread(void *t
 // A thread CPython starts (3.14's thread_run) takes its first GIL here: the caller tells
 // a program's own late thread from an extension's (docs/diagnostics.md).
 __attribute__((visibility("hidden"))) void pfg_hook_PyEval_AcquireThread(void *ts) {
+  // A thread that could park one day exists now: load libunwind here, once, while the
+  // runtime runs (an ordinary context; a thread that is being stopped never gets here in
+  // RUNNING), so that a program's exit with its threads does not pay for it
+  // (backtrace.h). One load afterwards.
+  if (phase_of(g_epoch.load(std::memory_order_relaxed)) == kRunning) backtrace_prepare();
   acquiring<fn_PyEval_AcquireThread, true>([ts](uint64_t e) {
     if (t_pt.h.ts == ts) t_pt.h.epoch = 0;
     t_pt.acquired_epoch = e;

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <dlfcn.h>
+#include <sys/stat.h>
 
 #include "interpose.h"
 
@@ -25,10 +26,19 @@ bool sym(void *h, const char *name, F &out) {
   return out != nullptr;
 }
 
+// One task: /proc/self/task has ".", ".." and one entry per task, which its link count
+// says (procfs: 2 + the number of threads) in one stat. Unknown (no /proc): not alone.
+bool alone() {
+  struct stat st;
+  return stat("/proc/self/task", &st) == 0 && st.st_nlink == 3;
+}
+
 }  // namespace
 
-void backtrace_prepare() {
-  if (g_tried.load(std::memory_order_relaxed) || g_tried.exchange(true)) return;
+void backtrace_prepare(bool only_if_threads) {
+  if (g_tried.load(std::memory_order_relaxed)) return;
+  if (only_if_threads && alone()) return;
+  if (g_tried.exchange(true)) return;
   // RTLD_LOCAL: none of its _Unwind_* may become visible to anyone else (backtrace.h).
   // The real dlopen: the guard's own hook would only look for a runtime in it.
   void *h = PFG_REAL(dlopen)(PFG_LIBUNWIND_SONAME, RTLD_NOW | RTLD_LOCAL);

@@ -27,10 +27,26 @@ struct Unwinder {
 };
 
 // Loads libunwind (once; later calls cost one load). Takes the dynamic loader's lock, so
-// it is called only from the ordinary context that comes before any park: a runtime's
-// take-over (runtime.cc), so that a process without Python never maps it. Never from a
-// thread that is about to park: another thread may hold the loader lock for ever.
-void backtrace_prepare();
+// it is called only from the ordinary contexts that come before any park, never from a
+// thread that is about to park (another thread may hold the loader lock for ever): a
+// thread's first PyEval_AcquireThread while the runtime runs (CPython's thread
+// bootstrap: from then on a thread exists that could park, and a program's exit does not
+// pay for the load), the start of a finalization and the python executable's return
+// (park_prepare(), park.h), a lifecycle hook that deletes a thread state or ends an
+// interpreter (hooks.cc), and the unmapping of a runtime (runtime.cc). Not at a runtime's take-over: nothing can park
+// before one of these, and a process that never gets there (python -c pass with no other
+// thread) never maps libunwind and liblzma. At a finalization the caller holds the GIL: a
+// thread that held the loader lock while it waited for the GIL would deadlock this dlopen
+// as it would CPython's own imports of extension modules (dlopen with the GIL held) and
+// park_prepare()'s dlsym at the same point.
+//
+// only_if_threads: load only if this process has another task now (the python
+// executable's own runtime, whose only threads that park are its own or a native thread
+// it started: they exist at its finalization, or at its return for one started by an
+// atexit callback). A thread created after both, by a C atexit handler or an exit-time
+// destructor, that parks reports no frames. An embedder's finalization loads always: its
+// host may start threads later that call into the finalized runtime.
+void backtrace_prepare(bool only_if_threads = false);
 
 // The loaded functions, or nullptr when backtrace_prepare() has not (or could not) run:
 // a report then has no frames. Lock-free, async-signal-safe.

@@ -5,6 +5,7 @@
 // libc_hooks.cc; hooks.h says how both are defined.
 #include <atomic>
 
+#include "backtrace.h"
 #include "exitwatch.h"
 #include "facts.h"
 #include "hooks.h"
@@ -210,6 +211,11 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyEval_RestoreThread(void *t
 // A thread CPython starts (3.14's thread_run) takes its first GIL here: the caller tells
 // a program's own late thread from an extension's (docs/diagnostics.md).
 __attribute__((visibility("hidden"))) void pfg_hook_PyEval_AcquireThread(void *ts) {
+  // A thread that could park one day exists now: load libunwind here, once, while the
+  // runtime runs (an ordinary context; a thread that is being stopped never gets here in
+  // RUNNING), so that a program's exit with its threads does not pay for it
+  // (backtrace.h). One load afterwards.
+  if (phase_of(g_epoch.load(std::memory_order_relaxed)) == kRunning) backtrace_prepare();
   acquiring<fn_PyEval_AcquireThread, true>([ts](uint64_t e) {
     if (t_pt.h.ts == ts) t_pt.h.epoch = 0;
     t_pt.acquired_epoch = e;
@@ -287,6 +293,7 @@ __attribute__((visibility("hidden"))) void *pfg_hook_PyThreadState_New(void *int
 // it later parks instead (G1 of tests/subinterp/README.md). Never waits.
 __attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Delete(void *ts) {
   exitwatch_arm_early();
+  backtrace_prepare();  // a thread that saved ts parks from now on (backtrace.h)
   note_ts_deleted(ts);
   PFG_REAL(PyThreadState_Delete)(ts);
 }
@@ -296,6 +303,7 @@ __attribute__((visibility("hidden"))) void pfg_hook_PyThreadState_Delete(void *t
 // threading._shutdown joins the interpreter's threads inside) is unchanged.
 __attribute__((visibility("hidden"))) void pfg_hook_Py_EndInterpreter(void *ts) {
   exitwatch_arm_early();
+  backtrace_prepare();  // a thread that attaches to it parks (backtrace.h)
   void *interp = runtime_interp_of(ts);  // ts is valid (current) at entry
   PFG_REAL(Py_EndInterpreter)(ts);
   note_interp_ended(interp);

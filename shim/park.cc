@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "backtrace.h"
 #include "config.h"
 #include "exitwatch.h"
 #include "facts.h"
@@ -148,6 +149,7 @@ int find_libstdcxx(struct dl_phdr_info *info, size_t, void *out) {
 }  // namespace
 
 void park_prepare() {
+  backtrace_prepare(gen_of(g_epoch.load()) == g_main_generation.load());
   if (g_set_terminate.load(std::memory_order_relaxed)) return;
   static const char kSetTerminate[] = "_ZSt13set_terminatePFvvE";  // std::set_terminate
   void *f = dlsym(RTLD_DEFAULT, kSetTerminate);

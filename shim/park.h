@@ -25,9 +25,11 @@ namespace pfg {
 // it will never run again. Only used when something is parked or Python is finalizing.
 int join_completing(pthread_t t, void **retval);
 
-// Ordinary context before any park (the finalizer entering Py_FinalizeEx): finds
-// std::set_terminate if a C++ runtime is loaded, so that ending a thread later needs no
-// dynamic loader call (park.cc).
+// Ordinary context before any park (the finalizer entering Py_FinalizeEx, the python
+// executable's return): finds std::set_terminate if a C++ runtime is loaded, so that
+// ending a thread later needs no dynamic loader call (park.cc), and loads libunwind for
+// the reports' backtraces (backtrace.h: in the python executable's own runtime only when
+// another thread exists).
 void park_prepare();
 
 // fork(): the child has none of the parent's parked threads (preload.cc calls it).

@@ -70,7 +70,6 @@ void take_over(void *scope, void *anchor) {
   }
   g_rt.ignored[0] = 0;
   config_load();
-  backtrace_prepare();  // every park comes after a take-over (backtrace.h)
   // A free-threaded build (3.13t, 3.14t: no GIL; threads attach and detach, and shutdown
   // stops the world instead) breaks the drain's argument -- "no other thread can hold
   // the GIL" -- and none can be obtained here to test against. Do no harm: patch
@@ -134,6 +133,7 @@ void take_over(void *scope, void *anchor) {
 // mapping) starts a new generation.
 void drop_runtime(const char *why) {
   const Image &im = image_at(g_rt.image);
+  backtrace_prepare();  // its threads park from now on (backtrace.h)
   probes_clear();
   // No runtime: dlsym answers as without the guard again.
   python_names_visible(0);

@@ -17,6 +17,24 @@ namespace {
 // patterns finds a superset of the branches into the range. Only when it finds a
 // candidate does the (ten times slower) decode run to confirm. This keeps load-time
 // patching cheap: Zydis costs ~400 instructions per decoded instruction.
+// The first byte of each relative branch form, by how its displacement follows: one
+// table load per byte of the function (the prefilter runs over every byte of every
+// function patched at load, and a chain of compares per byte was most of its cost).
+enum BranchForm : uint8_t { kNoBranch, kRel8, kRel32, kJcc32, kXbegin, kRel16 };
+struct FormTable {
+  uint8_t of[256];
+  constexpr FormTable() : of() {
+    for (int c = 0x70; c <= 0x7F; ++c) of[c] = kRel8;  // jcc rel8
+    of[0xEB] = kRel8;                                  // jmp rel8
+    for (int c = 0xE0; c <= 0xE3; ++c) of[c] = kRel8;  // loop/loopcc/jrcxz rel8
+    of[0xE8] = of[0xE9] = kRel32;                      // call/jmp rel32
+    of[0x0F] = kJcc32;                                 // 0F 8x: jcc rel32
+    of[0xC7] = kXbegin;                                // C7 F8: xbegin rel32
+    of[0x66] = kRel16;                                 // 66 E8/E9: rel16 forms
+  }
+};
+constexpr FormTable kForms;
+
 bool may_branch_into(const uint8_t *b, std::size_t n, uintptr_t ip0, uintptr_t lo, uintptr_t hi) {
   auto hit = [&](std::size_t end, int64_t rel) {
     uintptr_t d = ip0 + end + static_cast<uintptr_t>(rel);
@@ -25,15 +43,25 @@ bool may_branch_into(const uint8_t *b, std::size_t n, uintptr_t ip0, uintptr_t l
   auto rel32 = [&](std::size_t at) { int32_t v; memcpy(&v, b + at, 4); return static_cast<int64_t>(v); };
   auto rel16 = [&](std::size_t at) { int16_t v; memcpy(&v, b + at, 2); return static_cast<int64_t>(v); };
   for (std::size_t q = 0; q + 2 <= n; ++q) {
-    uint8_t c = b[q];
-    // jcc rel8, jmp rel8, loop/loopcc/jrcxz rel8
-    if (((c & 0xF0) == 0x70 || c == 0xEB || (c >= 0xE0 && c <= 0xE3)) && hit(q + 2, static_cast<int8_t>(b[q + 1])))
-      return true;
-    if ((c == 0xE8 || c == 0xE9) && q + 5 <= n && hit(q + 5, rel32(q + 1))) return true;  // call/jmp rel32
-    if (c == 0x0F && q + 6 <= n && (b[q + 1] & 0xF0) == 0x80 && hit(q + 6, rel32(q + 2))) return true;  // jcc rel32
-    if (c == 0xC7 && q + 6 <= n && b[q + 1] == 0xF8 && hit(q + 6, rel32(q + 2))) return true;  // xbegin
-    if (c == 0x66 && q + 4 <= n && (b[q + 1] == 0xE8 || b[q + 1] == 0xE9) && hit(q + 4, rel16(q + 2)))
-      return true;  // operand-size-prefixed rel16 forms
+    switch (kForms.of[b[q]]) {
+      case kNoBranch:
+        break;
+      case kRel8:
+        if (hit(q + 2, static_cast<int8_t>(b[q + 1]))) return true;
+        break;
+      case kRel32:
+        if (q + 5 <= n && hit(q + 5, rel32(q + 1))) return true;
+        break;
+      case kJcc32:
+        if (q + 6 <= n && (b[q + 1] & 0xF0) == 0x80 && hit(q + 6, rel32(q + 2))) return true;
+        break;
+      case kXbegin:
+        if (q + 6 <= n && b[q + 1] == 0xF8 && hit(q + 6, rel32(q + 2))) return true;
+        break;
+      case kRel16:
+        if (q + 4 <= n && (b[q + 1] == 0xE8 || b[q + 1] == 0xE9) && hit(q + 4, rel16(q + 2))) return true;
+        break;
+    }
   }
   return false;
 }

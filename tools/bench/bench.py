@@ -55,10 +55,11 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 from pfgpy import env, library  # noqa: E402
 
 PAIR_TARGET = 1.03          # the targets: docs/performance.md
-START_TIME_TARGET = 1.05
-# On executables that define the C API themselves (entry-patched at load).
-START_TIME_TARGET_STATIC = 1.03
-START_INSTR_TARGET = 1.02
+# Start-up: where nothing needs patching (a libpython the guard interposes on) ...
+START_TIME_TARGET = 1.01
+# ... and on executables that define the C API themselves (entry-patched at load).
+START_TIME_TARGET_STATIC = 1.02
+START_INSTR_TARGET = 1.005
 # The guard's fast path should stay "within a handful" of instructions per
 # pair. "A handful" is read here as at most 10 over a raw pair (the do-nothing interposer
 # hop alone costs 8 on this machine, see docs/performance.md).
@@ -109,57 +110,17 @@ class Target(object):
 
 
 def discover():
-    """tools/pfgpy/interpreters.py when it works; our own small discovery otherwise."""
-    try:
-        from pfgpy import interpreters
-        found = interpreters.discover()
-    except Exception as e:  # missing or broken: say so, and fall back
-        log("bench: tools/pfgpy/interpreters.py unusable (%s: %s); using own discovery"
-            % (type(e).__name__, e))
-        return fallback_discover(), "own fallback (pfgpy unusable: %s)" % e
+    """The interpreters tools/pfgpy/interpreters.py finds (the tests' own discovery); a
+    skipped one is printed with its reason."""
+    from pfgpy import interpreters
     out = []
-    for i in found:
+    for i in interpreters.discover():
         if i.skip:
             print("%-32s skipped: %s" % (i.name, i.skip))
             continue
         out.append(Target(i.name, i.kind, i.version_str, i.executable, i.include,
                           i.libpython, i.libdir))
     return out, "tools/pfgpy/interpreters.py"
-
-
-_PROBE = ("import json,sys,sysconfig;print(json.dumps([list(sys.version_info[:3]),"
-          "sysconfig.get_paths()['include'],sysconfig.get_config_var('LIBDIR'),"
-          "sysconfig.get_config_var('INSTSONAME'),sysconfig.get_config_var('Py_ENABLE_SHARED')]))")
-
-
-def fallback_discover():
-    out = []
-    exes = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3")))
-    exes += ["/usr/bin/python3.11"] if os.path.exists("/usr/bin/python3.11") else []
-    for exe in exes:
-        try:
-            r = subprocess.run([exe, "-E", "-S", "-c", _PROBE], stdout=subprocess.PIPE,
-                               timeout=20, env=env_with())
-            ver, inc, libdir, soname, shared = json.loads(r.stdout.decode())
-        except Exception as e:
-            print("%-32s skipped: probe failed: %s" % (exe, e))
-            continue
-        vs = ".".join(map(str, ver))
-        if tuple(ver) < (3, 6):
-            print("%-32s skipped: <3.6 unsupported" % exe)
-            continue
-        lib = os.path.join(libdir, soname) if soname else None
-        if exe.startswith("/usr/bin/"):
-            out.append(Target("debian-python%s (static exe)" % vs[:4], "static exe", vs,
-                              exe, inc, None, None))
-            if lib and os.path.exists(lib):
-                out.append(Target("debian-libpython%s" % vs[:4], "embed-only", vs, exe, inc,
-                                  os.path.realpath(lib), libdir))
-        else:
-            out.append(Target("pyenv-%s" % vs, "shared-lib exe", vs, os.path.realpath(exe),
-                              inc, lib if shared and lib and os.path.exists(lib) else None,
-                              libdir))
-    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -217,12 +178,18 @@ def build_null_hop():
 
 
 def ensure_lib(path):
-    if os.path.exists(path):
-        return os.path.abspath(path)
+    """The guard library: --lib (must exist), else pfgpy.library's default
+    (<repo>/build/shim/libpyfinguard.so), built with meson when missing."""
+    if path:
+        found = library.find(explicit=path)
+        if not found:
+            log("bench: %s does not exist" % path)
+            sys.exit(2)
+        return found
+    found = library.find()
+    if found:
+        return found
     default = library.in_tree()
-    if os.path.abspath(path) != default:
-        log("bench: %s does not exist" % path)
-        sys.exit(2)
     bdir = os.path.join(REPO, "build")
     if not os.path.exists(os.path.join(bdir, "build.ninja")):
         log("bench: meson setup build")
@@ -255,16 +222,50 @@ def run_pair(exe, n, reps, mode, preload):
     return float(m.group(2)), float(m.group(1))  # (thread CPU time, wall) ns/pair, minima
 
 
-def callgrind_total(argv, preload):
+# How callgrind is started: the host's valgrind, or (inside a tools/debian-env chroot,
+# which has none) a copy of it in the source tree that the chroot sees (--valgrind-dir).
+VALGRIND = ["valgrind"]
+VALGRIND_ENV = {}
+
+
+def callgrind_total(argv, preload, env=None):
     """Instructions valgrind's callgrind collects for argv (all of it, start to exit)."""
-    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + argv
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       env=env_with(preload), timeout=1800)
+    cmd = VALGRIND + ["--tool=callgrind", "--callgrind-out-file=/dev/null"] + argv
+    e = dict(env if env is not None else env_with(preload), **VALGRIND_ENV)
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e, timeout=1800)
     m = re.search(r"Collected : (\d+)", r.stderr.decode(errors="replace"))
     if r.returncode != 0 or not m:
         raise RuntimeError("callgrind %s failed (status %d): %s" % (
             " ".join(argv), r.returncode, r.stderr.decode(errors="replace")[-800:]))
     return int(m.group(1))
+
+
+def valgrind_copy():
+    """A copy of this machine's valgrind (its launcher binary and its tool directory, whose
+    tools are static executables) in <repo>/build-valgrind/, for the chroots: they mount
+    the source tree at the same path and have no valgrind of their own. None (and a
+    printed reason) when this machine has none."""
+    exe = shutil.which("valgrind.bin") or shutil.which("valgrind")
+    libdir = next((d for d in ("/usr/libexec/valgrind", "/usr/lib/x86_64-linux-gnu/valgrind")
+                   if os.path.isfile(os.path.join(d, "callgrind-amd64-linux"))), None)
+    if not exe or not libdir:
+        print("chroot instructions: not measured (no valgrind with callgrind-amd64-linux here)")
+        return None
+    # Debian's /usr/bin/valgrind is a shell wrapper that sets LD_LIBRARY_PATH for the
+    # measured program; valgrind.bin is the launcher itself.
+    if open(exe, "rb").read(2) == b"#!" and os.path.exists(exe + ".bin"):
+        exe = exe + ".bin"
+    dest = os.path.join(REPO, "build-valgrind")
+    stamp = os.path.join(dest, "source")
+    key = "%s %d %s %d" % (exe, os.stat(exe).st_mtime, libdir, os.stat(libdir).st_mtime)
+    if not (os.path.exists(stamp) and open(stamp).read() == key):
+        shutil.rmtree(dest, ignore_errors=True)
+        os.makedirs(dest)
+        shutil.copy2(exe, os.path.join(dest, "valgrind"))
+        shutil.copytree(libdir, os.path.join(dest, "lib"), symlinks=True)
+        with open(stamp, "w") as f:
+            f.write(key)
+    return dest
 
 
 def pairs_executed(n):
@@ -478,31 +479,36 @@ def spawn_time(argv, env):
     return ru.ru_utime + ru.ru_stime, dt
 
 
+STARTUP_VARIANTS = ("raw", "guard", "empty", "off")
+
+
 def measure_startup(targets, lib, runs, jobs, cpu):
-    """{name: figures} for every runnable target; instructions only where valgrind is."""
+    """{name: figures} for every runnable target: time and instructions without the guard,
+    with it, and the two floors under it -- an empty preloaded object (what any LD_PRELOAD
+    costs) and the guard with PYFINGUARD_PATCH=off (the guard without its entry patches)
+    -- measured in the same rounds; instructions only where valgrind is."""
     runnable = [t for t in targets if t.can_run]
+    empty = build_empty_preload()
+    envs = {"raw": env_with(None), "guard": env_with(lib), "empty": env_with(empty),
+            "off": dict(env_with(lib), PYFINGUARD_PATCH="off")}
     # Instructions first (parallel, unpinned: counts do not depend on scheduling).
-    jl = [(t, pre) for t in runnable for pre in (None, lib)] if shutil.which("valgrind") else []
-    if not jl:
+    have_vg = bool(shutil.which(VALGRIND[0]))
+    jl = [(t, k) for t in runnable for k in STARTUP_VARIANTS] if have_vg else []
+    if not have_vg:
         print("start-up instructions: not measured here (valgrind not found)")
     log("bench: start-up instructions: %d callgrind runs" % len(jl))
+
     def one(j):
         try:
-            return callgrind_total([j[0].executable, "-c", "pass"], j[1])
+            return callgrind_total([j[0].executable, "-c", "pass"], None, envs[j[1]])
         except (RuntimeError, subprocess.TimeoutExpired) as e:
-            print("%s: callgrind failed: %s" % (j[0].name, str(e)[:300]))
+            print("%s (%s): callgrind failed: %s" % (j[0].name, j[1], str(e)[:300]))
             return None
     with ThreadPoolExecutor(max_workers=jobs) as ex:
         tot = list(ex.map(one, jl))
     instr = {}
-    for (t, pre), n in zip(jl, tot):
-        instr[(t.name, pre)] = n
-    # Besides no guard and the guard, two floors in the same rounds: an empty preloaded
-    # object (what any LD_PRELOAD costs) and the guard with PYFINGUARD_PATCH=off (the
-    # guard without its entry patches), so a missed target says where the time goes.
-    empty = build_empty_preload()
-    envs = {"raw": env_with(None), "guard": env_with(lib), "empty": env_with(empty),
-            "off": dict(env_with(lib), PYFINGUARD_PATCH="off")}
+    for (t, k), n in zip(jl, tot):
+        instr[(t.name, k)] = n
     pin(cpu)
     res = {}
     for t in runnable:
@@ -535,11 +541,16 @@ def measure_startup(targets, lib, runs, jobs, cpu):
             out[t.name] = {"kind": t.kind, "failed": True}
             continue
         r_ms, g_ms, ratio, wall, empty_ratio, off_ratio = res[t.name]
-        ir, ig = instr.get((t.name, None)), instr.get((t.name, lib))
+        ins = {k: instr.get((t.name, k)) for k in STARTUP_VARIANTS}
+        ir = ins["raw"]
         out[t.name] = {"kind": t.kind, "raw_cpu_ms": r_ms * 1e3, "guard_cpu_ms": g_ms * 1e3,
                        "time_ratio": ratio, "wall_ratio": wall, "empty_ratio": empty_ratio,
-                       "patch_off_ratio": off_ratio, "raw_instr": ir, "guard_instr": ig,
-                       "instr_ratio": ig / float(ir) if ir and ig else None}
+                       "patch_off_ratio": off_ratio, "raw_instr": ir, "guard_instr": ins["guard"],
+                       "empty_instr": ins["empty"], "off_instr": ins["off"],
+                       "load_average": os.getloadavg()[0]}
+        for k, name in (("guard", "instr_ratio"), ("empty", "empty_instr_ratio"),
+                        ("off", "off_instr_ratio")):
+            out[t.name][name] = ins[k] / float(ir) if ir and ins[k] else None
     return out
 
 
@@ -547,70 +558,103 @@ def report_startup(out, runs, cpu):
     rows = []
     for name, o in out.items():
         if o.get("failed"):
-            rows.append([name, "failed"] + ["-"] * 9)
+            rows.append([name, "failed"] + ["-"] * 11)
             continue
         ir, ig = o["raw_instr"], o["guard_instr"]
+
+        def ratio(key):
+            return fmt_ratio(o[key]) if o.get(key) else "-"
         rows.append([name, "%.2f" % o["raw_cpu_ms"], "%.2f" % o["guard_cpu_ms"],
                      fmt_ratio(o["time_ratio"]), fmt_ratio(o["wall_ratio"]),
-                     fmt_ratio(o["empty_ratio"]), fmt_ratio(o["patch_off_ratio"])] +
-                    (["%.2fM" % (ir / 1e6), "%.2fM" % (ig / 1e6), "%+.2fM" % ((ig - ir) / 1e6),
-                      fmt_ratio(o["instr_ratio"])] if o["instr_ratio"] else ["-"] * 4))
+                     fmt_ratio(o["empty_ratio"]), fmt_ratio(o["patch_off_ratio"]),
+                     "%.2fM" % (ir / 1e6) if ir else "-",
+                     "%+.3fM" % ((ig - ir) / 1e6) if ir and ig else "-",
+                     ratio("instr_ratio"), ratio("empty_instr_ratio"), ratio("off_instr_ratio"),
+                     "%.2f" % o["load_average"] if o.get("load_average") is not None else "-"])
     table("3. start-up: `python -c pass`; time: CPU time (user+sys) of the child, median of %d "
           "interleaved rounds of runs pinned to CPU %s, ratio = median of per-round ratios to no "
-          "guard (also for an empty preloaded object and for the guard with PYFINGUARD_PATCH=off); "
-          "instructions: callgrind" % (runs, cpu),
+          "guard; instructions: callgrind totals, ratio to no guard. Floors: an empty preloaded "
+          "object, and the guard with PYFINGUARD_PATCH=off. Load: the 1-minute load average when "
+          "the row's runs ended" % (runs, cpu),
           ["interpreter", "raw cpu ms", "guard cpu ms", "time ratio", "wall ratio",
-           "empty preload", "patch off", "raw instr", "guard instr", "delta", "instr ratio"], rows)
+           "empty time", "off time", "raw instr", "guard delta", "instr ratio",
+           "empty instr", "off instr", "load"], rows)
     for name, o in out.items():
         if o.get("failed"):
             continue
         tt = START_TIME_TARGET_STATIC if o["kind"] == "static exe" else START_TIME_TARGET
         if o["time_ratio"] > tt:
             target_missed("start-up time ratio %.3f > %.2f on %s" % (o["time_ratio"], tt, name))
-        if o["instr_ratio"] and o["instr_ratio"] > START_INSTR_TARGET:
-            target_missed("start-up instruction ratio %.3f > %.2f on %s"
+        if o.get("instr_ratio") and o["instr_ratio"] > START_INSTR_TARGET:
+            target_missed("start-up instruction ratio %.4f > %.3f on %s"
                           % (o["instr_ratio"], START_INSTR_TARGET, name))
 
 
-def measure_startup_sid(interp, runs, cpu):
-    """The start-up measurement inside the tools/sid-env chroot (Debian unstable's static
-    python3.13, 3.14, 3.15; Debian 12's glibc cannot run them), with the library built
-    there into build-sid/. Rows are named "sid <name>". {} with a printed reason when the
-    chroot cannot be used."""
-    sid_env = os.path.join(REPO, "tools", "sid-env")
+# The amd64 chroots of tools/debian-env whose static pythons run here only inside them
+# (their glibc is newer than this machine's): Debian 13's python3.13, unstable's
+# python3.13/3.14/3.15.
+CHROOTS = ("trixie", "sid")
+
+
+def measure_startup_chroot(envname, interp, runs, cpu, vg):
+    """The start-up measurement inside the tools/debian-env ENV chroot, with the library
+    built there into build-ENV/ and callgrind from vg (valgrind_copy()). Rows are named
+    "ENV <name>". {} with a printed reason when the chroot cannot be used."""
+    denv = os.path.join(REPO, "tools", "debian-env")
     if os.geteuid() != 0:
-        print("sid chroot: skipped: not root (tools/sid-env needs root for chroot and mounts)")
+        print("%s chroot: skipped: not root (tools/debian-env needs root for chroot and mounts)" % envname)
         return {}
-    r = subprocess.run([sid_env, "path"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    r = subprocess.run([denv, envname, "path"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if r.returncode != 0:
-        print("sid chroot: skipped: it does not exist here (create it with: tools/sid-env create)")
+        print("%s chroot: skipped: it does not exist here (create it with: tools/debian-env %s create)"
+              % (envname, envname))
         return {}
-    log("bench: tools/sid-env build")
-    r = subprocess.run([sid_env, "build"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log("bench: tools/debian-env %s build" % envname)
+    r = subprocess.run([denv, envname, "build"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if r.returncode != 0:
-        print("sid chroot: skipped: building build-sid/ failed: %s" % r.stdout.decode(errors="replace")[-300:])
+        print("%s chroot: skipped: building build-%s/ failed: %s"
+              % (envname, envname, r.stdout.decode(errors="replace")[-300:]))
         return {}
-    out_json = os.path.join(REPO, "build-sid", "bench-startup.json")
+    bdir = os.path.join(REPO, "build-" + envname)
+    out_json = os.path.join(bdir, "bench-startup.json")
     if os.path.exists(out_json):
         os.unlink(out_json)
-    cmd = [sid_env, "run", "/usr/bin/python3", os.path.join(HERE, "bench.py"), "--in-sid",
-           "--only", "startup", "--lib", os.path.join(REPO, "build-sid", "shim", "libpyfinguard.so"),
+    cmd = [denv, envname, "run", "/usr/bin/python3", os.path.join(HERE, "bench.py"), "--in-chroot",
+           "--only", "startup", "--lib", os.path.join(bdir, "shim", "libpyfinguard.so"),
            "--startup-runs", str(runs), "--json", out_json]
+    if vg:
+        cmd += ["--valgrind-dir", vg]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
     for s in interp:
         cmd += ["--interp", s]
-    log("bench: start-up inside the sid chroot")
+    log("bench: start-up inside the %s chroot" % envname)
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if r.returncode != 0 or not os.path.exists(out_json):
-        print("sid chroot: skipped: the run inside failed (status %d): %s"
-              % (r.returncode, r.stdout.decode(errors="replace")[-400:]))
+        print("%s chroot: skipped: the run inside failed (status %d): %s"
+              % (envname, r.returncode, r.stdout.decode(errors="replace")[-400:]))
         return {}
     with open(out_json) as f:
         inner = json.load(f).get("startup", {})
     if not inner:
-        print("sid chroot: no interpreter there matches --interp %s" % " --interp ".join(interp))
-    return {"sid " + name: o for name, o in inner.items()}
+        print("%s chroot: no interpreter there matches --interp %s" % (envname, " --interp ".join(interp)))
+    return {"%s %s" % (envname, name): o for name, o in inner.items()}
+
+
+def startup_arm64_note():
+    """arm64's static pythons run here only under qemu-user: valgrind cannot run there, and
+    times would be the emulator's. Said, not silently left out."""
+    denv = os.path.join(REPO, "tools", "debian-env")
+    for envname in ("bookworm-arm64", "trixie-arm64"):
+        r = subprocess.run([denv, envname, "path"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if r.returncode != 0:
+            print("%s: start-up not measured (no sysroot: tools/debian-env %s create)" % (envname, envname))
+            continue
+        root = r.stdout.decode().strip()
+        names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(root, "usr", "bin", "python3.*"))
+                       if not p.endswith("-config"))
+        print("%s: start-up not measured for %s: its programs run under qemu-user here, where "
+              "valgrind cannot run and times are the emulator's" % (envname, ", ".join(names) or "its pythons"))
 
 
 def annotate(cgfile, inclusive):
@@ -721,9 +765,9 @@ def main(argv=None):
                     help="fewer rounds and shorter loops (a smoke run, noisier)")
     ap.add_argument("--interp", action="append", default=[],
                     help="only interpreters whose name contains this (repeatable)")
-    ap.add_argument("--lib", default=os.path.join(REPO, "build", "shim", "libpyfinguard.so"),
-                    help="the guard library (default: <repo>/build/shim/libpyfinguard.so, "
-                         "built with meson if missing)")
+    ap.add_argument("--lib", default=None,
+                    help="the guard library (default: tools/pfgpy/library.py's, "
+                         "<repo>/build/shim/libpyfinguard.so, built with meson if missing)")
     ap.add_argument("--only", choices=["pair-time", "pair-ab", "pair-instr", "startup", "profile"],
                     action="append",
                     help="run only these measurements (repeatable; default: all but profile, which "
@@ -734,13 +778,20 @@ def main(argv=None):
     ap.add_argument("--cpu", type=int, default=None,
                     help="CPU to pin timed runs to (default: the last one)")
     ap.add_argument("--json", help="also write all figures to this file")
-    ap.add_argument("--no-sid", action="store_true",
-                    help="start-up: leave out the tools/sid-env chroot's interpreters")
-    ap.add_argument("--in-sid", action="store_true", help=argparse.SUPPRESS)  # the run inside it
+    ap.add_argument("--no-chroot", "--no-sid", action="store_true",
+                    help="start-up: leave out the tools/debian-env chroots' interpreters "
+                         "(Debian 13's and unstable's)")
+    ap.add_argument("--chroot", action="append", choices=CHROOTS,
+                    help="start-up: only these chroots (repeatable; default: %s)" % ", ".join(CHROOTS))
+    ap.add_argument("--in-chroot", "--in-sid", action="store_true", help=argparse.SUPPRESS)  # the run inside one
+    ap.add_argument("--valgrind-dir", help=argparse.SUPPRESS)  # inside a chroot: valgrind_copy()
     a = ap.parse_args(argv)
 
     only = set(a.only or ["pair-time", "pair-ab", "pair-instr", "startup"])
-    # valgrind is not in the sid chroot: start-up times are measured there without it.
+    if a.valgrind_dir:  # inside a chroot: the host's valgrind, copied (valgrind_copy())
+        VALGRIND[:] = [os.path.join(a.valgrind_dir, "valgrind")]
+        VALGRIND_ENV["VALGRIND_LIB"] = os.path.join(a.valgrind_dir, "lib")
+    # Start-up times are measured without valgrind where there is none.
     needs = [os.environ.get("CC", "cc")] + (["valgrind"] if only - {"startup"} else [])
     for tool in needs:
         if not shutil.which(tool):
@@ -759,15 +810,15 @@ def main(argv=None):
 
     lib = ensure_lib(a.lib)
     targets, source = discover()
-    if a.in_sid:  # only the chroot's own executables (its libpythons are embed-only)
+    if a.in_chroot:  # only the chroot's own executables (its libpythons are embed-only)
         targets = [t for t in targets if t.can_run and t.executable.startswith("/usr/bin/")]
     if a.interp:
         targets = [t for t in targets if any(s in t.name for s in a.interp)]
-    if not targets and a.in_sid:
+    if not targets and a.in_chroot:
         with open(a.json, "w") as f:
             json.dump({"startup": {}}, f)
         return 0
-    if not targets and not ("startup" in only and not a.no_sid):
+    if not targets and not ("startup" in only and not a.no_chroot):
         log("bench: no interpreter matches")
         return 2
     print("guard: %s" % lib)
@@ -786,8 +837,11 @@ def main(argv=None):
         results["pair_instr"] = measure_pair_instr(cases, lib, build_null_hop(), n1, n2, jobs)
     if "startup" in only:
         results["startup"] = measure_startup(targets, lib, sruns, jobs, cpu)
-        if not a.in_sid and not a.no_sid:
-            results["startup"].update(measure_startup_sid(a.interp, sruns, cpu))
+        if not a.in_chroot and not a.no_chroot:
+            vg = valgrind_copy()
+            for envname in a.chroot or CHROOTS:
+                results["startup"].update(measure_startup_chroot(envname, a.interp, sruns, cpu, vg))
+            startup_arm64_note()
         report_startup(results["startup"], sruns, cpu)
     if "profile" in only:
         profile(targets, lib, cases)

@@ -223,7 +223,7 @@ void park_prepare() {
 }
 
 void park(Fn api, uint64_t epoch, Reason why, bool from_cpython) {
-  t_pt.window = 0;  // it never comes out of its calls, outer ones included: the drain must not wait for it
+  windows_close_all();  // it never comes out of its calls, outer ones included: the drain must not wait for it
   if (ends(why)) end_thread(api, epoch, why, from_cpython);
   if (g_config.mode == Mode::abort) {
     record_and_report(api, epoch, why, from_cpython, false);

@@ -60,7 +60,7 @@ __attribute__((visibility("hidden"))) int pfg_hook_pause(void) {
     // ended while the main runtime runs (tests/subinterp end-daemon). Left as CPython
     // has it, but its window must not hold up the drain of a later Py_FinalizeEx (it
     // did, for 1 s and a warning).
-    t_pt.window = 0;
+    windows_close_all();
   }
   return PFG_REAL(pause)();
 }

@@ -167,7 +167,7 @@ void park_prepare() {
 }
 
 void park(const policy::Call &c, policy::Verdict v) {
-  t_pt.window = 0;  // it never comes out of its calls, outer ones included: the drain must not wait for it
+  windows_close_all();  // it never comes out of its calls, outer ones included: the drain must not wait for it
   v = policy::settle(v, c, kLive);  // end or park, routine or not
   if (v.action == policy::Action::end) end_thread(c, v);
   if (v.action == policy::Action::abort) {

@@ -85,6 +85,12 @@ extern __thread PerThread t_pt __attribute__((visibility("hidden")));
 constexpr uint64_t kUnregistered = 3;  // phase bits 3: see PerThread::save_mark
 inline bool is_registered() { return t_pt.save_mark == 0; }
 inline bool in_gilstate() { return t_pt.gilstate_depth != 0; }
+// A thread that will not come out of its calls (parked, ended, hung by CPython) closes
+// every window at once, possibly after the drain's barrier: a release store, so that the
+// drain's acquire load that reads 0 also sees every write the thread made inside CPython
+// before (arm64 may make two plain stores visible in either order; docs/patching.md, "The
+// window/drain protocol on arm64"). On x86-64 it is the same mov as a plain store.
+inline void windows_close_all() { __atomic_store_n(&t_pt.window, 0, __ATOMIC_RELEASE); }
 
 // Is this thread the one that finalizes (or finalized) the runtime of epoch e? Such a
 // thread is never parked: it gets CPython's own behaviour, as without the guard.

@@ -76,6 +76,12 @@ atexit handler first), and (b) busy daemon threads under
 0 aborts or other signals, and each run's exit status and stdout those of the program
 (checked against one unguarded run).
 
+--sysroot DIR: the python executables of another architecture's sysroot instead of this
+machine's (tools/debian-env bookworm-arm64|trixie-arm64 differential), every run started
+under qemu-user (pfgpy.interpreters.discover_sysroot), native parts cross-built, the same
+comparison rule. A program that starts programs itself (EXECS) is a SKIP there: without
+binfmt_misc, its child is an arm64 file this machine cannot execute.
+
 Prints a Markdown table, then "N passed, N failed, N skipped" (cells). Exit status 1 when
 a cell failed.
 """
@@ -194,6 +200,11 @@ ACCEPTANCE = [
     ("b-xdev-tracemalloc-faulthandler", ["busy_daemons.py", "no-churn"], XFLAGS_ALL, NEED_DEV,
      "(b) busy daemons (no thread start-up: see busy_daemons.py) under -X dev -X tracemalloc=5 -X faulthandler"),
 ]
+
+# Programs that start programs of their interpreter's architecture (cat, true, a spawned
+# python): a SKIP under --sysroot (module docstring).
+EXECS = {"subprocess": "Popen('cat')", "mp-spawn": "spawns sys.executable",
+         "signals": "subprocess.call(['true'])"}
 
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
 SKIP_STATUS = 77
@@ -490,16 +501,39 @@ def build_command(it, prog):
         return x
     if is_embed(prog):
         exe = build.build_embed(it, [os.path.join(NATIVE_DIR, script[0][len("@embed:"):])])
-        return [exe] + [native(x) for x in script[1:]]
-    return [it.executable] + flags + [os.path.join(CORPUS_DIR, script[0])] + \
+        return it.runner + [exe] + [native(x) for x in script[1:]]
+    return it.runner + [it.executable] + flags + [os.path.join(CORPUS_DIR, script[0])] + \
         [native(x) for x in script[1:]]
 
 
 def command(it, prog):
+    """prog's command line on it; it.runner (qemu-user) first for a sysroot's."""
     if (it.name, prog[0]) in COMMANDS:
         return COMMANDS[(it.name, prog[0])]
     _, script, flags, _, _ = prog
-    return [it.executable] + flags + [os.path.join(CORPUS_DIR, script[0])] + script[1:]
+    return it.runner + [it.executable] + flags + [os.path.join(CORPUS_DIR, script[0])] + \
+        script[1:]
+
+
+def sysroot_interpreters(sysroot, names):
+    """pick_interpreters (tests/stress/common.py) for a sysroot's interpreters."""
+    from pfgpy import interpreters
+    its = [i for i in interpreters.discover(sysroot=sysroot)
+           if not names or any(n in i.name for n in names)]
+    return [i for i in its if i.skip is None], [i for i in its if i.skip is not None]
+
+
+def guard_loaded(it, lib):
+    """common.assert_guard_loaded, under it.runner for a sysroot's interpreter."""
+    if not it.runner:
+        return common.assert_guard_loaded(it.executable, lib)
+    code = "import ctypes; f = ctypes.CDLL(None).pyfinguard_version; " \
+           "f.restype = ctypes.c_char_p; print(f().decode())"
+    r = common.run(it.runner + [it.executable, "-c", code], common.clean_env({"LD_PRELOAD": lib}),
+                   120)
+    if r.rc != 0 or not r.out.strip():
+        sys.exit("guard not active in %s: %s %s" % (it.name, r.describe(), r.err[-500:]))
+    return r.out.strip()
 
 
 def timeout_for(prog, guarded, a):
@@ -561,6 +595,9 @@ def main():
                          "up to this many more unguarded runs look for the same crash (default 20)")
     ap.add_argument("--json", help="write every run (status, exit time, ...) to this file")
     ap.add_argument("--verbose", action="store_true", help="print every failing run's stderr")
+    ap.add_argument("--sysroot", metavar="DIR",
+                    help="the interpreters of another architecture's sysroot, under qemu-user "
+                         "(tools/debian-env bookworm-arm64 differential)")
     a = ap.parse_args()
     if a.runs is None:
         a.runs = {"corpus": 2, "acceptance": 6, "baseline": 20}[a.mode]
@@ -572,7 +609,8 @@ def main():
     t_start = time.monotonic()
 
     lib = common.find_library(a.lib)
-    usable, skipped_its = common.pick_interpreters(a.only)
+    usable, skipped_its = sysroot_interpreters(a.sysroot, a.only) if a.sysroot else \
+        common.pick_interpreters(a.only)
     programs = ACCEPTANCE if a.mode == "acceptance" else EXITLIBS if a.exitlibs else CORPUS
     if a.programs:
         pool = programs if a.mode == "acceptance" else CORPUS + EXITLIBS
@@ -585,6 +623,11 @@ def main():
         print("SKIP interpreter %s: %s" % (it.name, it.skip))
     cells = []
     for it, prog, why in cells_for(programs, usable):
+        if not why and it.runner and prog[0] in EXECS:
+            why = "starts %s programs itself (%s), which this machine runs only through %s " \
+                  "(no binfmt_misc)" % (it.arch, EXECS[prog[0]], os.path.basename(it.runner[0]))
+        if not why and it.runner and any(x.startswith("@lib:") for x in prog[1]):
+            why = "its native library (build_library) is built for this machine only"
         cells.append((it, prog, why or static_skip(it, prog[3])))
     its = []
     for it, _, _ in cells:
@@ -592,7 +635,7 @@ def main():
             its.append(it)
     if a.mode != "baseline":
         for it in its:
-            print("guard in %s: %s" % (it.name, common.assert_guard_loaded(it.executable, lib)))
+            print("guard in %s: %s" % (it.name, guard_loaded(it, lib)))
     sys.stdout.flush()
 
     # Native parts (corpus/native): built before any run, 2 at a time (a pybind11 module

@@ -1,5 +1,6 @@
-"""`pyfinguard demo`: the live scenario (pfgpy.live) on every interpreter of this machine,
-without and with the guard, built and run by the scenario runner the test matrix uses
+"""`pyfinguard demo`: the live scenario (pfgpy.live) on every interpreter of this machine
+(or of a sysroot: --sysroot, its programs cross-built and run under qemu-user), without
+and with the guard, built and run by the scenario runner the test matrix uses
 (pfgpy.scenario), as a table. tools/pyfinguard finds the library and calls main().
 """
 import concurrent.futures
@@ -19,7 +20,11 @@ def main(args, lib, out=sys.stdout):
               "  without and with LD_PRELOAD=%s\n\n" % (shlex.quote(live.LIVE_CODE),
                                                         live.EMBED_STATUS, lib))
     out.flush()
-    its = interpreters.discover()
+    sysroot = getattr(args, "sysroot", None)
+    if sysroot:
+        out.write("  interpreters of the sysroot %s, run under qemu-user\n\n" % sysroot)
+        out.flush()
+    its = interpreters.discover(sysroot=sysroot)
     if args.python:
         want = set(args.python)
         its = [i for i in its if i.name in want or i.executable in want or

@@ -1,6 +1,10 @@
 """`pyfinguard doctor`: what covers each intercepted function in an interpreter (or a
 libpython an embedder loads), and a live check of the guard there (pfgpy.live).
 tools/pyfinguard finds the library and calls main().
+
+With a sysroot (--sysroot, e.g. a tools/debian-env arm64 one), the interpreter or libpython
+is the sysroot's, every program of the check is cross-built for its architecture
+(pfgpy.build) and runs under its qemu-user runner (pfgpy.interpreters.discover_sysroot).
 """
 import json
 import os
@@ -50,15 +54,30 @@ def interpreter_for(python):
     return it, None
 
 
-def describe_quietly(argv, lib, timeout=60):
+# Architectures whose builds have an entry patcher (shim/patch/meson.build); elsewhere only
+# interposition covers callers (patch/none.cc).
+PATCHED_ARCHS = ("x86_64", "amd64", "aarch64", "arm64")
+
+
+def runner_of(it):
+    """(command prefix, extra environment) of a run on `it`: none for this machine's
+    interpreters; qemu-user for a sysroot's, with PATH=/usr/bin:/bin because an embedded
+    libpython looks for "python3" on PATH to find its prefix (pfgpy.scenario.prepare says
+    why that finds the sysroot's)."""
+    prefix = list(getattr(it, "runner", None) or [])
+    return prefix, ([("PATH", "/usr/bin:/bin")] if prefix else [])
+
+
+def describe_quietly(argv, lib, timeout=60, extra=()):
     """Run argv under the guard without its exit summary: a pfgpy.run.Result; OSError
     when it cannot be started."""
-    return run.run(argv, live.clean_env(lib, [("PYFINGUARD_QUIET", "1")]), timeout)
+    return run.run(argv, live.clean_env(lib, [("PYFINGUARD_QUIET", "1")] + list(extra)),
+                   timeout)
 
 
-def describe_under_guard(python, lib, timeout=60):
+def describe_under_guard(python, lib, timeout=60, prefix=()):
     try:
-        r = describe_quietly([python, "-E", "-c", _DESCRIBE], lib, timeout)
+        r = describe_quietly(list(prefix) + [python, "-E", "-c", _DESCRIBE], lib, timeout)
     except OSError as e:
         return None, str(e), ""
     if r.timed_out:
@@ -125,12 +144,30 @@ HOST_MODES = (
 HOST_STATES = re.compile(r"^STATE (native|daemon) (\S+)", re.M)
 
 
-def doctor_libpython(args, lib, out):
+def doctor_libpython(args, lib, out, sysroot=None):
     """doctor --libpython PATH: coverage and a live check through a small embedder
-    (pfgpy/c/doctor_host.c), for each way of loading it. Says what it checked."""
-    path = os.path.abspath(args.libpython)
+    (pfgpy/c/doctor_host.c), for each way of loading it. Says what it checked. With
+    sysroot: PATH is the sysroot's (as its programs name it), the embedder cross-built."""
+    target = None
+    if sysroot:
+        t = interpreters.FOREIGN.get(interpreters.sysroot_arch(sysroot), ("", "none"))[1]
+        path = interpreters.in_sysroot(sysroot, args.libpython,
+                                       ("usr/lib/" + t, "usr/lib", "lib/" + t))
+        if path is None:
+            return live.die(live.EXIT_CANNOT_CHECK, "%s: no such file in the sysroot %s"
+                            % (args.libpython, sysroot))
+        # Any usable interpreter of the sysroot gives the toolchain and the runner; the
+        # libpython's own entry when discovery lists it.
+        its = [i for i in interpreters.discover_sysroot(sysroot) if not i.skip]
+        if not its:
+            return live.die(live.EXIT_CANNOT_CHECK, "no usable interpreter in the sysroot %s"
+                            % sysroot)
+        real = os.path.realpath(path)
+        target = ([i for i in its if i.libpython == real] + its)[0]
+    path = os.path.abspath(path if sysroot else args.libpython)
     if not os.path.isfile(path):
         return live.die(live.EXIT_CANNOT_CHECK, "%s: no such file" % args.libpython)
+    prefix, run_extra = runner_of(target)
     src = build.source("doctor_host.c")
     real = os.path.realpath(path)
     out.write("  libpython    %s%s\n" % (path, "" if real == path else " (%s)" % real))
@@ -141,15 +178,15 @@ def doctor_libpython(args, lib, out):
             if mode == "linked":
                 exe = build.build_host([src], name="doctor_host_linked", extra_ldflags=[
                     "-Wl,--no-as-needed", real, "-Wl,--disable-new-dtags",
-                    "-Wl,-rpath," + os.path.dirname(real)])
+                    "-Wl,-rpath," + os.path.dirname(real)], interp=target)
             else:
-                exe = build.build_host([src])
-        except (build.BuildError, OSError) as e:
+                exe = build.build_host([src], interp=target)
+        except (build.BuildError, build.Unsupported, OSError) as e:
             problems.append("%s host could not be built: %s" % (mode, str(e).strip()[:200]))
             out.write("  not checked: the embedder could not be built\n")
             continue
         try:
-            r = describe_quietly([exe, mode, path, "describe"], lib)
+            r = describe_quietly(prefix + [exe, mode, path, "describe"], lib, extra=run_extra)
         except OSError as e:
             problems.append("%s host: %s" % (mode, e))
             continue
@@ -176,13 +213,13 @@ def doctor_libpython(args, lib, out):
             out.write("  live check:  skipped (%s)\n" % ("--no-live" if args.no_live else
                                                          "coverage incomplete"))
             continue
-        argv = [exe, mode, path, "live"] + (["1"] if mode == "dlopen" else [])
+        argv = prefix + [exe, mode, path, "live"] + (["1"] if mode == "dlopen" else [])
         out.write("  live check:  a daemon thread in os.read woken after Py_FinalizeEx, and a "
                   "native thread's first PyGILState_Ensure after it\n")
         out.write("  command      %s\n" % " ".join(shlex.quote(a) for a in argv))
         res = {}
         for label, with_lib in (("without guard", None), ("with guard", lib)):
-            o = live.run(argv, with_lib, timeout=60)
+            o = live.run(argv, with_lib, run_extra, timeout=60)
             res[label] = o
             states = dict(HOST_STATES.findall(o.stdout))
             extra = ", ".join("%s %s" % kv for kv in sorted(states.items()))
@@ -219,14 +256,25 @@ def doctor_libpython(args, lib, out):
 def main(args, lib, version, out=sys.stdout):
     """`pyfinguard doctor` with the library `lib` (the launcher found it)."""
     python = args.python or "python3"
+    sysroot = getattr(args, "sysroot", None)
     arch = platform.machine()
     out.write("pyfinguard doctor %s\n" % version)
     out.write("  library      %s\n" % lib)
+    if sysroot:
+        out.write("  sysroot      %s (its programs run under qemu-user)\n" % sysroot)
     if args.libpython:
         if args.python:
             return live.die(live.EXIT_USAGE, "doctor: give PYTHON or --libpython, not both")
-        return doctor_libpython(args, lib, out)
-    rep, err, stderr = describe_under_guard(python, lib)
+        return doctor_libpython(args, lib, out, sysroot)
+    target = None
+    if sysroot:
+        target, err = interpreters.sysroot_interpreter(sysroot, python)
+        if target is None or target.skip:
+            return live.die(live.EXIT_CANNOT_CHECK, "cannot examine %s: %s" % (
+                python, err or target.skip))
+        python, arch = target.executable, target.arch
+    prefix, _ = runner_of(target)
+    rep, err, stderr = describe_under_guard(python, lib, prefix=prefix)
     if rep is None:
         return live.die(live.EXIT_CANNOT_CHECK, "cannot examine %s: %s" % (python, err))
     out.write("  python       %s (%s)\n" % (rep["version"], rep["executable"]))
@@ -241,7 +289,7 @@ def main(args, lib, version, out=sys.stdout):
               "last unmapped", "generation", "phase"):
         if k in info:
             out.write("  %-12s %s\n" % (k, info[k]))
-    if arch not in ("x86_64", "amd64"):
+    if arch not in PATCHED_ARCHS:
         out.write("  note         entry patching is unsupported on %s: only interposition "
                   "covers callers here\n" % arch)
     out.write("coverage:\n")
@@ -263,7 +311,7 @@ def main(args, lib, version, out=sys.stdout):
                                                   "no supported runtime under the guard"))
         live_ok = None
     else:
-        live_ok, reason, internal = live_check(python, lib, out)
+        live_ok, reason, internal = live_check(python, lib, out, target)
         if live_ok is None:
             problems.append("live check could not run: " + reason)
         elif not live_ok:
@@ -279,19 +327,22 @@ def main(args, lib, version, out=sys.stdout):
     return live.EXIT_OK
 
 
-def live_check(python, lib, out):
+def live_check(python, lib, out, it=None):
     """(True|False|None, reason, internal): None when the check could not run at all;
-    internal: what the daemon check found about CPython's own restore path, or None."""
-    it, err = interpreter_for(python)
+    internal: what the daemon check found about CPython's own restore path, or None.
+    it: the interpreter when known (a sysroot's), else found from python."""
     if it is None:
-        return None, err, None
+        it, err = interpreter_for(python)
+        if it is None:
+            return None, err, None
+    prefix, _ = runner_of(it)
     try:
         moddir = build.build_pfgtest(it)
     except (build.Unsupported, build.BuildError, OSError) as e:
         return None, "cannot build pfgtest for %s: %s" % (it.executable, str(e).strip()[:300]), None
     out.write("live check (%s):\n" % live.LIVE_SCENARIO)
-    out.write("  command        %s -c %s\n" % (it.executable, shlex.quote(live.LIVE_CODE)))
-    argv, extra = [it.executable, "-c", live.LIVE_CODE], [("PYTHONPATH", moddir)]
+    argv, extra = prefix + [it.executable, "-c", live.LIVE_CODE], [("PYTHONPATH", moddir)]
+    out.write("  command        %s\n" % " ".join(shlex.quote(a) for a in argv))
     without = live.run(argv, None, extra)
     out.write("  without guard  %s%s\n" % (without.text(), "" if without.crashed or
                                           without.timed_out else
@@ -303,7 +354,7 @@ def live_check(python, lib, out):
         return False, "with the guard: %s%s" % (with_.text(), (": " + tail) if tail else ""), None
     if with_.stopped < 1:
         return False, "exited 0 but the guard reported no parked or ended thread", None
-    return daemon_check(it.executable, moddir, lib, out)
+    return daemon_check(it.executable, moddir, lib, out, prefix)
 
 
 # A daemon thread in os.read, woken after Py_FinalizeEx by pfgtest's libc atexit handler:
@@ -347,9 +398,9 @@ INTERNAL_RESTORE = {
 }
 
 
-def daemon_check(python, moddir, lib, out):
+def daemon_check(python, moddir, lib, out, prefix=()):
     out.write("live check (%s):\n" % DAEMON_SCENARIO)
-    argv = [python, "-c", DAEMON_CODE]
+    argv = list(prefix) + [python, "-c", DAEMON_CODE]
     extra = [("PYTHONPATH", moddir)]
     without = live.run(argv, None, extra)
     out.write("  without guard  %s%s\n" % (without.text(), ", the thread ran Python after finalization"

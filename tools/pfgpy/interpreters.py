@@ -345,6 +345,43 @@ def discover_sysroot(sysroot, include_skipped=True, timeout=60):
     return found
 
 
+def in_sysroot(sysroot, path, names=("usr/bin", "bin")):
+    """The path on this machine of a sysroot's program or file, as its own processes name
+    it: a path already inside the sysroot stays, another absolute path is taken inside it,
+    a bare name is looked up in the sysroot's usr/bin and bin. None when it does not exist."""
+    sysroot = os.path.realpath(sysroot)
+    if os.sep not in path:
+        cands = [os.path.join(sysroot, d, path) for d in names]
+    elif os.path.realpath(path).startswith(sysroot + os.sep):
+        cands = [path]
+    else:
+        cands = [sysroot + os.path.abspath(path)]
+    for c in cands:
+        if os.path.exists(c):
+            return c
+    return None
+
+
+def sysroot_interpreter(sysroot, path, want="exe"):
+    """The discovered sysroot Interpreter for a program (want "exe": its executable) or a
+    libpython (want "lib": an embed-only entry), given as in_sysroot takes it; (None,
+    reason) when there is none."""
+    p = in_sysroot(sysroot, path)
+    if p is None:
+        return None, "%s: not found in the sysroot %s" % (path, sysroot)
+    real = os.path.realpath(p)
+    its = discover_sysroot(sysroot)
+    for it in its:
+        if want == "exe" and it.kind != "embed-only" and it.executable == real:
+            return it, None
+        if want == "lib" and it.kind == "embed-only" and it.libpython == real:
+            return it, None
+    known = ", ".join(i.executable if want == "exe" else (i.libpython or "?") for i in its
+                      if (i.kind == "embed-only") == (want == "lib")) or "none"
+    return None, "%s is not one of the sysroot's %s (%s)" % (
+        p, "interpreters" if want == "exe" else "libpythons", known)
+
+
 def discover(include_skipped=True, timeout=20, sysroot=None):
     """All interpreters and embedding targets, sorted: pyenv by version, then system.
     With sysroot: that sysroot's interpreters only (discover_sysroot)."""

@@ -66,18 +66,19 @@ def pick_interpreters(names=None):
     return [i for i in its if i.skip is None], [i for i in its if i.skip is not None]
 
 
-def assert_guard_loaded(python, lib, via_launcher=False):
+def assert_guard_loaded(python, lib, via_launcher=False, runner=(), timeout=60):
     """A guarded run that silently ran without the guard would prove nothing: ask the
-    child process itself whether pyfinguard's API is there."""
+    child process itself whether pyfinguard's API is there. runner: the prefix of a
+    sysroot's interpreter (qemu-user, pfgpy.interpreters)."""
     code = "import ctypes; f = ctypes.CDLL(None).pyfinguard_version; " \
            "f.restype = ctypes.c_char_p; print(f().decode())"
-    cmd = [python, "-c", code]
+    cmd = list(runner) + [python, "-c", code]
     env = clean_env({"PYFINGUARD_LIBRARY": lib})
     if via_launcher:
         cmd = [sys.executable, LAUNCHER, "run", "--"] + cmd
     else:
         env["LD_PRELOAD"] = lib
-    r = run(cmd, env, 60)
+    r = run(cmd, env, timeout)
     if r.status != 0 or not r.stdout.strip():
         sys.exit("guard not active in %s: %s %s" % (python, r.describe(), r.stderr[-500:]))
     return r.stdout.strip()

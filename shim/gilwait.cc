@@ -7,6 +7,7 @@
 #include "interpose.h"
 #include "facts.h"
 #include "park.h"
+#include "parkrecord.h"
 #include "probes.h"
 #include "sink.h"
 #include "state.h"
@@ -74,6 +75,36 @@ int gil_wait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *absti
   if (__builtin_expect(v.stops(), 0)) park_waiter(s, m, e, v);
   if (s) s->waiters.fetch_sub(1);
   return rc;
+}
+
+int gil_switch_wait(pthread_cond_t *c, pthread_mutex_t *m) {
+  // The holder asked to switch holds this because a waiter timed out in take_gil() and set
+  // the drop request; it is woken when a thread takes the GIL (take_gil() signals the
+  // switch condition). The guard stops waiters there -- after their timed wait, before
+  // take_gil() goes on -- so a request may be left with nobody to honour it: a daemon
+  // thread that asked while the finalizer ran C code (an atexit handler), then woke past
+  // the point of no return, leaves the finalizer's next bytecode waiting here for ever
+  // (tests/scenarios/i_switch_orphan.py; in stress embed-reinit, the re-initializing
+  // thread). CPython 3.9-3.13's own exit from take_gil() (tstate_must_exit) can do the same.
+  //
+  // policy.h, gil_switch. g_parked_count counts every thread stopped, by the guard or by
+  // CPython through our pthread_exit/pause hooks (parked or ended, routine or not); it
+  // never goes down, so reading it after a slice that timed out cannot miss a stop that
+  // happened before or during the slice. Before any stop the wait is CPython's, 5 ms at a
+  // time (a slice costs one clock_gettime; the hand-over normally takes microseconds).
+  // CLOCK_MONOTONIC via clockwait, whatever clock CPython gave the condition variable.
+  for (;;) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_nsec += 5 * 1000000;
+    if (t.tv_nsec >= 1000000000) {
+      t.tv_sec += 1;
+      t.tv_nsec -= 1000000000;
+    }
+    const int rc = pthread_cond_clockwait(c, m, CLOCK_MONOTONIC, &t);
+    if (policy::gil_switch_over(rc == ETIMEDOUT, g_parked_count.load())) return 0;  // a spurious wake-up
+    if (rc != ETIMEDOUT) return rc;
+  }
 }
 
 void gil_cond_destroying(pthread_cond_t *c) {

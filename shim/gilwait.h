@@ -11,7 +11,8 @@
 // the old GIL under it: "destroy_gil: ... EBUSY", bpo-9901's comment in pylifecycle.c).
 //
 // So the guard intercepts the wait itself. CPython's only timed condition wait on Linux
-// is take_gil()'s (its locks use semaphores; drop_gil()'s switch wait is untimed), so a
+// is take_gil()'s (its locks use semaphores; drop_gil()'s switch wait, its only untimed
+// one, is the other side of the same hand-over: gil_switch_wait), so a
 // pthread_cond_timedwait() called from Python's own text is a GIL wait. A waiter that
 // is not the finalizer parks -- before and after the real wait -- once the runtime is
 // past its point of no return, after unlocking the GIL mutex it holds (cond-wait
@@ -28,6 +29,14 @@ namespace pfg {
 
 // pthread_cond_timedwait() called from Python text.
 int gil_wait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *abstime);
+
+// pthread_cond_wait() called from Python text: drop_gil()'s FORCE_SWITCHING wait. It ends
+// only when another thread takes the GIL -- the one whose drop request made the holder
+// release it. A waiter the guard stopped (or CPython itself ended) after asking never takes
+// it, and the holder, often the finalizer, would wait for ever. So the wait runs in 5 ms
+// slices, and once any thread has been stopped a slice that times out ends it as a spurious
+// wake-up would: drop_gil() does not loop (3.6-3.15), its caller takes the GIL back.
+int gil_switch_wait(pthread_cond_t *c, pthread_mutex_t *m);
 
 // pthread_cond_destroy() called from Python text, before the real destroy.
 void gil_cond_destroying(pthread_cond_t *c);

@@ -74,6 +74,13 @@ __attribute__((visibility("hidden"))) int pfg_hook_pthread_cond_timedwait(pthrea
   return gil_wait(c, m, abstime);
 }
 
+// drop_gil()'s switch wait (gilwait.h): every pthread_cond_wait in the process comes here;
+// only Python text's is more than a range check and a call.
+__attribute__((visibility("hidden"))) int pfg_hook_pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m) {
+  if (PFG_LIKELY(!PFG_CALLED_FROM_PYTHON())) return PFG_REAL(pthread_cond_wait)(c, m);
+  return gil_switch_wait(c, m);
+}
+
 __attribute__((visibility("hidden"))) int pfg_hook_pthread_cond_destroy(pthread_cond_t *c) {
   if (PFG_CALLED_FROM_PYTHON()) gil_cond_destroying(c);
   return PFG_REAL(pthread_cond_destroy)(c);

@@ -55,6 +55,7 @@ enum class Rule : uint8_t {
   gil_late,      // a take_gil waiter past the point of no return
   gil_stale,     // a take_gil waiter of an earlier runtime
   gil_destroy,   // CPython destroying the GIL past the point of no return
+  gil_switch,    // drop_gil's switch wait, once a waiter may never take the GIL
   drain,         // the finalizer's drain before CPython frees
   end_or_park,   // how a stopped thread is stopped
   routine,       // which stops are what CPython's own shutdown does anyway
@@ -63,7 +64,7 @@ enum class Rule : uint8_t {
 inline const char *rule_name(Rule r) {
   static const char *const kNames[] = {"none", "rule1", "rule2", "rule3", "rule4", "rule5", "rule6",
                                        "ended_interp", "exit", "hang", "gil_late", "gil_stale",
-                                       "gil_destroy", "drain", "end_or_park", "routine"};
+                                       "gil_destroy", "gil_switch", "drain", "end_or_park", "routine"};
   return kNames[int(r)];
 }
 
@@ -246,6 +247,21 @@ inline bool gil_destroy_guarded(uint64_t e, const Runtime &rt) {
   return false;
 #else
   return runtime_gone(e, rt);
+#endif
+}
+
+// gil_switch: pthread_cond_wait from CPython's text, i.e. drop_gil's FORCE_SWITCHING wait
+// (docs/design.md, "Threads already waiting in take_gil"), after a slice of it timed out
+// without a signal: over once any thread has been stopped (`stopped`: the record count,
+// which only grows), since the waiter that asked for the switch may be one of them and
+// would never take the GIL. drop_gil does not loop around the wait: ending it is a
+// spurious wake-up. Before any stop it is CPython's wait, a slice at a time.
+inline bool gil_switch_over(bool slice_timed_out, unsigned stopped) {
+#ifdef PFG_MUTANT_GIL_SWITCH  // the wait CPython has: only a taker ends it
+  (void)slice_timed_out, (void)stopped;
+  return false;
+#else
+  return slice_timed_out && stopped != 0;
 #endif
 }
 

@@ -119,6 +119,18 @@ SCENARIOS = [
              [(MEASURED, {"SIGSEGV"}), (TRIXIE313, {"SIGSEGV"}), (SID313, {"SIGSEGV"}), (SID314, {"SIGSEGV"}),
               (SID315, {"stuck"})],
              script="f_late_ensure.py", modules=("pfgtest",)),
+    Scenario("f-switch-orphan", "python",
+             "daemon threads ask for the GIL while the last atexit handler runs C code; a "
+             "__del__ past the point of no return then waits for the switch they asked for",
+             # Measured (--measure 10): exited x10 on every pyenv build and Debian 12's
+             # 3.11 but 3.9.18: exited 7, hang 3 (CPython's own take_gil ends a waiter
+             # that asked, without a switch: the finalizer waits for ever). Debian 13
+             # 3.13.5 exited x6; unstable stuck x6 on 3.13.18, 3.14.10 and 3.15.2.
+             # Guarded: hang on every one but pyenv 3.11.7 before gil_switch_wait.
+             [(span("3.6", "3.8"), {"exited"}), (span("3.9"), {"exited", "hang"}),
+              (span("3.10", "3.13.0"), {"exited"}), (TRIXIE313, {"exited"}),
+              (SID313, {"stuck"}), (SID314, {"stuck"}), (SID315, {"stuck"})],
+             script="f_switch_orphan.py", modules=("pfgtest",)),
     Scenario("g-pybind11", "python",
              "pybind11 module's daemon thread waits inside py::gil_scoped_release",
              # Debian unstable (pybind11 3.1): stuck x8 on each.

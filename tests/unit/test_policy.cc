@@ -37,7 +37,7 @@ const Runtime kFake = {
     [] { return g.main_gen; },
 };
 
-enum Entry { DECIDE, NEW_TS, EXIT, HANG, GIL, DESTROY, DRAIN };
+enum Entry { DECIDE, NEW_TS, EXIT, HANG, GIL, DESTROY, DRAIN, SWITCH };
 enum Ph : uint64_t { RUN = kRunning, FIN = kFinalizing, DONE = kFinalized };
 // The thread's outstanding save: none; of this very ts in this generation (before the
 // current events count when BEFORE_EVENT); of this ts in the previous generation; of
@@ -70,6 +70,8 @@ struct Case {
   bool routine = false;
   Rule by = Rule::none;   // the rule in the verdict when it is not .rule
   bool no_flags = false;  // CPython's flags must not be asked
+  bool timed_out = false;  // SWITCH: the slice timed out
+  unsigned stopped = 0;    // SWITCH: threads stopped so far
 };
 
 void *const TS = reinterpret_cast<void *>(0x1000);
@@ -115,7 +117,7 @@ Verdict verdict(Entry entry, const Call &c) {
     case EXIT: v = thread_exit(c, kFake); break;
     case HANG: v = thread_hang(c, kFake); break;
     case GIL: v = gil_wait(c, kFake); break;
-    case DESTROY: case DRAIN: break;
+    case DESTROY: case DRAIN: case SWITCH: break;
   }
   return settle(v, c, kFake);
 }
@@ -139,8 +141,10 @@ void check(const Case &k) {
   ++g_cases;
   set_fake(k);
   const Call c = make_call(k);
-  if (k.entry == DESTROY || k.entry == DRAIN) {
-    const bool yes = k.entry == DESTROY ? gil_destroy_guarded(c.e, kFake) : drain_due(c, kFake);
+  if (k.entry == DESTROY || k.entry == DRAIN || k.entry == SWITCH) {
+    const bool yes = k.entry == DESTROY ? gil_destroy_guarded(c.e, kFake)
+                     : k.entry == DRAIN ? drain_due(c, kFake)
+                                        : gil_switch_over(k.timed_out, k.stopped);
     if (yes != (k.expect == YES)) fail(k.rule, k.what, "%s, expected %s", yes ? "yes" : "no", k.expect == YES ? "yes" : "no");
   } else {
     const Verdict v = verdict(k.entry, c);

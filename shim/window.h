@@ -53,9 +53,19 @@ inline void window_open() {
   ++t_pt.window;
   std::atomic_signal_fence(std::memory_order_seq_cst);
 }
+//
+// Closing is a release store on arm64: a thread of a sub-interpreter with a GIL of its own
+// (3.12+) can return from its call while the finalizer drains, and a drain that reads the
+// word back to 0 must then see the thread's last writes inside CPython (docs/patching.md,
+// "the window/drain protocol on arm64"). x86-64 stores are ordered after earlier ones
+// anyway: there it stays the one `sub` on the %fs-relative word.
 inline void window_close() {
   std::atomic_signal_fence(std::memory_order_seq_cst);
+#if defined(__aarch64__)
+  __atomic_store_n(&t_pt.window, t_pt.window - 1, __ATOMIC_RELEASE);
+#else
   --t_pt.window;
+#endif
 }
 
 // The finalizer, past CPython's point of no return, before CPython frees a thread state:

@@ -5,6 +5,7 @@
  *                         condition variable, each wait a pthread_cond_timedwait with a
  *                         far deadline (every such wait in the process goes through the
  *                         guard's hook: a return-address range check, then the real call)
+ *   nopython pingpong-wait N   the same with plain pthread_cond_wait (hooked the same way)
  *   nopython join N       create and join N threads
  *   nopython dlopen N     dlopen and dlclose libm N times (this program does not link it,
  *                         so each dlopen maps it and each dlclose unmaps it)
@@ -22,6 +23,7 @@
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static long turn, rounds;
+static int plain;  /* pingpong-wait: pthread_cond_wait */
 
 static void *player(void *arg) {
   const long me = (long)arg;
@@ -30,7 +32,12 @@ static void *player(void *arg) {
   far.tv_sec += 3600;
   pthread_mutex_lock(&mu);
   for (long i = 0; i < rounds; ++i) {
-    while ((turn & 1) != me) pthread_cond_timedwait(&cv, &mu, &far);
+    while ((turn & 1) != me) {
+      if (plain)
+        pthread_cond_wait(&cv, &mu);
+      else
+        pthread_cond_timedwait(&cv, &mu, &far);
+    }
     ++turn;
     pthread_cond_signal(&cv);
   }
@@ -51,8 +58,9 @@ int main(int argc, char **argv) {
   const long n = argc > 2 ? atol(argv[2]) : 1000;
   if (strcmp(mode, "start") == 0) return 0;
   const double t0 = now_ns();
-  if (strcmp(mode, "pingpong") == 0) {
+  if (strcmp(mode, "pingpong") == 0 || strcmp(mode, "pingpong-wait") == 0) {
     rounds = n;
+    plain = mode[8] != '\0';
     pthread_t a, b;
     pthread_create(&a, NULL, player, (void *)0L);
     pthread_create(&b, NULL, player, (void *)1L);
@@ -71,7 +79,7 @@ int main(int argc, char **argv) {
       dlclose(h);
     }
   } else {
-    fprintf(stderr, "usage: nopython [start | pingpong N | join N | dlopen N]\n");
+    fprintf(stderr, "usage: nopython [start | pingpong N | pingpong-wait N | join N | dlopen N]\n");
     return 2;
   }
   printf("%.1f\n", (now_ns() - t0) / n);

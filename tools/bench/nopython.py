@@ -24,6 +24,7 @@ GOAL = 1.01
 # = (total(n2) - total(n1)) / (n2 - n1): start-up and exit cancel; 'start' is the total.
 CASES = {
     'pingpong': (['pingpong', '20000'], (1000, 2000)),
+    'pingpong-wait': (['pingpong-wait', '20000'], (1000, 2000)),
     'join': (['join', '2000'], (100, 200)),
     'dlopen': (['dlopen', '300'], (20, 40)),
     'start': (['start'], None),

@@ -94,13 +94,7 @@ int gil_switch_wait(pthread_cond_t *c, pthread_mutex_t *m) {
   // time (a slice costs one clock_gettime; the hand-over normally takes microseconds).
   // CLOCK_MONOTONIC via clockwait, whatever clock CPython gave the condition variable.
   for (;;) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_nsec += 5 * 1000000;
-    if (t.tv_nsec >= 1000000000) {
-      t.tv_sec += 1;
-      t.tv_nsec -= 1000000000;
-    }
+    const struct timespec t = clock_in_ms(CLOCK_MONOTONIC, 5);
     const int rc = pthread_cond_clockwait(c, m, CLOCK_MONOTONIC, &t);
     if (policy::gil_switch_over(rc == ETIMEDOUT, g_parked_count.load())) return 0;  // a spurious wake-up
     if (rc != ETIMEDOUT) return rc;

@@ -191,13 +191,7 @@ int join_completing(pthread_t t, void **retval) {
       if (retval) *retval = nullptr;
       return 0;
     }
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_nsec += 20 * 1000000;
-    if (deadline.tv_nsec >= 1000000000) {
-      deadline.tv_sec += 1;
-      deadline.tv_nsec -= 1000000000;
-    }
+    const struct timespec deadline = clock_in_ms(CLOCK_REALTIME, 20);
     int rc = PFG_REAL(pthread_timedjoin_np)(t, retval, &deadline);
     if (rc != ETIMEDOUT) return rc;
   }

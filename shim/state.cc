@@ -19,6 +19,15 @@ int64_t monotonic_ns() {
   return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
+struct timespec clock_in_ms(clockid_t clk, int ms) {
+  struct timespec t;
+  clock_gettime(clk, &t);
+  t.tv_nsec += ms * 1000000L;
+  t.tv_sec += t.tv_nsec / 1000000000;
+  t.tv_nsec %= 1000000000;
+  return t;
+}
+
 namespace {
 // Set once, before any hook can act on it: the runtime is one the guard does not support
 // (free-threaded), so the phase never leaves RUNNING and every hook passes through.

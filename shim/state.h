@@ -3,6 +3,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <ctime>
 
 namespace pfg {
 
@@ -106,5 +107,6 @@ uint64_t count_event();
 void state_step_aside();
 
 int64_t monotonic_ns();  // async-signal-safe
+struct timespec clock_in_ms(clockid_t clk, int ms);  // clk's now + ms, for a timed wait
 
 }  // namespace pfg

@@ -44,18 +44,18 @@ CondSlot *claim_slot(pthread_cond_t *c) {
   return nullptr;  // more than kMaxConds GILs waited on at once: untracked (limitations.md)
 }
 
-// The GIL wait's rules (policy.h: gil_stale, gil_late); the finalizer is let through.
-inline policy::Verdict waiter_verdict(uint64_t e) {
-  return policy::gil_wait(call_here(fn_pthread_cond_timedwait, e, nullptr, true), kLive);
-}
-
-[[noreturn]] void park_waiter(CondSlot *s, pthread_mutex_t *m, uint64_t e, const policy::Verdict &v) {
-  // Leave the count first: the destroying thread waits for it to reach 0 and then for
-  // the mutex, which is released right after. Both are plain atomics and an unlock:
-  // nothing here allocates or takes a lock of ours.
+// The GIL wait's rules (policy.h: gil_stale, gil_late), checked before and after the real
+// wait; the finalizer is let through. A waiter they stop leaves the slot's count first:
+// the destroying thread waits for it to reach 0 and then for the mutex, which is released
+// right after. Both are plain atomics and an unlock: nothing here allocates or takes a
+// lock of ours.
+inline void park_if_late(CondSlot *s, pthread_mutex_t *m) {
+  const policy::Call c = call_here(fn_pthread_cond_timedwait, g_epoch.load(), nullptr, true);
+  const policy::Verdict v = policy::gil_wait(c, kLive);
+  if (__builtin_expect(!v.stops(), 1)) return;
   if (s) s->waiters.fetch_sub(1);
   pthread_mutex_unlock(m);  // CPython's GIL mutex, held since cond-wait semantics say so
-  park(call_here(fn_pthread_cond_timedwait, e, nullptr, true), v);
+  park(c, v);
 }
 
 }  // namespace
@@ -64,27 +64,23 @@ int gil_wait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *absti
   CondSlot *s = claim_slot(c);
   if (s) {
     s->mutex.store(m);
-    s->waiters.fetch_add(1);  // seq_cst: ordered before the g_epoch load below
+    s->waiters.fetch_add(1);  // seq_cst: ordered before the g_epoch load in park_if_late
   }
-  uint64_t e = g_epoch.load();
-  policy::Verdict v = waiter_verdict(e);
-  if (__builtin_expect(v.stops(), 0)) park_waiter(s, m, e, v);
+  park_if_late(s, m);
   const int rc = PFG_REAL(pthread_cond_timedwait)(c, m, abstime);
-  e = g_epoch.load();
-  v = waiter_verdict(e);
-  if (__builtin_expect(v.stops(), 0)) park_waiter(s, m, e, v);
+  park_if_late(s, m);
   if (s) s->waiters.fetch_sub(1);
   return rc;
 }
 
 int gil_switch_wait(pthread_cond_t *c, pthread_mutex_t *m) {
-  // The holder asked to switch holds this because a waiter timed out in take_gil() and set
-  // the drop request; it is woken when a thread takes the GIL (take_gil() signals the
-  // switch condition). The guard stops waiters there -- after their timed wait, before
-  // take_gil() goes on -- so a request may be left with nobody to honour it: a daemon
+  // The thread waiting here released the GIL because a waiter's 5 ms wait in take_gil()
+  // timed out and it asked for the GIL (the drop request); a thread taking the GIL signals
+  // the switch condition. The guard stops waiters after their timed wait, before
+  // take_gil() goes on, so a request may be left with nobody to honour it: a daemon
   // thread that asked while the finalizer ran C code (an atexit handler), then woke past
   // the point of no return, leaves the finalizer's next bytecode waiting here for ever
-  // (tests/scenarios/i_switch_orphan.py; in stress embed-reinit, the re-initializing
+  // (tests/scenarios/f_switch_orphan.py; in stress embed-reinit, the re-initializing
   // thread). CPython 3.9-3.13's own exit from take_gil() (tstate_must_exit) can do the same.
   //
   // policy.h, gil_switch. g_parked_count counts every thread stopped, by the guard or by

@@ -97,12 +97,12 @@ def main():
             rows.append((name, ' '.join(ttail), statistics.median(raw), statistics.median(grd),
                          statistics.median(ratios), ir))
     print(f'library: {lib}; {args.rounds} rounds, pinned to CPU {args.cpu}; load average {os.getloadavg()[0]:.2f}')
-    print(f'{"case":10s} {"timed":16s} {"raw ns/op":>11s} {"guard ns/op":>12s} {"time ratio":>10s} '
+    print(f'{"case":13s} {"timed":19s} {"raw ns/op":>11s} {"guard ns/op":>12s} {"time ratio":>10s} '
           f'{"raw instr/op":>12s} {"guard instr/op":>14s} {"instr ratio":>11s}')
     missed = []
     for name, tail, raw, grd, ratio, (i0, i1) in rows:
         ir = i1 / i0 if i0 and i1 else None
-        print(f'{name:10s} {tail:16s} {raw:11.1f} {grd:12.1f} {ratio:10.3f} '
+        print(f'{name:13s} {tail:19s} {raw:11.1f} {grd:12.1f} {ratio:10.3f} '
               f'{f"{i0:.0f}" if i0 else "-":>12} {f"{i1:.0f}" if i1 else "-":>14} {f"{ir:.3f}" if ir else "-":>11}')
         if ratio > GOAL:
             missed.append(f'{name}: time ratio {ratio:.3f} > {GOAL}')

@@ -114,7 +114,8 @@ inline Verdict stop(Reason why, Rule rule) { return {Action::stop, why, rule, fa
 // late asks this, combined with the guard's phase as the rule says.
 inline bool past_point_of_no_return(const Runtime &rt) { return rt.cpython_finalizing(); }
 
-// The thread that finalizes the current runtime (state.h, is_finalizer).
+// The thread that finalizes (or finalized) the current runtime (state.h,
+// PerThread::finalizer_gen). Never stopped: it gets CPython's own behaviour.
 inline bool is_finalizer(const Call &c) { return c.finalizer_gen == gen_of(c.e); }
 
 // A save of exactly the thread state this call names.

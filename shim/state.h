@@ -93,10 +93,6 @@ inline bool in_gilstate() { return t_pt.gilstate_depth != 0; }
 // window/drain protocol on arm64"). On x86-64 it is the same mov as a plain store.
 inline void windows_close_all() { __atomic_store_n(&t_pt.window, 0, __ATOMIC_RELEASE); }
 
-// Is this thread the one that finalizes (or finalized) the runtime of epoch e? Such a
-// thread is never parked: it gets CPython's own behaviour, as without the guard.
-inline bool is_finalizer(uint64_t e) { return t_pt.finalizer_gen == gen_of(e); }
-
 // Transitions. Called by the finalizing / initializing thread only.
 bool begin_finalizing();  // RUNNING -> FINALIZING (same generation); false if not RUNNING
 void end_finalizing();    // -> FINALIZED

@@ -515,14 +515,6 @@ def command(it, prog):
         script[1:]
 
 
-def sysroot_interpreters(sysroot, names):
-    """pick_interpreters (tests/stress/common.py) for a sysroot's interpreters."""
-    from pfgpy import interpreters
-    its = [i for i in interpreters.discover(sysroot=sysroot)
-           if not names or any(n in i.name for n in names)]
-    return [i for i in its if i.skip is None], [i for i in its if i.skip is not None]
-
-
 def guard_loaded(it, lib):
     """common.assert_guard_loaded, under it.runner for a sysroot's interpreter (whose
     process starts cost seconds under qemu-user)."""
@@ -603,8 +595,7 @@ def main():
     t_start = time.monotonic()
 
     lib = common.find_library(a.lib)
-    usable, skipped_its = sysroot_interpreters(a.sysroot, a.only) if a.sysroot else \
-        common.pick_interpreters(a.only)
+    usable, skipped_its = common.pick_interpreters(a.only, sysroot=a.sysroot)
     programs = ACCEPTANCE if a.mode == "acceptance" else EXITLIBS if a.exitlibs else CORPUS
     if a.programs:
         pool = programs if a.mode == "acceptance" else CORPUS + EXITLIBS

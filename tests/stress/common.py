@@ -58,9 +58,10 @@ def table(headers, rows, out=sys.stdout):
     out.flush()
 
 
-def pick_interpreters(names=None):
-    """Usable interpreters (skipped ones returned separately for the tables)."""
-    its = interpreters.discover()
+def pick_interpreters(names=None, sysroot=None):
+    """Usable interpreters (skipped ones returned separately for the tables); with sysroot,
+    that sysroot's (run under qemu-user: pfgpy.interpreters.discover_sysroot)."""
+    its = interpreters.discover(sysroot=sysroot)
     if names:
         its = [i for i in its if any(n in i.name for n in names)]
     return [i for i in its if i.skip is None], [i for i in its if i.skip is not None]

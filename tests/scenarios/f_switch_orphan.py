@@ -18,6 +18,19 @@ import pfgtest
 started = threading.Semaphore(0)
 
 
+def range_for(seconds):
+    # C work measured, not assumed: sum over a range runs ~600 times slower under
+    # qemu-user than natively, so a fixed count is either too short here or minutes there.
+    n = 1000
+    while True:
+        t = time.monotonic()
+        sum(range(n))
+        dt = time.monotonic() - t
+        if dt >= 0.02:
+            return range(int(n * seconds / dt))
+        n *= 4
+
+
 def spin(name):
     pfgtest.register_thread(name)
     started.release()
@@ -34,11 +47,12 @@ class Slow(object):
         w(1, b"main: __del__ ran past the point of no return\n")
 
 
+work = range_for(0.2)  # measured before the daemon threads compete for the GIL
 for i in range(2):
     threading.Thread(target=spin, args=("spin%d" % i,), daemon=True).start()
 for i in range(2):
     started.acquire()
 sys.pfg_switch_orphan = Slow()
-atexit.register(sum, range(3 * 10 ** 7))  # registered last, so run last: ~0.2 s of C
+atexit.register(sum, work)  # registered last, so run last: ~0.2 s of C
 print("MARK main: exiting with 2 daemon threads running bytecode; exit 7", flush=True)
 sys.exit(7)

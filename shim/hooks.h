@@ -23,3 +23,11 @@
 #define PFG_EXPORT_PY_ALIAS(ret, name, params)                                              \
   extern "C" __attribute__((visibility("default"), alias("pfg_hook_" #name))) ret pfg_export_##name params; \
   __asm__(".symver pfg_export_" #name ", " #name "@PYFINGUARD_PYTHON");
+// A libc name exported as name@@ver, the default version glibc itself gives it. For the
+// condition variables on x86: an unversioned definition would also take the references of
+// programs built against the pre-2.3.2 ABI (name@GLIBC_2.2.5, a pointer-sized object), and
+// hand their objects to today's implementation, while their pthread_cond_signal still
+// reached the old one (a crash at once). With a version, those references pass us by.
+#define PFG_EXPORT_LIBC_VERSIONED_ALIAS(ret, name, params, ver)                              \
+  extern "C" __attribute__((visibility("default"), alias("pfg_hook_" #name))) ret pfg_export_##name params; \
+  __asm__(".symver pfg_export_" #name ", " #name "@@" ver);

@@ -137,4 +137,10 @@ __attribute__((visibility("hidden"))) int pfg_hook_dlclose(void *handle) {
 }  // extern "C"
 
 #define PFG_LIBC(ret, name, params, args) PFG_EXPORT_ALIAS(ret, name, params)
+#if defined(__x86_64__)
+// glibc's new condition variables are pthread_cond_*@@GLIBC_2.3.2 here, the old ABI
+// @GLIBC_2.2.5 (hooks.h; pyfinguard-x86_64.map). aarch64 has only the one, @@GLIBC_2.17.
+#define PFG_LIBC_CONDVAR(ret, name, params, args) \
+  PFG_EXPORT_LIBC_VERSIONED_ALIAS(ret, name, params, "GLIBC_2.3.2")
+#endif
 #include "intercepted.def"

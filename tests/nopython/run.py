@@ -64,6 +64,8 @@ def cases(args):
     yield 'dpkg-query', ['dpkg-query', '-W', '-f=${Package} ${Status}\\n', 'dpkg', 'coreutils',
                          'no-such-package-pfg'], ('dpkg-query',)
     yield 'cxx-threads', [args.cxx], ()
+    if args.old_condvar:
+        yield 'old-condvar', [args.old_condvar], ()
     yield 'probe', [args.probe, 'probe'], ()
     yield 'probe-and-call', [args.probe, 'call'], ()
     if args.libpython:
@@ -81,6 +83,8 @@ def main():
     ap.add_argument('--lib', required=True, help='libpyfinguard.so')
     ap.add_argument('--probe', required=True, help='the probe program (probe.c)')
     ap.add_argument('--cxx', required=True, help='the C++ program (cxx_threads.cc)')
+    ap.add_argument('--old-condvar', help='the pre-2.3.2 condition variable program '
+                    '(old_condvar.c; x86-64 only)')
     ap.add_argument('--libpython', default='/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0',
                     help='a shared libpython for the probe-then-load cases ("" to leave them out)')
     ap.add_argument('--only', action='append', help='case names to run')
@@ -91,6 +95,8 @@ def main():
         args.libpython = ''
     lib = os.path.abspath(args.lib)
     args.probe, args.cxx = os.path.abspath(args.probe), os.path.abspath(args.cxx)
+    if args.old_condvar:
+        args.old_condvar = os.path.abspath(args.old_condvar)
     base = scrub.scrubbed(python=None)
     base.update(GIT_ENV, LC_ALL='C', TZ='UTC', C=C_SRC, CXX=CXX_SRC, BAD=BAD_SRC)
     guarded = dict(base, LD_PRELOAD=lib)

@@ -5,8 +5,9 @@
 // DT_RUNPATH (and picks the caller's namespace), taking the caller from its own return
 // address (RETURN_ADDRESS(0) -> _dl_find_dso_for_object in dlfcn/dlopen.c). Behind a
 // hook that return address is the guard's. So the real dlopen is entered with a return
-// address that lies in the caller's own object -- a `ret` instruction there (a
-// "gadget") -- which returns into the guard: glibc sees the true caller and does its own
+// address that lies in the caller's own object -- a return sequence there (a "gadget":
+// x86-64's `ret`, aarch64's `ldp x29, x30, [sp], #16; [autiasp;] ret`) -- which returns
+// into the guard: glibc sees the true caller and does its own
 // search, every rule of it (docs/design.md, "dlopen as the caller"). Only where that is
 // not possible (no gadget in the caller's object, a shadow stack, another architecture)
 // does the hook repeat the search itself, as ld.so(8) documents it (emulate()).
@@ -20,6 +21,7 @@
 #include <elf.h>
 #include <link.h>
 #include <sys/auxv.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "interpose.h"
@@ -112,8 +114,9 @@ void *emulate(const char *file, int mode, void *caller) {
   return h ? h : PFG_REAL(dlopen)(file, mode);
 }
 
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(__aarch64__)
 
+#if defined(__x86_64__)
 // pfg_dlopen_via(file, mode, gadget, real): enters real(file, mode) with `gadget` as its
 // return address and our continuation under it. real's `ret` goes to the gadget, whose
 // `ret` pops the continuation, which returns to our caller with real's result in rax.
@@ -157,6 +160,70 @@ bool shadow_stack_on() {
   // ARCH_SHSTK_STATUS (Linux 6.6); older kernels answer EINVAL: no shadow stack.
   return syscall(SYS_arch_prctl, 0x5005, &features) == 0 && (features & 1);
 }
+
+#else  // __aarch64__
+
+// pfg_dlopen_via(file, mode, gadget, real, sign): enters real(file, mode) with x30 =
+// `gadget`, an epilogue `ldp x29, x30, [sp], #16; [autiasp;] ret` in the caller's object,
+// and under sp the frame record that ldp pops: {our frame, the continuation}. real's
+// `ret` goes to the gadget, which loads x30 = the continuation and returns there, with
+// sp back at our frame and real's result in x0 (the gadget touches x29, x30 and sp only).
+// The stack at real's entry (S = its sp, F = S+16 = our frame):
+//   S+0   F              x29 as the gadget's ldp restores it (and the frame record x29 = S
+//   S+8   1f             points to, for frame-pointer walkers); the continuation
+//   F+0   caller's x29, F+8 our return address (into dlopen_as_caller)
+// sign != 0 when the gadget authenticates (autiasp): the continuation is then signed
+// here with key A and the sp autiasp will see (F), as the gadget's function signed its
+// own; both are hints, NOPs on a CPU without pointer authentication. real is entered
+// with `br x16`, which a `bti c` landing pad accepts (BTI-guarded libc). Unwinding from
+// inside real: x30 = the gadget, whose CFI row says CFA = sp+16 (the ldp's #16 fixes it),
+// x29 and x30 saved at CFA-16 and CFA-8, which leads to the continuation; its `nop`
+// carries our own row (return addresses are looked up at address-1), and the signed
+// state the unwinder applies is the gadget function's (sign matches it).
+extern "C" void *pfg_dlopen_via(const char *file, int mode, void *gadget, void *real, int sign);
+__asm__(R"(
+  .text
+  .p2align 4
+  .type pfg_dlopen_via, %function
+  .hidden pfg_dlopen_via
+pfg_dlopen_via:
+  .cfi_startproc
+  stp x29, x30, [sp, #-32]!
+  .cfi_def_cfa_offset 32
+  .cfi_offset 29, -32
+  .cfi_offset 30, -24
+  mov x29, sp
+  adr x30, 1f
+  cbz w4, 2f
+  hint #25
+2:
+  stp x29, x30, [sp, #-16]!
+  .cfi_adjust_cfa_offset 16
+  mov x29, sp
+  mov x16, x3
+  mov x30, x2
+  br x16
+  .cfi_adjust_cfa_offset -16
+  nop
+1:
+  ldp x29, x30, [sp], #32
+  .cfi_restore 29
+  .cfi_restore 30
+  .cfi_def_cfa_offset 0
+  ret
+  .cfi_endproc
+  .size pfg_dlopen_via, .-pfg_dlopen_via
+)");
+
+// A guarded control stack (GCS, Linux 6.13) would see real return to an address it was
+// not called from.
+bool shadow_stack_on() {
+  unsigned long status = 0;
+  // PR_GET_SHADOW_STACK_STATUS; older kernels answer EINVAL: no shadow stack.
+  return prctl(74, &status, 0, 0, 0) == 0 && (status & 1);
+}
+
+#endif
 
 struct Seg {
   uintptr_t addr;    // the caller's object (dlpi_addr), or 0 when pc is in none
@@ -269,6 +336,8 @@ int find_seg(struct dl_phdr_info *info, size_t, void *data) {
   return 1;
 }
 
+#if defined(__x86_64__)
+
 // A 0xc3 byte in the caller's executable segment: executed, it is a `ret` whatever
 // instruction the compiler meant it for. Preferred, so that an unwinder walking out of
 // real dlopen (a backtrace in a constructor it runs) finds its way back:
@@ -307,6 +376,58 @@ uintptr_t scan_gadget(const Seg &sg) {
   return uncovered;
 }
 
+// Still a gadget (the cache is re-checked on use); `left`: bytes from it to the segment's end.
+bool is_gadget(uintptr_t g, size_t) { return *reinterpret_cast<const unsigned char *>(g) == 0xc3; }
+
+#else  // __aarch64__
+
+constexpr uint32_t kLdpFpLrPost16 = 0xa8c17bfd;  // ldp x29, x30, [sp], #16
+constexpr uint32_t kAutiasp = 0xd50323bf;        // autiasp (hint #29)
+constexpr uint32_t kRet = 0xd65f03c0;            // ret (x30)
+
+// 0: `ldp x29, x30, [sp], #16; ret` at w, 1: the same with autiasp before the ret, -1: neither.
+int gadget_kind(const uint32_t *w, size_t left) {
+  if (left < 2 || w[0] != kLdpFpLrPost16) return -1;
+  if (w[1] == kRet) return 0;
+  return left >= 3 && w[1] == kAutiasp && w[2] == kRet ? 1 : -1;
+}
+
+// An epilogue `ldp x29, x30, [sp], #16; [autiasp;] ret` in the caller's executable
+// segment, covered by an FDE (the ldp's post-index fixes the CFI row at it: CFA = sp+16,
+// x29/x30 at CFA-16/-8; pfg_dlopen_via), else one no FDE covers. The authenticating form
+// is returned with bit 0 set (instructions are 4-byte aligned). None: 0, and the search
+// is emulated.
+uintptr_t scan_gadget(const Seg &sg) {
+  uintptr_t uncovered = 0;
+  for (int s = 0; s < sg.n; ++s) {
+    const uintptr_t lo = (sg.lo[s] + 3) & ~uintptr_t(3);
+    if (sg.hi[s] <= lo) continue;
+    const auto *w = reinterpret_cast<const uint32_t *>(lo);
+    const size_t n = (sg.hi[s] - lo) / 4;
+    for (size_t i = 0; i < n; ++i) {
+      if (w[i] != kLdpFpLrPost16) continue;  // the common case: one compare a word
+      const int kind = gadget_kind(w + i, n - i);
+      if (kind < 0) continue;
+      const uintptr_t g = lo + 4 * i;
+      uintptr_t flo = 0, fhi = 0;
+      const int f = fde_range(sg.eh_hdr, g, &flo, &fhi);
+      if (f < 0) return 0;
+      if (f == 0) {
+        if (!uncovered) uncovered = g | uintptr_t(kind);
+        continue;
+      }
+      return g | uintptr_t(kind);
+    }
+  }
+  return uncovered;
+}
+
+bool is_gadget(uintptr_t g, size_t left) {
+  return gadget_kind(reinterpret_cast<const uint32_t *>(g & ~uintptr_t(3)), left / 4) == int(g & 1);
+}
+
+#endif
+
 // One gadget per caller object, kept while the same mapping is there (a slot is
 // re-checked on every use: same base, same program headers, still a `ret`).
 struct GadgetCache {
@@ -334,26 +455,32 @@ uintptr_t find_gadget(void *caller) {
     g_gadgets[g_gadget_next++ % 16] = GadgetCache{sg.addr, sg.phdr, g};
   }
   pthread_mutex_unlock(&g_gadget_mu);
-  bool in_text = false;
-  for (int s = 0; s < sg.n; ++s) in_text |= g >= sg.lo[s] && g < sg.hi[s];
-  return in_text && *reinterpret_cast<const unsigned char *>(g) == 0xc3 ? g : 0;
+  for (int s = 0; s < sg.n; ++s)
+    if (g >= sg.lo[s] && g < sg.hi[s]) return is_gadget(g, sg.hi[s] - (g & ~uintptr_t(3))) ? g : 0;
+  return 0;
 }
 
-#endif  // __x86_64__
+#endif  // __x86_64__ || __aarch64__
 
 }  // namespace
 
 namespace pfg {
 
 void *dlopen_as_caller(const char *file, int mode, void *caller) {
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(__aarch64__)
   // 0: not asked yet, 1: off, 2: on. (A function-local static would need libstdc++'s
   // guard; racing first calls just ask twice.)
   static std::atomic<int> shstk{0};
   if (shstk.load(std::memory_order_relaxed) == 0) shstk.store(shadow_stack_on() ? 2 : 1, std::memory_order_relaxed);
   if (shstk.load(std::memory_order_relaxed) == 1) {
-    if (const uintptr_t g = find_gadget(caller))
+    if (const uintptr_t g = find_gadget(caller)) {
+#if defined(__x86_64__)
       return pfg_dlopen_via(file, mode, reinterpret_cast<void *>(g), reinterpret_cast<void *>(PFG_REAL(dlopen)));
+#else
+      return pfg_dlopen_via(file, mode, reinterpret_cast<void *>(g & ~uintptr_t(3)),
+                            reinterpret_cast<void *>(PFG_REAL(dlopen)), int(g & 1));
+#endif
+    }
   }
 #endif
   return emulate(file, mode, caller);

@@ -25,6 +25,29 @@ TOKENS = {  # a DT_RPATH / DT_RUNPATH entry, relative to the prefix's bin/ (the 
 }
 
 
+# The library every case looks for. Its constructor runs inside dlopen and unwinds from
+# there: with the guard that walk crosses the return gadget and pfg_dlopen_via
+# (shim/dlopen.cc), whose unwind information must lead on to the caller's main (exported
+# with -rdynamic), as it does without the guard.
+X_SRC = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <execinfo.h>
+#include <stdio.h>
+#include <string.h>
+int dlsearch_x(void) { return 1; }
+__attribute__((constructor)) static void unwind_to_main(void) {
+  void *pc[128];
+  int n = backtrace(pc, 128), found = 0;
+  for (int i = 0; i < n; i++) {
+    Dl_info d;
+    if (dladdr(pc[i], &d) && d.dli_sname && strcmp(d.dli_sname, "main") == 0) found = 1;
+  }
+  printf("constructor: its backtrace %s main\n", found ? "reaches" : "does not reach");
+}
+"""
+
+
 def sh(*argv, **kw):
     subprocess.run(argv, check=True, **kw)
 
@@ -36,18 +59,32 @@ def env_clean():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--lib', required=True)
+    ap.add_argument('--sysroot', help='an arm64 sysroot (tools/debian-env bookworm-arm64|trixie-arm64 '
+                    'path): programs are built with --cc and run under qemu-aarch64-static -L SYSROOT')
+    ap.add_argument('--cc', help='the C compiler (default gcc; aarch64-linux-gnu-gcc with --sysroot)')
+    ap.add_argument('--cflags', default='', help='extra compiler flags for every program and library '
+                    '(-mbranch-protection=standard: callers whose epilogues authenticate)')
     args = ap.parse_args()
-    cc = shutil.which('gcc') or shutil.which('cc')
+    cc = shutil.which(args.cc or ('aarch64-linux-gnu-gcc' if args.sysroot else 'gcc')) or \
+        (not args.cc and not args.sysroot and shutil.which('cc'))
     if not cc:
         print('SKIP: no C compiler')
         return 77
+    cc = [cc] + args.cflags.split()
+    via = []
+    if args.sysroot:
+        qemu = shutil.which('qemu-aarch64-static')
+        if not qemu:
+            print('SKIP: qemu-aarch64-static not installed')
+            return 77
+        via = [qemu, '-L', os.path.abspath(args.sysroot)]
     lib = os.path.abspath(args.lib)
     src = os.path.join(HERE, 'dlsearch.c')
     failures = 0
     with tempfile.TemporaryDirectory(prefix='pfg-dlsearch-') as tmp:
         xsrc = os.path.join(tmp, 'x.c')
         with open(xsrc, 'w') as f:
-            f.write('int dlsearch_x(void) { return 1; }\n')
+            f.write(X_SRC)
         # Where a libx.so lives: one copy per candidate directory of the tokens, one in the
         # LD_LIBRARY_PATH directory, none in the system directories.
         prefix = os.path.join(tmp, 'p')
@@ -57,8 +94,8 @@ def main():
         with open(probe_c, 'w') as f:
             f.write('#include <dlfcn.h>\nint main(void) { dlopen("libpfg-none.so", 2); return 0; }\n')
         probe = os.path.join(tmp, 'probe')
-        sh(cc, '-o', probe, probe_c, '-Wl,--enable-new-dtags,-rpath,/pfgL/$LIB:/pfgP/$PLATFORM', '-ldl')
-        dbg = subprocess.run([probe], env=dict(env_clean(), LD_DEBUG='libs'), capture_output=True, text=True).stderr
+        sh(*cc, '-o', probe, probe_c, '-Wl,--enable-new-dtags,-rpath,/pfgL/$LIB:/pfgP/$PLATFORM', '-ldl')
+        dbg = subprocess.run(via + [probe], env=dict(env_clean(), LD_DEBUG='libs'), capture_output=True, text=True).stderr
         # (ld.so tries those directories for the program's own libc.so.6 at start.)
         trying = [l.split('file=', 1)[1].rsplit('/', 1)[0] for l in dbg.splitlines() if 'trying file=/pfg' in l]
 
@@ -74,11 +111,12 @@ def main():
         print(f'$LIB={dirs["lib"]} $PLATFORM={dirs["platform"]}')
         for d in dirs.values():
             os.makedirs(os.path.join(prefix, d), exist_ok=True)
-            sh(cc, '-shared', '-fPIC', '-Wl,-soname,libx.so.1', '-o', os.path.join(prefix, d, 'libx.so'), xsrc)
+            sh(*cc, '-shared', '-fPIC', '-Wl,-soname,libx.so.1', '-o', os.path.join(prefix, d, 'libx.so'), xsrc)
         # glibc also tries the glibc-hwcaps subdirectories of each directory first.
-        hw = os.path.join(prefix, 'plain', 'glibc-hwcaps', 'x86-64-v2')
-        os.makedirs(hw)
-        sh(cc, '-shared', '-fPIC', '-Wl,-soname,libx.so.1', '-o', os.path.join(hw, 'libx.so'), xsrc)
+        if not args.sysroot:  # (aarch64's glibc has no subdirectory a baseline CPU takes)
+            hw = os.path.join(prefix, 'plain', 'glibc-hwcaps', 'x86-64-v2')
+            os.makedirs(hw)
+            sh(*cc, '-shared', '-fPIC', '-Wl,-soname,libx.so.1', '-o', os.path.join(hw, 'libx.so'), xsrc)
         os.makedirs(os.path.join(prefix, 'bin'))
         os.makedirs(os.path.join(prefix, 'callerlib'))
         env_base = env_clean()
@@ -91,11 +129,11 @@ def main():
             clib = os.path.join(prefix, 'callerlib', f'libdlsearch-{tname}-{tag}.so')
             # The library caller's origin is callerlib/, a sibling of bin/: the same
             # relative entries resolve to the same directories.
-            sh(cc, '-shared', '-fPIC', '-DDLSEARCH_LIB', '-o', clib, src,
+            sh(*cc, '-shared', '-fPIC', '-DDLSEARCH_LIB', '-o', clib, src,
                f'-Wl,{new_dtags},-rpath,{entry}', '-ldl')
             # The executable finds its library by absolute RUNPATH (never searched by the
             # library's dlopen, which uses the library's own list).
-            sh(cc, '-o', exe, src, f'-Wl,{new_dtags},-rpath,{entry}', '-Wl,--no-as-needed', clib, '-ldl')
+            sh(*cc, '-rdynamic', '-o', exe, src, f'-Wl,{new_dtags},-rpath,{entry}', '-Wl,--no-as-needed', clib, '-ldl')
             for caller, ldp, mode in itertools.product(('exe', 'lib'), (None, 'env'), ('now', 'deepbind', 'dlmopen')):
                 argv = [exe] + (['lib'] if caller == 'lib' else []) + [mode, 'libx.so', 'libpfg-none.so']
                 env0 = dict(env_base)
@@ -103,7 +141,7 @@ def main():
                     env0['LD_LIBRARY_PATH'] = os.path.join(prefix, 'env') + ':' + os.path.join(prefix, 'bin')
                 outs = []
                 for env in (env0, dict(env0, LD_PRELOAD=lib)):
-                    p = subprocess.run(argv, env=env, capture_output=True)
+                    p = subprocess.run(via + argv, env=env, capture_output=True)
                     outs.append((p.returncode, p.stdout, p.stderr))
                 n += 1
                 label = f'{tname:8s} {tag:7s} caller={caller} LD_LIBRARY_PATH={"set" if ldp else "unset"} {mode}'
@@ -116,13 +154,14 @@ def main():
         # list does not contain it.
         exe = os.path.join(prefix, 'bin', 'dls-origin-runpath')
         argv = [exe, 'now', os.path.join(prefix, 'env', 'libx.so'), 'libx.so.1', 'libx.so']
-        outs = [subprocess.run(argv, env=e, capture_output=True) for e in (env_base, guard_env)]
+        outs = [subprocess.run(via + argv, env=e, capture_output=True) for e in (env_base, guard_env)]
         n += 1
         if (outs[0].returncode, outs[0].stdout, outs[0].stderr) != (outs[1].returncode, outs[1].stdout, outs[1].stderr):
             failures += 1
             print(f'FAIL soname\n  without: {outs[0].stdout!r}\n  with:    {outs[1].stdout!r}')
         # The guard must be in the guarded runs, or the comparison proves nothing.
-        chk = subprocess.run(['sh', '-c', 'cat /proc/self/maps'], env=guard_env, capture_output=True, text=True)
+        cat = [os.path.join(args.sysroot, 'usr/bin/cat')] if args.sysroot else ['cat']
+        chk = subprocess.run(via + cat + ['/proc/self/maps'], env=guard_env, capture_output=True, text=True)
         if os.path.basename(os.path.realpath(lib)) not in chk.stdout:
             print('FAIL the guard is not in the guarded processes')
             return 1

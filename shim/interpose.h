@@ -68,7 +68,7 @@ void *resolve_missing(Fn f);
 // that run in dying threads (pthread_exit), where dlsym (loader lock) must not run.
 void resolve_libc();
 
-// dlopen(file, mode) as if called from caller (dlopen.cc).
+// dlopen(file, mode) as if called from caller (dlopen/search.cc).
 void *dlopen_as_caller(const char *file, int mode, void *caller);
 
 // The runtime's image was unmapped (dlclose): put every CPython slot back to its resolver

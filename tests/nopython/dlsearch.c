@@ -25,7 +25,7 @@ int ENTRY(int argc, char **argv);
 // A non-leaf function with a 16-byte frame: on aarch64 its epilogue is
 // `ldp x29, x30, [sp], #16; ret`, or with -mbranch-protection=standard the same with
 // autiasp before the ret -- the return gadget the guard looks for in the caller's object
-// (shim/dlopen.cc), covered by an FDE, so each build has one of each kind to offer.
+// (shim/dlopen/aarch64.cc), covered by an FDE, so each build has one of each kind to offer.
 // (No arguments or locals, so that even at -O0 the frame is the 16-byte frame record.)
 __attribute__((noinline)) static void flush_out(void) { fflush(stdout); }
 

@@ -27,7 +27,7 @@ TOKENS = {  # a DT_RPATH / DT_RUNPATH entry, relative to the prefix's bin/ (the 
 
 # The library every case looks for. Its constructor runs inside dlopen and unwinds from
 # there: with the guard that walk crosses the return gadget and pfg_dlopen_via
-# (shim/dlopen.cc), whose unwind information must lead on to the caller's main (exported
+# (shim/dlopen/), whose unwind information must lead on to the caller's main (exported
 # with -rdynamic), as it does without the guard.
 X_SRC = r"""
 #define _GNU_SOURCE

@@ -34,8 +34,34 @@ CXX_SRC = ('#include <iostream>\n#include <thread>\n#include <vector>\n'
 BAD_SRC = 'int main(void) { return undeclared_name; }\n'
 
 
+def sysroot_cases(args):
+    """An arm64 sysroot's programs under qemu-user: one process each (qemu-user without
+    binfmt_misc cannot start a child program, so no shell pipelines)."""
+    b = lambda name: os.path.join(args.sysroot, 'usr', 'bin', name)
+    yield 'sha256sum', [b('sha256sum'), '/etc/os-release', '/etc/nonexistent'], ()
+    yield 'date', [b('date'), '-u', '-d', '@0'], ()
+    yield 'expr', [b('expr'), '6', '*', '7'], ()
+    yield 'ls', [b('ls'), '-l', '--time-style=+%s', '/usr/lib/os-release', '/nonexistent'], ()
+    yield 'bash', [b('bash'), '--norc', '-c', 'x=$((6 * 7)); echo "bash $x"; printf "%05d\\n" 42; exit 3'], ()
+    yield from program_cases(args)
+
+
+def program_cases(args):
+    """The programs built from this folder."""
+    yield 'cxx-threads', [args.cxx], ()
+    if args.old_condvar:
+        yield 'old-condvar', [args.old_condvar], ()
+    yield 'probe', [args.probe, 'probe'], ()
+    yield 'probe-and-call', [args.probe, 'call'], ()
+    if args.libpython:
+        yield 'probe-then-load', [args.probe, 'load', args.libpython], ()
+
+
 def cases(args):
     """(name, argv, needs): each runs in a fresh copy of the same work directory."""
+    if args.sysroot:
+        yield from sysroot_cases(args)
+        return
     sh = ['/bin/sh', '-c']
     yield 'coreutils', sh + [
         'seq 1 20000 | sort -r | sha256sum; printf "b\\na\\nc\\n" | sort | tr a-z A-Z; '
@@ -63,18 +89,15 @@ def cases(args):
         'gzip -dc /etc/hostname; echo "status $?"'], ('tar', 'gzip')
     yield 'dpkg-query', ['dpkg-query', '-W', '-f=${Package} ${Status}\\n', 'dpkg', 'coreutils',
                          'no-such-package-pfg'], ('dpkg-query',)
-    yield 'cxx-threads', [args.cxx], ()
-    if args.old_condvar:
-        yield 'old-condvar', [args.old_condvar], ()
-    yield 'probe', [args.probe, 'probe'], ()
-    yield 'probe-and-call', [args.probe, 'call'], ()
-    if args.libpython:
-        yield 'probe-then-load', [args.probe, 'load', args.libpython], ()
+    yield from program_cases(args)
+
+
+VIA = []  # qemu-aarch64-static -L SYSROOT with --sysroot
 
 
 def run(argv, cwd, env, timeout):
     """(status, stdout, stderr) as bytes; status 'hang' when the timeout killed it."""
-    r = pfgrun.run(argv, env, timeout, cwd, stdin=subprocess.DEVNULL, text=False)
+    r = pfgrun.run(VIA + argv, env, timeout, cwd, stdin=subprocess.DEVNULL, text=False)
     return 'hang' if r.timed_out else r.status, r.stdout, r.stderr
 
 
@@ -87,10 +110,22 @@ def main():
                     '(old_condvar.c; x86-64 only)')
     ap.add_argument('--libpython', default='/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0',
                     help='a shared libpython for the probe-then-load cases ("" to leave them out)')
+    ap.add_argument('--sysroot', help='an arm64 sysroot (tools/debian-env ENV nopython): its '
+                    'programs and --probe/--cxx, cross-built, run under qemu-aarch64-static -L SYSROOT; '
+                    '--libpython is then a path inside it')
     ap.add_argument('--only', action='append', help='case names to run')
     ap.add_argument('--timeout', type=float, default=60)
     args = ap.parse_args()
-    if args.libpython and not os.path.exists(args.libpython):
+    cat = ['cat']
+    if args.sysroot:
+        qemu = shutil.which('qemu-aarch64-static')
+        if not qemu:
+            print('SKIP: qemu-aarch64-static not installed')
+            return 77
+        args.sysroot = os.path.abspath(args.sysroot)
+        VIA[:] = [qemu, '-L', args.sysroot]
+        cat = [os.path.join(args.sysroot, 'usr', 'bin', 'cat')]
+    if args.libpython and not os.path.exists((args.sysroot or '') + args.libpython):
         print(f'SKIP probe-then-load, late-load: {args.libpython} not found')
         args.libpython = ''
     lib = os.path.abspath(args.lib)
@@ -111,8 +146,8 @@ def main():
     # Nothing but the guard itself is mapped into a process without Python: its
     # dependencies (libunwind for park reports, Zydis for entry patches) are loaded only
     # when a runtime is taken over.
-    _, plain_maps, _ = run(['cat', '/proc/self/maps'], '/', base, args.timeout)
-    _, maps, _ = run(['cat', '/proc/self/maps'], '/', guarded, args.timeout)
+    _, plain_maps, _ = run(cat + ['/proc/self/maps'], '/', base, args.timeout)
+    _, maps, _ = run(cat + ['/proc/self/maps'], '/', guarded, args.timeout)
     objs = lambda m: {l.split()[-1] for l in m.decode().splitlines() if '.so' in l.split()[-1]}
     extra = {os.path.basename(o) for o in objs(maps) - objs(plain_maps)}
     if extra != {os.path.basename(os.path.realpath(lib))}:

@@ -56,7 +56,7 @@ REASONS = {"thread state of an earlier runtime", "runtime finalizing", "runtime 
 def api_names():
     names = set()
     with open(os.path.join(REPO, "shim", "intercepted.def")) as f:
-        for m in re.finditer(r"^PFG_(?:PY|LIBC)\([^,]+,\s*(\w+),", f.read(), re.M):
+        for m in re.finditer(r"^PFG_(?:PY|LIBC|LIBC_CONDVAR)\([^,]+,\s*(\w+),", f.read(), re.M):
             names.add(m.group(1))
     return names
 

@@ -28,6 +28,10 @@ Four measurements, one table each (docs/performance.md explains method and cavea
                    executables, <= +0.5 % instructions. Also the static pythons of
                    the tools/debian-env chroots (Debian 13, unstable; root only;
                    --no-chroot skips them), with the library built there.
+  3b. arm64       start-up instructions of the arm64 sysroots' static pythons under
+                   qemu-user, counted from qemu's translated-block log (no times: they
+                   would be the emulator's); build-arm64's library (--no-arm64 skips them,
+                   --only startup-arm64 runs only these).
   4. (within 1 and 2) the pair against Debian's libpython3.11, whose definitions the guard
                    entry-patches: "plt" calls bind to the guard's exported wrapper, "direct"
                    calls enter libpython's own (patched) entry like CPython's internal calls.
@@ -46,6 +50,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -641,20 +646,84 @@ def measure_startup_chroot(envname, interp, runs, cpu, vg):
     return {"%s %s" % (envname, name): o for name, o in inner.items()}
 
 
-def startup_arm64_note():
-    """arm64's static pythons run here only under qemu-user: valgrind cannot run there, and
-    times would be the emulator's. Said, not silently left out."""
+def qemu_instructions(qemu_argv, env_):
+    """Guest instructions a program executes under qemu-user, from qemu's own log: each
+    translated block once with its instructions (-d in_asm), each execution of a block
+    (-d exec, with -d nochain so that no chained jump goes unlogged). Exact for a given
+    binary and input, like callgrind's count (the program's own instructions and ld.so's;
+    not the kernel's)."""
+    fd, path = tempfile.mkstemp(prefix="pfg-qemu-", suffix=".log")
+    os.close(fd)
+    try:
+        r = subprocess.run(qemu_argv[:1] + ["-d", "in_asm,exec,nochain", "-D", path] + qemu_argv[1:],
+                           env=env_, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError("exit %d: %s" % (r.returncode, r.stderr.decode(errors="replace")[-300:]))
+        sizes, total, first, n = {}, 0, None, 0
+        with open(path, "rb") as f:
+            for line in f:
+                c = line[:1]
+                if c == b"T":    # "Trace 0: HOST [cs_base/pc/flags/cflags]", 16 hex digits each
+                    i = line.index(b"[")
+                    total += sizes[line[i + 18:i + 34]]
+                elif c == b"0":  # "0xPC:  insn" in an IN: block
+                    if first is None:
+                        first = line[2:line.index(b":")].rjust(16, b"0")
+                    n += 1
+                elif first is not None:  # the block's end (blank line or the next separator)
+                    sizes[first], first, n = n, None, 0
+        return total
+    finally:
+        os.unlink(path)
+
+
+def measure_startup_arm64(interp):
+    """{name: {variant: instructions}} for the static pythons of the arm64 sysroots, under
+    qemu-user (valgrind cannot run there, and times would be the emulator's): without the
+    guard, with build-arm64's library, with an empty preloaded object cross-built here,
+    and with PYFINGUARD_PATCH=off. Said, not silently left out, where a piece is missing."""
     denv = os.path.join(REPO, "tools", "debian-env")
+    qemu, cc = shutil.which("qemu-aarch64-static"), shutil.which("aarch64-linux-gnu-gcc")
+    lib = os.path.join(REPO, "build-arm64", "shim", "libpyfinguard.so")
+    if not qemu or not cc or not os.path.exists(lib):
+        print("arm64 start-up: not measured (needs qemu-aarch64-static, aarch64-linux-gnu-gcc and "
+              "build-arm64/shim/libpyfinguard.so: tools/debian-env bookworm-arm64 build)")
+        return {}
+    empty = os.path.join(build_dir(), "empty_preload-arm64.so")
+    src = os.path.join(HERE, "empty_preload.c")
+    compile_cached([cc, "-O2", "-shared", "-fPIC", src], [src], empty)
+    res = {}
     for envname in ("bookworm-arm64", "trixie-arm64"):
         r = subprocess.run([denv, envname, "path"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if r.returncode != 0:
             print("%s: start-up not measured (no sysroot: tools/debian-env %s create)" % (envname, envname))
             continue
         root = r.stdout.decode().strip()
-        names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(root, "usr", "bin", "python3.*"))
-                       if not p.endswith("-config"))
-        print("%s: start-up not measured for %s: its programs run under qemu-user here, where "
-              "valgrind cannot run and times are the emulator's" % (envname, ", ".join(names) or "its pythons"))
+        for exe in sorted(glob.glob(os.path.join(root, "usr", "bin", "python3.*"))):
+            name = "%s %s" % (envname, os.path.basename(exe))
+            if exe.endswith("-config") or (interp and not any(i in name for i in interp)):
+                continue
+            log("bench: arm64 start-up instructions %s (4 runs under qemu-user)" % name)
+            envs = {"raw": env_with(None), "guard": env_with(lib), "empty": env_with(empty),
+                    "off": dict(env_with(lib), PYFINGUARD_PATCH="off")}
+            try:
+                res[name] = {k: qemu_instructions([qemu, "-L", root, exe, "-c", "pass"], e)
+                             for k, e in envs.items()}
+            except (RuntimeError, KeyError, subprocess.TimeoutExpired) as e:
+                print("%s: qemu instruction count failed: %s" % (name, str(e)[:300]))
+    rows = []
+    for name, v in res.items():
+        pct = lambda k: "%+.2f %%" % (100.0 * (v[k] - v["raw"]) / v["raw"])
+        rows.append([name, "{:,}".format(v["raw"]), "{:+,}".format(v["guard"] - v["raw"]), pct("guard"),
+                     pct("empty"), pct("off")])
+        if v["guard"] > v["raw"] * START_INSTR_TARGET:
+            target_missed("arm64 start-up instructions %s on %s (> %+.1f %%)"
+                          % (pct("guard"), name, 100 * (START_INSTR_TARGET - 1)))
+    if rows:
+        table("3b. start-up instructions on arm64 (python -c pass under qemu-user, its "
+              "translated-block log; no times: they would be the emulator's)",
+              ["interpreter", "raw", "guard-raw", "guard", "empty", "patch=off"], rows)
+    return res
 
 
 def annotate(cgfile, inclusive):
@@ -768,7 +837,7 @@ def main(argv=None):
     ap.add_argument("--lib", default=None,
                     help="the guard library (default: tools/pfgpy/library.py's, "
                          "<repo>/build/shim/libpyfinguard.so, built with meson if missing)")
-    ap.add_argument("--only", choices=["pair-time", "pair-ab", "pair-instr", "startup", "profile"],
+    ap.add_argument("--only", choices=["pair-time", "pair-ab", "pair-instr", "startup", "startup-arm64", "profile"],
                     action="append",
                     help="run only these measurements (repeatable; default: all but profile, which "
                          "breaks the guard's instructions down with callgrind_annotate)")
@@ -781,6 +850,9 @@ def main(argv=None):
     ap.add_argument("--no-chroot", "--no-sid", action="store_true",
                     help="start-up: leave out the tools/debian-env chroots' interpreters "
                          "(Debian 13's and unstable's)")
+    ap.add_argument("--no-arm64", action="store_true",
+                    help="start-up: leave out the arm64 sysroots' pythons (instructions under "
+                         "qemu-user; --only startup-arm64 runs only those)")
     ap.add_argument("--chroot", action="append", choices=CHROOTS,
                     help="start-up: only these chroots (repeatable; default: %s)" % ", ".join(CHROOTS))
     ap.add_argument("--in-chroot", "--in-sid", action="store_true", help=argparse.SUPPRESS)  # the run inside one
@@ -841,8 +913,9 @@ def main(argv=None):
             vg = valgrind_copy()
             for envname in a.chroot or CHROOTS:
                 results["startup"].update(measure_startup_chroot(envname, a.interp, sruns, cpu, vg))
-            startup_arm64_note()
         report_startup(results["startup"], sruns, cpu)
+    if ("startup" in only or "startup-arm64" in only) and not a.in_chroot and not a.no_arm64:
+        results["startup_arm64"] = measure_startup_arm64(a.interp)
     if "profile" in only:
         profile(targets, lib, cases)
     print()

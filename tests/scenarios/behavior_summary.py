@@ -90,8 +90,14 @@ def summary(behavior):
 
 
 def main(argv):
+    if '-h' in argv or '--help' in argv:
+        print(__doc__)
+        return 0
     write = '--write' in argv
     args = [a for a in argv if a != '--write']
+    if any(a.startswith('-') for a in args) or len(args) > 1:
+        print('usage: behavior_summary.py [--write] [ROOT] (--help: what it does)', file=sys.stderr)
+        return 2
     root = args[0] if args else os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
     with open(os.path.join(root, 'docs', 'behavior.md'), encoding='utf-8') as fh:
         want = summary(fh.read())

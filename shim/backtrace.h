@@ -35,10 +35,11 @@ struct Unwinder {
 // (park_prepare(), park.h), a lifecycle hook that deletes a thread state or ends an
 // interpreter (hooks.cc), and the unmapping of a runtime (runtime.cc). Not at a runtime's
 // take-over: nothing can park before one of these, and a process that never gets there
-// (python -c pass with no other thread) never maps libunwind and liblzma. At a finalization the caller holds the GIL: a
-// thread that held the loader lock while it waited for the GIL would deadlock this dlopen
-// as it would CPython's own imports of extension modules (dlopen with the GIL held) and
-// park_prepare()'s dlsym at the same point.
+// (python -c pass with no other thread) never maps libunwind and liblzma. At a
+// finalization the caller holds the GIL: a thread that held the loader lock while it
+// waited for the GIL would deadlock this dlopen as it would CPython's own imports of
+// extension modules (dlopen with the GIL held) and park_prepare()'s dlsym at the same
+// point.
 //
 // only_if_threads: load only if this process has another task now (the python
 // executable's own runtime, whose only threads that park are its own or a native thread

@@ -54,8 +54,9 @@ uintptr_t scan(const Seg &sg) {
   return uncovered;
 }
 
-bool still_there(uintptr_t g, size_t left) {
-  return gadget_kind(reinterpret_cast<const uint32_t *>(g & ~uintptr_t(3)), left / 4) == int(g & 1);
+bool still_there(uintptr_t g, uintptr_t end) {
+  const uintptr_t at = g & ~uintptr_t(3);  // bit 0 is the kind
+  return gadget_kind(reinterpret_cast<const uint32_t *>(at), (end - at) / 4) == int(g & 1);
 }
 
 // pfg_dlopen_via(file, mode, gadget, real, sign): enters real(file, mode) with x30 =

@@ -115,7 +115,7 @@ int find_seg(struct dl_phdr_info *info, size_t, void *data) {
 }
 
 // One gadget per caller object, kept while the same mapping is there (a slot is
-// re-checked on every use: same base, same program headers, still a `ret`).
+// re-checked on every use: same base, same program headers, still the gadget).
 struct GadgetCache {
   uintptr_t addr;
   const void *phdr;
@@ -144,7 +144,7 @@ uintptr_t find(void *caller) {
   }
   pthread_mutex_unlock(&g_gadget_mu);
   for (int s = 0; s < sg.n; ++s)
-    if (g >= sg.lo[s] && g < sg.hi[s]) return still_there(g, sg.hi[s] - (g & ~uintptr_t(3))) ? g : 0;
+    if (g >= sg.lo[s] && g < sg.hi[s]) return still_there(g, sg.hi[s]) ? g : 0;
   return 0;
 }
 

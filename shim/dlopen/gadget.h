@@ -22,10 +22,10 @@ struct Seg {
 int fde_range(uintptr_t hdr, uintptr_t pc, uintptr_t *lo, uintptr_t *hi);
 
 // Per architecture: a gadget in sg's code (0: none; aarch64 sets bit 0 for the
-// authenticating form), whether one is still there (`left`: bytes from it to the
-// segment's end), whether a shadow stack is on, and real(file, mode) entered through it.
+// authenticating form), whether one is still there (`end`: the end of its segment's
+// bytes), whether a shadow stack is on, and real(file, mode) entered through it.
 uintptr_t scan(const Seg &sg);
-bool still_there(uintptr_t g, size_t left);
+bool still_there(uintptr_t g, uintptr_t end);
 bool shadow_stack_on();
 void *call_via(uintptr_t g, const char *file, int mode, void *real);
 

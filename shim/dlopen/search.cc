@@ -7,9 +7,10 @@
 // hook that return address is the guard's. So the real dlopen is entered with a return
 // address that lies in the caller's own object -- a return sequence there (a "gadget":
 // x86-64's `ret`, aarch64's `ldp x29, x30, [sp], #16; [autiasp;] ret`) -- which returns
-// into the guard: glibc sees the true caller and does its own
-// search, every rule of it (docs/design.md, "dlopen as the caller"). Only where that is
-// not possible (no gadget in the caller's object, a shadow stack, another architecture)
+// into the guard: glibc sees the true caller and does its own search, every rule of it
+// (docs/design.md, "dlopen as the caller"; the gadgets: gadget.h). Only where that is not
+// possible (no gadget in the caller's object, a shadow stack, another architecture) does
+// the hook repeat the search itself, as ld.so(8) documents it (emulate()).
 #include <atomic>
 #include <climits>
 #include <cstdlib>

@@ -48,8 +48,8 @@ uintptr_t scan(const Seg &sg) {
   return uncovered;
 }
 
-// Still a gadget (the cache is re-checked on use); `left`: bytes from it to the segment's end.
-bool still_there(uintptr_t g, size_t) { return *reinterpret_cast<const unsigned char *>(g) == 0xc3; }
+// Still a gadget (the cache is re-checked on use).
+bool still_there(uintptr_t g, uintptr_t) { return *reinterpret_cast<const unsigned char *>(g) == 0xc3; }
 
 // pfg_dlopen_via(file, mode, gadget, real): enters real(file, mode) with `gadget` as its
 // return address and our continuation under it. real's `ret` goes to the gadget, whose
@@ -62,7 +62,7 @@ bool still_there(uintptr_t g, size_t) { return *reinterpret_cast<const unsigned 
 // Re-entrant and thread-safe: nothing but the stack (a constructor run by this dlopen
 // may dlopen again, on this thread or another). Unwinding from inside real (a backtrace
 // in a constructor): the gadget is an epilogue `pop; ret` at the end of a function
-// (find_gadget), whose CFI row just before it says CFA = rsp+16, so an unwinder goes
+// (scan()), whose CFI row just before it says CFA = rsp+16, so an unwinder goes
 // from the gadget's frame straight to our return address at S+16; had the row been
 // CFA = rsp+8, it would reach the continuation, whose `nop` carries the row CFA = rsp+8
 // (return addresses are looked up at address-1).

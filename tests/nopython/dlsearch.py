@@ -15,7 +15,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), 'tools'))
-from pfgpy import env as scrub  # noqa: E402
+from pfgpy import env as scrub, interpreters  # noqa: E402
 TOKENS = {  # a DT_RPATH / DT_RUNPATH entry, relative to the prefix's bin/ (the caller's origin)
     'origin': '$ORIGIN/../plain',
     'lib': '$ORIGIN/../$LIB',
@@ -60,24 +60,24 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--lib', required=True)
     ap.add_argument('--sysroot', help='an arm64 sysroot (tools/debian-env bookworm-arm64|trixie-arm64 '
-                    'path): programs are built with --cc and run under qemu-aarch64-static -L SYSROOT')
-    ap.add_argument('--cc', help='the C compiler (default gcc; aarch64-linux-gnu-gcc with --sysroot)')
+                    'path): programs are built with --cc and run under qemu-user -L SYSROOT')
+    ap.add_argument('--cc', help='the C compiler (default gcc; with --sysroot, the sysroot\'s cross gcc, '
+                    'aarch64-linux-gnu-gcc)')
     ap.add_argument('--cflags', default='', help='extra compiler flags for every program and library '
                     '(-mbranch-protection=standard: callers whose epilogues authenticate)')
     args = ap.parse_args()
-    cc = shutil.which(args.cc or ('aarch64-linux-gnu-gcc' if args.sysroot else 'gcc')) or \
-        (not args.cc and not args.sysroot and shutil.which('cc'))
+    via, triplet = [], None
+    if args.sysroot:
+        via, triplet, why = interpreters.sysroot_runner(args.sysroot)
+        if via is None:
+            print(f'SKIP: {why}')
+            return 77
+    cc = shutil.which(args.cc or (triplet + '-gcc' if triplet else 'gcc')) or \
+        (not args.cc and not triplet and shutil.which('cc'))
     if not cc:
         print('SKIP: no C compiler')
         return 77
     cc = [cc] + args.cflags.split()
-    via = []
-    if args.sysroot:
-        qemu = shutil.which('qemu-aarch64-static')
-        if not qemu:
-            print('SKIP: qemu-aarch64-static not installed')
-            return 77
-        via = [qemu, '-L', os.path.abspath(args.sysroot)]
     lib = os.path.abspath(args.lib)
     src = os.path.join(HERE, 'dlsearch.c')
     failures = 0

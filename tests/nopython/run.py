@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), 'tools'))
-from pfgpy import env as scrub, run as pfgrun  # noqa: E402
+from pfgpy import env as scrub, interpreters, run as pfgrun  # noqa: E402
 
 # Fixed identities and dates, so that git's hashes and tar's listings do not depend on
 # the run.
@@ -92,7 +92,7 @@ def cases(args):
     yield from program_cases(args)
 
 
-VIA = []  # qemu-aarch64-static -L SYSROOT with --sysroot
+VIA = []  # with --sysroot, its runner prefix (qemu-user -L SYSROOT)
 
 
 def run(argv, cwd, env, timeout):
@@ -111,19 +111,19 @@ def main():
     ap.add_argument('--libpython', default='/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0',
                     help='a shared libpython for the probe-then-load cases ("" to leave them out)')
     ap.add_argument('--sysroot', help='an arm64 sysroot (tools/debian-env ENV nopython): its '
-                    'programs and --probe/--cxx, cross-built, run under qemu-aarch64-static -L SYSROOT; '
+                    'programs and --probe/--cxx, cross-built, run under qemu-user -L SYSROOT; '
                     '--libpython is then a path inside it')
     ap.add_argument('--only', action='append', help='case names to run')
     ap.add_argument('--timeout', type=float, default=60)
     args = ap.parse_args()
     cat = ['cat']
     if args.sysroot:
-        qemu = shutil.which('qemu-aarch64-static')
-        if not qemu:
-            print('SKIP: qemu-aarch64-static not installed')
+        runner, _, why = interpreters.sysroot_runner(args.sysroot)
+        if runner is None:
+            print(f'SKIP: {why}')
             return 77
         args.sysroot = os.path.abspath(args.sysroot)
-        VIA[:] = [qemu, '-L', args.sysroot]
+        VIA[:] = runner
         cat = [os.path.join(args.sysroot, 'usr', 'bin', 'cat')]
     if args.libpython and not os.path.exists((args.sysroot or '') + args.libpython):
         print(f'SKIP probe-then-load, late-load: {args.libpython} not found')

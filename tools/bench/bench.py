@@ -57,7 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tools"))
-from pfgpy import env, library  # noqa: E402
+from pfgpy import env, interpreters, library  # noqa: E402
 
 PAIR_TARGET = 1.03          # the targets: docs/performance.md
 # Start-up: where nothing needs patching (a libpython the guard interposes on) ...
@@ -683,15 +683,13 @@ def measure_startup_arm64(interp):
     guard, with build-arm64's library, with an empty preloaded object cross-built here,
     and with PYFINGUARD_PATCH=off. Said, not silently left out, where a piece is missing."""
     denv = os.path.join(REPO, "tools", "debian-env")
-    qemu, cc = shutil.which("qemu-aarch64-static"), shutil.which("aarch64-linux-gnu-gcc")
     lib = os.path.join(REPO, "build-arm64", "shim", "libpyfinguard.so")
-    if not qemu or not cc or not os.path.exists(lib):
-        print("arm64 start-up: not measured (needs qemu-aarch64-static, aarch64-linux-gnu-gcc and "
-              "build-arm64/shim/libpyfinguard.so: tools/debian-env bookworm-arm64 build)")
+    if not os.path.exists(lib):
+        print("arm64 start-up: not measured (no build-arm64/shim/libpyfinguard.so: "
+              "tools/debian-env bookworm-arm64 build)")
         return {}
-    empty = os.path.join(build_dir(), "empty_preload-arm64.so")
     src = os.path.join(HERE, "empty_preload.c")
-    compile_cached([cc, "-O2", "-shared", "-fPIC", src], [src], empty)
+    empty = os.path.join(build_dir(), "empty_preload-arm64.so")
     res = {}
     for envname in ("bookworm-arm64", "trixie-arm64"):
         r = subprocess.run([denv, envname, "path"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -699,15 +697,24 @@ def measure_startup_arm64(interp):
             print("%s: start-up not measured (no sysroot: tools/debian-env %s create)" % (envname, envname))
             continue
         root = r.stdout.decode().strip()
-        for exe in sorted(glob.glob(os.path.join(root, "usr", "bin", "python3.*"))):
-            name = "%s %s" % (envname, os.path.basename(exe))
-            if exe.endswith("-config") or (interp and not any(i in name for i in interp)):
+        runner, triplet, why = interpreters.sysroot_runner(root)
+        cc = triplet and shutil.which(triplet + "-gcc")
+        if runner is None or not cc:
+            print("%s: start-up not measured (%s)" % (envname, why or "no %s-gcc" % triplet))
+            continue
+        compile_cached([cc, "-O2", "-shared", "-fPIC", src], [src], empty)
+        for it in interpreters.discover_sysroot(root):
+            name = it.name
+            if it.kind == "embed-only" or (interp and not any(i in name for i in interp)):
+                continue
+            if it.skip:
+                print("%s: start-up not measured (%s)" % (name, it.skip))
                 continue
             log("bench: arm64 start-up instructions %s (4 runs under qemu-user)" % name)
             envs = {"raw": env_with(None), "guard": env_with(lib), "empty": env_with(empty),
                     "off": dict(env_with(lib), PYFINGUARD_PATCH="off")}
             try:
-                res[name] = {k: qemu_instructions([qemu, "-L", root, exe, "-c", "pass"], e)
+                res[name] = {k: qemu_instructions(it.runner + [it.executable, "-c", "pass"], e)
                              for k, e in envs.items()}
             except (RuntimeError, KeyError, subprocess.TimeoutExpired) as e:
                 print("%s: qemu instruction count failed: %s" % (name, str(e)[:300]))

@@ -273,6 +273,20 @@ def sysroot_arch(sysroot):
     return None
 
 
+def sysroot_runner(sysroot):
+    """How this machine starts a sysroot's programs: (runner prefix, GNU triplet of its
+    cross tools, None), the runner being [qemu-user, "-L", SYSROOT]; (None, triplet or
+    None, reason) when it cannot."""
+    arch = sysroot_arch(sysroot)
+    if arch not in FOREIGN:
+        return None, None, "no way to run %s programs here" % (arch or "unknown")
+    qemu, triplet = FOREIGN[arch]
+    found = shutil.which(qemu)
+    if found is None:
+        return None, triplet, "%s not found (Debian package qemu-user-static)" % qemu
+    return [found, "-L", os.path.realpath(sysroot)], triplet, None
+
+
 def discover_sysroot(sysroot, include_skipped=True, timeout=60):
     """The interpreters of another architecture's sysroot (/usr/bin/python3.X there, and
     the libpython3.X beside each), started under qemu-user. Names say the release and
@@ -282,11 +296,11 @@ def discover_sysroot(sysroot, include_skipped=True, timeout=60):
     osr = _os_release(os.path.join(sysroot, "etc", "os-release"))
     distro = "%s%s-%s" % (osr.get("ID", "sysroot"), osr.get("VERSION_ID", ""),
                           {"aarch64": "arm64"}.get(arch, arch or "unknown"))
+    runner, _, why = sysroot_runner(sysroot)
     if arch not in FOREIGN:
-        return [Interpreter(distro, "static exe", source="sysroot", sysroot=sysroot,
-                            skip="no way to run %s programs here" % (arch or "unknown"))]
-    qemu = shutil.which(FOREIGN[arch][0])
-    runner = [qemu or FOREIGN[arch][0], "-L", sysroot]
+        return [Interpreter(distro, "static exe", source="sysroot", sysroot=sysroot, skip=why)]
+    have_runner = runner is not None
+    runner = runner or [FOREIGN[arch][0], "-L", sysroot]
     found = []
     for p in sorted(glob.glob(os.path.join(sysroot, "usr", "bin", "python3.*")),
                     key=lambda p: _version_key(os.path.basename(p)[6:])):
@@ -296,10 +310,8 @@ def discover_sysroot(sysroot, include_skipped=True, timeout=60):
         exe = os.path.realpath(p)
         label = "%s-%s" % (distro, base)
         common = dict(source="sysroot", runner=runner, sysroot=sysroot, arch=arch)
-        if qemu is None:
-            found.append(Interpreter(label, "static exe", executable=exe, skip="%s not found "
-                                     "(Debian package qemu-user-static)" % FOREIGN[arch][0],
-                                     **common))
+        if not have_runner:
+            found.append(Interpreter(label, "static exe", executable=exe, skip=why, **common))
             continue
         facts, err = probe(exe, timeout, runner)
         if facts is None:
